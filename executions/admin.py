@@ -1,0 +1,63 @@
+"""Admin pages for executions (read-only: executions change only through the engine).
+Secret input values are never shown here."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+
+from executions.models import Event, Execution, LogChunk, StageRun, StepRun
+from pipelines.admin import ScopedAdmin
+
+
+class ReadOnlyAdmin(ScopedAdmin):
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class StageRunInline(admin.TabularInline):
+    model = StageRun
+    extra = 0
+    fields = ["position", "identifier", "status", "started_at", "finished_at", "carried_from", "error"]
+    readonly_fields = fields
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Execution)
+class ExecutionAdmin(ReadOnlyAdmin):
+    project_path = "pipeline__project"
+    list_display = ["__str__", "status", "triggered_by", "created_at", "attempt", "retry_of"]
+    list_filter = ["status"]
+    exclude = ["secret_inputs"]
+    inlines = [StageRunInline]
+    list_select_related = ["pipeline", "retry_of__pipeline"]
+
+
+@admin.register(StageRun)
+class StageRunAdmin(ReadOnlyAdmin):
+    project_path = "execution__pipeline__project"
+    list_display = ["__str__", "status", "started_at", "finished_at"]
+    list_filter = ["status"]
+
+
+@admin.register(StepRun)
+class StepRunAdmin(ReadOnlyAdmin):
+    project_path = "execution__pipeline__project"
+    list_display = ["__str__", "type", "status", "exit_code", "attempts", "worker"]
+    list_filter = ["status", "type"]
+
+
+@admin.register(LogChunk)
+class LogChunkAdmin(ReadOnlyAdmin):
+    project_path = "step_run__execution__pipeline__project"
+    list_display = ["__str__", "created_at"]
+
+
+@admin.register(Event)
+class EventAdmin(ReadOnlyAdmin):
+    project_path = "execution__pipeline__project"
+    list_display = ["at", "execution", "from_status", "to_status", "action", "actor"]
+    list_filter = ["action", "to_status"]

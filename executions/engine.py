@@ -1,0 +1,370 @@
+"""The engine: moves executions forward, one compare-and-set transition at a time.
+
+State lives in the database; the broker only carries "run step N now". ``advance`` is the one
+reconciler: given an execution, it looks at its stage and step runs and does whatever is due
+(skip a stage whose condition is false, queue the next step, finish a stage, finish the
+execution). It is idempotent and runs under a lock on the execution row, so a worker that
+finishes a step, the reaper and an approval can all call it at once without harm.
+
+Steps run in ``executions.tasks.run_step`` → ``run_step`` below. A step is claimed with a
+compare-and-set QUEUED → RUNNING, so a redelivered task never runs a step twice; while it runs
+the worker renews the step's lease, and the reaper (``reap``) fails a step whose lease lapsed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Iterable
+from datetime import timedelta
+from functools import partial
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Exists, F, OuterRef
+from django.utils import timezone
+
+from executions.context import RunContext
+from executions.models import (
+    ACTIVE,
+    SUCCEEDED,
+    TERMINAL,
+    Event,
+    Execution,
+    StageRun,
+    Status,
+    StepRun,
+)
+from pipelines.conditions import evaluate_condition
+
+log = logging.getLogger(__name__)
+
+# When several members of a parallel group end badly, the execution takes the first of these.
+FAILURE_PRIORITY = [Status.ABORTED, Status.FAILED, Status.EXPIRED, Status.REJECTED]
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+# --- compare-and-set transitions ------------------------------------------------------------
+
+
+def transition(
+    obj: Execution | StageRun | StepRun,
+    to: str,
+    sources: Iterable[str],
+    *,
+    actor=None,
+    action: str = "",
+    message: str = "",
+    **fields,
+) -> bool:
+    """Move ``obj`` to status ``to`` if it is still in one of ``sources``; record an event.
+
+    Returns whether this call won. ``obj`` is updated in memory only when it did.
+    """
+    now = timezone.now()
+    sources = list(sources)
+    if to in ACTIVE and "started_at" not in fields and to == Status.RUNNING:
+        fields.setdefault("started_at", now)
+    if to in TERMINAL and to != Status.SKIPPED:
+        fields.setdefault("finished_at", now)
+    updated = type(obj).objects.filter(pk=obj.pk, status__in=sources).update(status=to, **fields)
+    if not updated:
+        return False
+    previous = obj.status
+    obj.status = to
+    for key, value in fields.items():
+        if not hasattr(value, "resolve_expression"):
+            setattr(obj, key, value)
+    if isinstance(obj, Execution):
+        execution_id, stage_run, step_run = obj.pk, None, None
+    elif isinstance(obj, StageRun):
+        execution_id, stage_run, step_run = obj.execution_id, obj, None
+    else:
+        execution_id, stage_run, step_run = obj.execution_id, None, obj
+    Event.objects.create(
+        execution_id=execution_id,
+        stage_run=stage_run,
+        step_run=step_run,
+        from_status=previous if previous in sources else "",
+        to_status=to,
+        actor=actor,
+        action=action,
+        message=message[:2000],
+    )
+    return True
+
+
+def record(execution: Execution, action: str, *, actor=None, message: str = "") -> None:
+    Event.objects.create(execution=execution, action=action, actor=actor, message=message[:2000])
+
+
+# --- dispatch -------------------------------------------------------------------------------
+
+
+def dispatch_step(step: StepRun, queue: str) -> None:
+    """Send "run this step" to the broker once the current transaction commits.
+
+    If the broker cannot be reached the step stays QUEUED in the database and the reaper sends
+    it again later (``STAGELINE_REDISPATCH_AFTER_SECONDS``): nothing is lost, nothing fails.
+    """
+    task_id = f"step-{step.pk}-{timezone.now().timestamp():.6f}"
+    transaction.on_commit(partial(_send, step.pk, queue or "default", task_id))
+
+
+def _send(step_id: int, queue: str, task_id: str) -> None:
+    from executions.tasks import run_step
+
+    try:
+        run_step.apply_async(args=[step_id], queue=queue, task_id=task_id, retry=False)
+    except Exception:  # noqa: BLE001 - any broker failure: the reaper re-sends from the database
+        log.warning("could not send step %s to queue %s; the reaper will re-send it", step_id, queue, exc_info=True)
+
+
+# --- the reconciler -------------------------------------------------------------------------
+
+
+def build_context(execution: Execution, stage_runs: list[StageRun] | None = None) -> RunContext:
+    if stage_runs is None:
+        stage_runs = list(execution.stage_runs.all())
+    return RunContext(
+        spec=execution.version.spec,
+        execution_id=execution.pk,
+        sequence=execution.sequence,
+        inputs={**(execution.inputs or {}), **(execution.secret_inputs or {})},
+        outputs={run.identifier: run.outputs or {} for run in stage_runs if run.status == Status.SUCCESS},
+    )
+
+
+def advance(execution_id: int) -> None:
+    """Do whatever is due for one execution. Safe to call any number of times, concurrently."""
+    with transaction.atomic():
+        execution = (
+            Execution.objects.select_for_update()
+            .select_related("version")
+            .filter(pk=execution_id)
+            .first()
+        )
+        if execution is None or execution.status not in ACTIVE:
+            return
+        _advance_locked(execution)
+
+
+def _advance_locked(execution: Execution) -> None:
+    stage_runs = list(execution.stage_runs.order_by("position"))
+    spec = execution.version.spec
+    groups: dict[int, list[StageRun]] = {}
+    for run in stage_runs:
+        groups.setdefault(run.group_index, []).append(run)
+
+    for group_index in sorted(groups):
+        members = groups[group_index]
+        for run in members:
+            if run.status in (Status.NOT_STARTED, Status.QUEUED):
+                _start_stage(execution, run, spec, stage_runs)
+            elif run.status in (Status.RUNNING, Status.WAITING):
+                _advance_stage(execution, run, spec, stage_runs)
+        if not all(run.status in TERMINAL for run in members):
+            waiting = any(r.status == Status.WAITING for r in members)
+            busy = any(r.status in (Status.RUNNING, Status.QUEUED) for r in members)
+            target = Status.WAITING if waiting and not busy else Status.RUNNING
+            if execution.status != target:
+                transition(execution, target, [Status.RUNNING, Status.WAITING, Status.QUEUED])
+            return
+        bad = [run.status for run in members if run.status not in SUCCEEDED]
+        if bad:
+            status = next(s for s in FAILURE_PRIORITY if s in bad)
+            failed = [run for run in members if run.status == status]
+            reason = "; ".join(
+                f"stage '{run.identifier}' {run.get_status_display().lower()}"
+                + (f": {run.error}" if run.error else "")
+                for run in failed
+            )
+            transition(execution, status, ACTIVE, error=reason)
+            return
+    transition(execution, Status.SUCCESS, ACTIVE)
+
+
+def _start_stage(execution: Execution, run: StageRun, spec, stage_runs: list[StageRun]) -> None:
+    stage = spec.stage(run.identifier)
+    if stage is None:  # cannot happen for a validated version; fail loudly rather than hang
+        transition(run, Status.FAILED, [run.status], error="stage not found in the pipeline version")
+        return
+    if stage.when:
+        context = build_context(execution, stage_runs)
+        try:
+            go = evaluate_condition(stage.when, lambda expr: context.resolve(expr, stage))
+        except ValueError as exc:
+            transition(run, Status.FAILED, [run.status], error=f"condition could not be evaluated: {exc}")
+            return
+        if not go:
+            if transition(run, Status.SKIPPED, [run.status], message=f"condition is false: {stage.when}"):
+                run.step_runs.filter(status=Status.NOT_STARTED).update(status=Status.SKIPPED)
+            return
+    if transition(run, Status.RUNNING, [Status.NOT_STARTED, Status.QUEUED]):
+        _advance_stage(execution, run, spec, stage_runs)
+
+
+def _advance_stage(execution: Execution, run: StageRun, spec, stage_runs: list[StageRun]) -> None:
+    steps = list(run.step_runs.order_by("position"))
+    for step in steps:
+        if step.status in SUCCEEDED:
+            continue
+        if step.status in TERMINAL:
+            transition(
+                run,
+                step.status,
+                [Status.RUNNING, Status.WAITING],
+                error=f"step '{step.identifier}' {step.get_status_display().lower()}"
+                + (f": {step.error}" if step.error else ""),
+            )
+            return
+        if step.status == Status.WAITING:
+            if run.status != Status.WAITING:
+                transition(run, Status.WAITING, [Status.RUNNING])
+            return
+        if step.status in (Status.QUEUED, Status.RUNNING):
+            if run.status != Status.RUNNING:
+                transition(run, Status.RUNNING, [Status.WAITING])
+            return
+        # NOT_STARTED: the next step is due.
+        if run.status != Status.RUNNING:
+            transition(run, Status.RUNNING, [Status.WAITING])
+        _queue_step(execution, run, step, spec)
+        return
+    outputs: dict[str, str] = {}
+    for step in steps:
+        outputs.update(step.outputs or {})
+    transition(run, Status.SUCCESS, [Status.RUNNING, Status.WAITING], outputs=outputs)
+
+
+def _queue_step(execution: Execution, run: StageRun, step: StepRun, spec) -> None:
+    stage = spec.stage(run.identifier)
+    step_spec = next(s for s in stage.steps if s.identifier == step.identifier)
+    now = timezone.now()
+    if step_spec.type == "Approval":
+        context = build_context(execution)
+        message = context.render(step_spec.message, stage)
+        from executions.context import mask
+
+        transition(
+            step,
+            Status.WAITING,
+            [Status.NOT_STARTED],
+            started_at=now,
+            deadline=now + timedelta(seconds=step_spec.timeout),
+            comment="",
+            error="",
+            message=mask(message, context.secret_values()),
+        )
+        transition(run, Status.WAITING, [Status.RUNNING])
+        return
+    if transition(step, Status.QUEUED, [Status.NOT_STARTED], queued_at=now):
+        dispatch_step(step, run.queue)
+
+
+# --- running a step on a worker -------------------------------------------------------------
+
+
+def run_step(step_id: int) -> None:
+    """Claim a queued step and run it here. Called by the Celery task; idempotent."""
+    step = StepRun.objects.select_related("stage_run", "execution__version").filter(pk=step_id).first()
+    if step is None or step.status != Status.QUEUED:
+        return  # gone, already running elsewhere, or finished: a redelivery
+    limit = settings.STAGELINE_MAX_TASK_ATTEMPTS
+    StepRun.objects.filter(pk=step_id, status=Status.QUEUED).update(attempts=F("attempts") + 1)
+    step.refresh_from_db(fields=["attempts", "status"])
+    if step.attempts > limit:
+        with transaction.atomic():
+            transition(step, Status.FAILED, [Status.QUEUED], error=f"gave up after {limit} delivery attempts")
+        advance(step.execution_id)
+        return
+    lease = timezone.now() + timedelta(seconds=settings.STAGELINE_STEP_LEASE_SECONDS)
+    with transaction.atomic():
+        won = transition(
+            step,
+            Status.RUNNING,
+            [Status.QUEUED],
+            worker=worker_name(),
+            lease_expires_at=lease,
+            started_at=timezone.now(),
+        )
+    if not won:
+        return
+    execution = step.execution
+    stage = execution.version.spec.stage(step.stage_run.identifier)
+    step_spec = next(s for s in stage.steps if s.identifier == step.identifier)
+    from executions.runners import run as run_with_runner
+
+    try:
+        result = run_with_runner(step, step_spec, stage, execution)
+    except Exception as exc:  # a bug in a runner must not leave the step RUNNING
+        log.exception("step %s crashed its runner", step_id)
+        from executions.runners.base import StepResult
+
+        result = StepResult(status=Status.FAILED, error=f"internal error: {type(exc).__name__}: {exc}")
+    with transaction.atomic():
+        transition(
+            step,
+            result.status,
+            [Status.RUNNING],
+            exit_code=result.exit_code,
+            outputs=result.outputs,
+            error=result.error[:2000],
+            lease_expires_at=None,
+        )
+    advance(step.execution_id)
+
+
+# --- the reaper -------------------------------------------------------------------------------
+
+
+def reap() -> dict[str, int]:
+    """Fail steps whose worker was lost, expire unanswered approvals, re-send lost dispatches,
+    and nudge executions that have nothing running. Runs periodically (Celery beat)."""
+    now = timezone.now()
+    counts = {"worker_lost": 0, "approvals_expired": 0, "redispatched": 0, "nudged": 0}
+    touched: set[int] = set()
+
+    for step in StepRun.objects.filter(status=Status.RUNNING, lease_expires_at__lt=now):
+        with transaction.atomic():
+            if transition(
+                step,
+                Status.FAILED,
+                [Status.RUNNING],
+                error=f"worker lost: no heartbeat from {step.worker or 'its worker'} since "
+                f"{step.lease_expires_at - timedelta(seconds=settings.STAGELINE_STEP_LEASE_SECONDS):%H:%M:%S} UTC",
+                lease_expires_at=None,
+            ):
+                counts["worker_lost"] += 1
+                touched.add(step.execution_id)
+
+    for step in StepRun.objects.filter(status=Status.WAITING, deadline__lt=now):
+        with transaction.atomic():
+            if transition(step, Status.EXPIRED, [Status.WAITING], error="nobody answered the approval in time"):
+                counts["approvals_expired"] += 1
+                touched.add(step.execution_id)
+
+    stale = now - timedelta(seconds=settings.STAGELINE_REDISPATCH_AFTER_SECONDS)
+    for step in StepRun.objects.filter(status=Status.QUEUED, queued_at__lt=stale).select_related("stage_run"):
+        with transaction.atomic():
+            if StepRun.objects.filter(pk=step.pk, status=Status.QUEUED, queued_at=step.queued_at).update(
+                queued_at=now
+            ):
+                dispatch_step(step, step.stage_run.queue)
+                counts["redispatched"] += 1
+
+    active_steps = StepRun.objects.filter(execution=OuterRef("pk"), status__in=list(ACTIVE))
+    idle = Execution.objects.filter(status__in=[Status.RUNNING, Status.QUEUED]).filter(
+        ~Exists(active_steps)
+    )
+    for execution_id in idle.values_list("pk", flat=True):
+        touched.add(execution_id)
+        counts["nudged"] += 1
+
+    for execution_id in touched:
+        advance(execution_id)
+    return counts

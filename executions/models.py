@@ -1,0 +1,291 @@
+"""Executions and what they are made of: stage runs, step runs, log chunks and events.
+
+Status machine (SPEC §3), for executions, stages and steps alike::
+
+    NOT_STARTED ─► QUEUED ─► RUNNING ─┬─► SUCCESS
+         │            │         │     ├─► FAILED   (a step failed, or its worker was lost)
+         │            │         ├─► WAITING ─► SUCCESS | REJECTED | EXPIRED | ABORTED
+         │            │         ├─► EXPIRED  (a timeout)
+         └─► SKIPPED  └─────────┴─► ABORTED  (an operator aborted)
+
+Every change is a compare-and-set (``UPDATE … WHERE status IN (sources)``) made by
+``executions.engine``; every change appends an ``Event``. A retry never modifies the
+execution it retries, apart from the ``retry_of`` link that the new execution holds.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Status(models.TextChoices):
+    NOT_STARTED = "NOT_STARTED", "Not started"
+    QUEUED = "QUEUED", "Queued"
+    RUNNING = "RUNNING", "Running"
+    WAITING = "WAITING", "Waiting for approval"
+    SUCCESS = "SUCCESS", "Success"
+    FAILED = "FAILED", "Failed"
+    ABORTED = "ABORTED", "Aborted"
+    EXPIRED = "EXPIRED", "Expired"
+    REJECTED = "REJECTED", "Rejected"
+    SKIPPED = "SKIPPED", "Skipped"
+
+
+ACTIVE = frozenset({Status.QUEUED, Status.RUNNING, Status.WAITING})
+TERMINAL = frozenset(
+    {Status.SUCCESS, Status.FAILED, Status.ABORTED, Status.EXPIRED, Status.REJECTED, Status.SKIPPED}
+)
+RETRYABLE = frozenset({Status.FAILED, Status.ABORTED, Status.EXPIRED, Status.REJECTED})
+SUCCEEDED = frozenset({Status.SUCCESS, Status.SKIPPED})
+# Which statuses a row may move to from each status (checked by the engine's set_status).
+TRANSITIONS: dict[str, frozenset[str]] = {
+    Status.NOT_STARTED: frozenset({Status.QUEUED, Status.RUNNING, Status.SKIPPED, Status.ABORTED}),
+    Status.QUEUED: frozenset({Status.RUNNING, Status.ABORTED, Status.FAILED, Status.SKIPPED}),
+    Status.RUNNING: frozenset(
+        {Status.WAITING, Status.SUCCESS, Status.FAILED, Status.ABORTED, Status.EXPIRED, Status.REJECTED}
+    ),
+    Status.WAITING: frozenset(
+        {Status.RUNNING, Status.SUCCESS, Status.REJECTED, Status.EXPIRED, Status.ABORTED, Status.FAILED}
+    ),
+}
+
+
+def is_terminal(status: str) -> bool:
+    return status in TERMINAL
+
+
+class ExecutionQuerySet(models.QuerySet):
+    def visible_to(self, user) -> ExecutionQuerySet:
+        from pipelines import permissions
+
+        return self.filter(pipeline__in=permissions.visible_pipelines(user).values("id"))
+
+    def for_pipeline(self, pipeline) -> ExecutionQuerySet:
+        return self.filter(pipeline=pipeline)
+
+    def chain_of(self, execution: Execution) -> ExecutionQuerySet:
+        root_id = execution.root_id
+        return self.filter(Q(id=root_id) | Q(chain_root_id=root_id)).order_by("attempt", "id")
+
+
+class Execution(models.Model):
+    """One run of a pipeline version: who started it, with which inputs, and how it ended.
+
+    A retry is a new execution on the same version whose ``retry_of`` points at the one it
+    retries (unique: exactly one retry per execution) and whose ``chain_root`` points at the
+    chain's original execution (the retry window is measured from there).
+    """
+
+    pipeline = models.ForeignKey("pipelines.Pipeline", on_delete=models.PROTECT, related_name="executions")
+    version = models.ForeignKey("pipelines.PipelineVersion", on_delete=models.PROTECT, related_name="executions")
+    sequence = models.PositiveIntegerField()
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
+    triggered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    inputs = models.JSONField(default=dict, blank=True, help_text="Runtime input values (no secrets).")
+    secret_inputs = models.JSONField(default=dict, blank=True, editable=False)
+    error = models.TextField(blank=True)
+
+    retry_of = models.OneToOneField(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="retry"
+    )
+    chain_root = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="chain_members"
+    )
+    attempt = models.PositiveSmallIntegerField(default=1)
+    resumed_from = models.CharField(max_length=80, blank=True)
+    retry_mode = models.CharField(max_length=12, blank=True)
+    reason = models.TextField(blank=True)
+    changed_inputs = models.JSONField(default=list, blank=True)
+    rerun_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="reruns"
+    )
+    selected_stages = models.JSONField(default=list, blank=True)
+
+    objects = ExecutionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["pipeline", "sequence"], name="execution_sequence_unique"),
+        ]
+        indexes = [
+            models.Index(fields=["pipeline", "-id"], name="execution_pipeline_id_idx"),
+            models.Index(fields=["status", "-id"], name="execution_status_id_idx"),
+            models.Index(fields=["triggered_by", "-id"], name="execution_who_id_idx"),
+            models.Index(fields=["created_at"], name="execution_created_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pipeline.identifier} #{self.sequence}"
+
+    @property
+    def root_id(self) -> int:
+        return self.chain_root_id or self.id
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    @property
+    def is_retryable_status(self) -> bool:
+        return self.status in RETRYABLE
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if not self.started_at:
+            return None
+        from django.utils import timezone
+
+        end = self.finished_at or timezone.now()
+        return (end - self.started_at).total_seconds()
+
+
+class StageRun(models.Model):
+    """One stage inside an execution. A carried-over stage points at the run it came from."""
+
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="stage_runs")
+    identifier = models.CharField(max_length=64)
+    name = models.CharField(max_length=200)
+    group_index = models.PositiveIntegerField()
+    position = models.PositiveIntegerField()
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.NOT_STARTED)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outputs = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    queue = models.CharField(max_length=64, blank=True)
+    carried_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="carried_into"
+    )
+
+    class Meta:
+        ordering = ["execution_id", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["execution", "identifier"], name="stage_run_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.execution} / {self.identifier}"
+
+    @property
+    def is_carried_over(self) -> bool:
+        return self.carried_from_id is not None
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if not self.started_at:
+            return None
+        from django.utils import timezone
+
+        return ((self.finished_at or timezone.now()) - self.started_at).total_seconds()
+
+
+class StepRun(models.Model):
+    """One step of a stage run: its process, its lease while running, its result.
+
+    ``lease_expires_at`` is pushed forward by the worker's heartbeat while the step runs; the
+    reaper fails a RUNNING step whose lease lapsed ("worker lost"). ``attempts`` counts task
+    deliveries that tried to start the step; past ``STAGELINE_MAX_TASK_ATTEMPTS`` it fails.
+    """
+
+    stage_run = models.ForeignKey(StageRun, on_delete=models.CASCADE, related_name="step_runs")
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="step_runs")
+    identifier = models.CharField(max_length=64)
+    name = models.CharField(max_length=200)
+    type = models.CharField(max_length=20)
+    position = models.PositiveIntegerField()
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.NOT_STARTED)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+    outputs = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    worker = models.CharField(max_length=200, blank=True)
+    pid = models.IntegerField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    deadline = models.DateTimeField(null=True, blank=True, help_text="When a waiting approval expires.")
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    comment = models.TextField(blank=True)
+    log_bytes = models.PositiveBigIntegerField(default=0)
+    log_truncated = models.BooleanField(default=False)
+    carried_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="carried_into"
+    )
+
+    class Meta:
+        ordering = ["stage_run_id", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["stage_run", "identifier"], name="step_run_unique"),
+        ]
+        indexes = [
+            models.Index(fields=["status", "lease_expires_at"], name="step_run_status_lease_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.stage_run} / {self.identifier}"
+
+    @property
+    def log_source(self) -> StepRun:
+        """The step run whose log this one shows (a carried-over step shows the original's)."""
+        return self.carried_from if self.carried_from_id else self
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if not self.started_at:
+            return None
+        from django.utils import timezone
+
+        return ((self.finished_at or timezone.now()) - self.started_at).total_seconds()
+
+
+class LogChunk(models.Model):
+    """A piece of a step's output, stored as it is produced (secrets already masked)."""
+
+    step_run = models.ForeignKey(StepRun, on_delete=models.CASCADE, related_name="log_chunks")
+    seq = models.PositiveIntegerField()
+    text = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["step_run_id", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["step_run", "seq"], name="log_chunk_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.step_run_id}:{self.seq}"
+
+
+class Event(models.Model):
+    """A status transition or an operator action: the history and audit trail of an execution."""
+
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="events")
+    stage_run = models.ForeignKey(StageRun, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    step_run = models.ForeignKey(StepRun, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    from_status = models.CharField(max_length=12, blank=True)
+    to_status = models.CharField(max_length=12, blank=True)
+    action = models.CharField(max_length=40, blank=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    message = models.TextField(blank=True)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["execution_id", "id"]
+
+    def __str__(self) -> str:
+        subject = self.step_run_id and "step" or self.stage_run_id and "stage" or "execution"
+        return f"{self.execution_id} {subject} {self.from_status}→{self.to_status} {self.action}"

@@ -1,0 +1,266 @@
+"""The ``ShellScript`` step: bash in a fresh working directory, its output stored as it comes.
+
+- The script's expressions become ``${SL_…}`` environment references (see
+  ``executions.context``); the step's environment is built from scratch (the worker's own
+  variables, such as DATABASE_URL, are not passed on).
+- bash runs in its own session, so a timeout or an abort kills its whole process group.
+- Output is read in small pieces, masked (secrets → ``***``), and appended to the step's log
+  a few times a second. Past ``STAGELINE_LOG_LIMIT_BYTES`` the middle is dropped: the head and
+  the last ``TAIL_BYTES`` are kept, with a marker saying how much was left out.
+- ``key=value`` lines written to ``$STAGELINE_OUTPUT`` become the step's outputs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections import deque
+from pathlib import Path
+
+from django.conf import settings
+from django.db.models import F
+
+from executions.context import mask
+from executions.engine import build_context
+from executions.models import LogChunk, Status, StepRun
+from executions.runners.base import Lease, StepResult
+
+FLUSH_SECONDS = 0.25
+READ_SIZE = 65536
+TAIL_BYTES = 256 * 1024
+KILL_GRACE_SECONDS = 3
+OUTPUT_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_OUTPUT_VALUE = 64 * 1024
+
+
+class LogWriter:
+    """Appends masked output to a step's log in chunks; keeps head and tail past the limit."""
+
+    def __init__(self, step: StepRun, secrets: list[str]):
+        self.step_id = step.pk
+        self.secrets = secrets
+        self.seq = LogChunk.objects.filter(step_run_id=step.pk).count()
+        self.pending = b""
+        self.stored = 0
+        self.limit = settings.STAGELINE_LOG_LIMIT_BYTES
+        self.tail: deque[bytes] = deque()
+        self.tail_size = 0
+        self.dropped = 0
+        self.truncated = False
+        self.last_flush = time.monotonic()
+
+    def feed(self, data: bytes) -> None:
+        if self.truncated:
+            self.tail.append(data)
+            self.tail_size += len(data)
+            while self.tail_size - len(self.tail[0]) >= TAIL_BYTES:
+                gone = self.tail.popleft()
+                self.tail_size -= len(gone)
+                self.dropped += len(gone)
+            return
+        self.pending += data
+        if len(self.pending) >= READ_SIZE or time.monotonic() - self.last_flush >= FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self, final: bool = False) -> None:
+        self.last_flush = time.monotonic()
+        data = self.pending
+        if not final and not self.truncated:
+            # Hold back a partial line (up to 4 KiB) so that a secret is not split in two.
+            cut = data.rfind(b"\n") + 1
+            if 0 < cut < len(data) and len(data) - cut < 4096:
+                data, self.pending = data[:cut], data[cut:]
+            else:
+                self.pending = b""
+        else:
+            self.pending = b""
+        if data:
+            room = self.limit - self.stored
+            if len(data) > room:
+                head, rest = data[:room], data[room:]
+                self._write(head)
+                self.truncated = True
+                self._write(
+                    f"\n[stageline: the log passed {self.limit} bytes; the middle is left out and "
+                    f"the last {TAIL_BYTES // 1024} KiB are kept]\n".encode(),
+                    count=False,
+                )
+                self.tail.append(rest)
+                self.tail_size = len(rest)
+                self.feed(b"")
+            else:
+                self._write(data)
+        if final and self.truncated:
+            tail = b"".join(self.tail)
+            if len(tail) > TAIL_BYTES:
+                self.dropped += len(tail) - TAIL_BYTES
+                tail = tail[-TAIL_BYTES:]
+            self._write(f"[stageline: {self.dropped} bytes left out]\n".encode(), count=False)
+            self._write(tail, count=False)
+            StepRun.objects.filter(pk=self.step_id).update(log_truncated=True)
+
+    def _write(self, data: bytes, count: bool = True) -> None:
+        if not data:
+            return
+        text = mask(data.decode("utf-8", errors="replace").replace("\x00", "\ufffd"), self.secrets)
+        LogChunk.objects.create(step_run_id=self.step_id, seq=self.seq, text=text)
+        self.seq += 1
+        if count:
+            self.stored += len(data)
+        StepRun.objects.filter(pk=self.step_id).update(log_bytes=F("log_bytes") + len(data))
+
+    def note(self, text: str) -> None:
+        self.flush(final=False)
+        self._write(f"[stageline] {text}\n".encode(), count=False)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the step's whole process group, then SIGKILL whatever is left."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + KILL_GRACE_SECONDS
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def _read_outputs(path: Path, secrets: list[str]) -> dict[str, str]:
+    outputs: dict[str, str] = {}
+    if not path.exists():
+        return outputs
+    with path.open("rb") as handle:
+        raw = handle.read(4 * 1024 * 1024)
+    for line in raw.decode("utf-8", errors="replace").splitlines():
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if sep and OUTPUT_KEY_RE.match(key):
+            outputs[key] = mask(value[:MAX_OUTPUT_VALUE], secrets)
+    return outputs
+
+
+def run(step: StepRun, step_spec, stage, execution) -> StepResult:
+    context = build_context(execution)
+    secrets = context.secret_values()
+    script, expr_env = context.render_script(step_spec.script, stage)
+    base = Path(settings.STAGELINE_WORK_DIR)
+    base.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f"e{execution.pk}-{stage.identifier}-{step.identifier}-", dir=base))
+    output_file = workdir / ".stageline-output"
+    script_file = workdir / ".stageline-script.sh"
+    script_file.write_text(script)
+    (workdir / "tmp").mkdir()
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        "HOME": str(workdir),
+        "TMPDIR": str(workdir / "tmp"),
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "STAGELINE_OUTPUT": str(output_file),
+        "STAGELINE_EXECUTION_ID": str(execution.pk),
+        "STAGELINE_SEQUENCE_ID": str(execution.sequence),
+        "STAGELINE_PIPELINE": context.spec.identifier,
+        "STAGELINE_STAGE": stage.identifier,
+        "STAGELINE_STEP": step.identifier,
+    }
+    env.update(context.stage_environment(stage))
+    env.update(expr_env)
+    for key, value in step_spec.env:
+        env[key] = context.render(value, stage)
+    env = {k: v.replace("\x00", "") for k, v in env.items()}
+
+    writer = LogWriter(step, secrets)
+    lease = Lease(step)
+    proc = subprocess.Popen(
+        ["bash", "--noprofile", "--norc", "-e", str(script_file)],
+        cwd=workdir,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    StepRun.objects.filter(pk=step.pk).update(pid=proc.pid)
+    deadline = time.monotonic() + step_spec.timeout
+    selector = selectors.DefaultSelector()
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    os.set_blocking(fd, False)
+    selector.register(fd, selectors.EVENT_READ)
+    outcome: str | None = None
+    try:
+        eof = False
+        while not eof:
+            for _key, _ in selector.select(timeout=0.2):
+                try:
+                    data = os.read(fd, READ_SIZE)
+                except BlockingIOError:
+                    continue
+                if not data:
+                    eof = True
+                    break
+                writer.feed(data)
+            if writer.pending and time.monotonic() - writer.last_flush >= FLUSH_SECONDS:
+                writer.flush()
+            if time.monotonic() > deadline:
+                outcome = Status.EXPIRED
+                break
+            if not lease.still_running():
+                outcome = Status.ABORTED
+                break
+        if outcome:
+            _kill_group(proc)
+        else:
+            # Output closed; the process may still be exiting (or a background child holds on).
+            while proc.poll() is None:
+                if time.monotonic() > deadline:
+                    outcome = Status.EXPIRED
+                    _kill_group(proc)
+                    break
+                if not lease.still_running():
+                    outcome = Status.ABORTED
+                    _kill_group(proc)
+                    break
+                time.sleep(0.05)
+        # Leftover processes of the group (daemons started by the script) do not outlive the step.
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            while data := os.read(fd, READ_SIZE):
+                writer.feed(data)
+        except (BlockingIOError, OSError):
+            pass
+        if outcome == Status.EXPIRED:
+            writer.note(f"timed out after {step_spec.timeout}s: the step's processes were killed")
+        elif outcome == Status.ABORTED:
+            writer.note("aborted: the step's processes were killed")
+        writer.flush(final=True)
+        outputs = _read_outputs(output_file, secrets)
+    finally:
+        selector.close()
+        proc.stdout.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    code = proc.returncode
+    if outcome == Status.EXPIRED:
+        return StepResult(status=Status.EXPIRED, exit_code=code, error=f"timed out after {step_spec.timeout}s")
+    if outcome == Status.ABORTED:
+        return StepResult(status=Status.ABORTED, exit_code=code, error="aborted")
+    if code != 0:
+        return StepResult(status=Status.FAILED, exit_code=code, outputs=outputs, error=f"exit code {code}")
+    return StepResult(status=Status.SUCCESS, exit_code=0, outputs=outputs)

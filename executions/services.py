@@ -1,0 +1,258 @@
+"""State changes that users ask for: run a pipeline, abort an execution, answer an approval.
+
+Each service checks permission first (``pipelines.permissions``), then its guard, then acts in
+one transaction and enqueues work after commit. Refusals raise ``ServiceError`` subclasses,
+which views turn into messages (400/403/404/409) and commands into exit code 2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from executions import engine
+from executions.inputs import InputErrors, validate_inputs
+from executions.models import ACTIVE, Execution, StageRun, Status, StepRun
+from pipelines import permissions
+from pipelines.models import Pipeline, PipelineVersion
+
+
+class ServiceError(Exception):
+    """A refused request, with the message to show. ``status`` is the HTTP status to answer."""
+
+    status = 400
+
+    def __init__(self, message: str, *, field_errors: dict[str, str] | None = None, **extra):
+        super().__init__(message)
+        self.message = message
+        self.field_errors = field_errors or {}
+        self.extra = extra
+
+
+class Invalid(ServiceError):
+    status = 400
+
+
+class Forbidden(ServiceError):
+    status = 403
+
+
+class NotFound(ServiceError):
+    status = 404
+
+
+class Conflict(ServiceError):
+    status = 409
+
+
+def ensure(user, action: str, obj) -> None:
+    """Raise ``NotFound`` / ``Forbidden`` unless ``user`` may do ``action`` to ``obj``."""
+    if not permissions.can(user, "view", obj):
+        raise NotFound("Not found, or you may not see it.")
+    if not permissions.can(user, action, obj):
+        raise Forbidden(permissions.why_not(user, action, obj))
+
+
+def create_execution(
+    *,
+    pipeline: Pipeline,
+    version: PipelineVersion,
+    user,
+    values: Mapping[str, str],
+    secrets: Mapping[str, str],
+    carried: Mapping[str, StageRun] | None = None,
+    selected: list[str] | None = None,
+    **links,
+) -> Execution:
+    """Create an execution with its stage and step runs, and start it after commit.
+
+    ``carried`` maps stage identifiers to the stage runs whose results are carried over (a
+    retry); ``selected`` limits the stages that run (a rerun; the others are SKIPPED).
+    ``links`` are the retry/rerun fields of ``Execution``. Call inside a transaction.
+    """
+    carried = carried or {}
+    spec = version.spec
+    locked = Pipeline.objects.select_for_update().get(pk=pipeline.pk)
+    Pipeline.objects.filter(pk=pipeline.pk).update(last_sequence=F("last_sequence") + 1)
+    sequence = locked.last_sequence + 1
+    now = timezone.now()
+    execution = Execution.objects.create(
+        pipeline=pipeline,
+        version=version,
+        sequence=sequence,
+        status=Status.QUEUED,
+        triggered_by=user,
+        inputs=dict(values),
+        secret_inputs=dict(secrets),
+        selected_stages=list(selected or []),
+        **links,
+    )
+    stage_runs: list[StageRun] = []
+    position = 0
+    for group in spec.groups:
+        for stage in group.stages:
+            source = carried.get(stage.identifier)
+            run = StageRun(
+                execution=execution,
+                identifier=stage.identifier,
+                name=stage.name,
+                group_index=group.index,
+                position=position,
+                queue=stage.runs_on,
+            )
+            if source is not None:
+                run.status = source.status
+                run.outputs = source.outputs
+                run.error = source.error
+                run.started_at = source.started_at
+                run.finished_at = source.finished_at
+                run.carried_from = source.carried_from or source
+            elif selected and stage.identifier not in selected:
+                run.status = Status.SKIPPED
+                run.error = "not selected for this run"
+            stage_runs.append(run)
+            position += 1
+    StageRun.objects.bulk_create(stage_runs)
+    step_runs: list[StepRun] = []
+    for run in stage_runs:
+        stage = spec.stage(run.identifier)
+        source = carried.get(run.identifier)
+        source_steps = {s.identifier: s for s in source.step_runs.all()} if source is not None else {}
+        for index, step in enumerate(stage.steps):
+            step_run = StepRun(
+                stage_run=run,
+                execution=execution,
+                identifier=step.identifier,
+                name=step.name,
+                type=step.type,
+                position=index,
+                status=Status.SKIPPED if run.status == Status.SKIPPED else Status.NOT_STARTED,
+            )
+            original = source_steps.get(step.identifier)
+            if original is not None:
+                step_run.status = original.status
+                step_run.started_at = original.started_at
+                step_run.finished_at = original.finished_at
+                step_run.exit_code = original.exit_code
+                step_run.outputs = original.outputs
+                step_run.error = original.error
+                step_run.decided_by_id = original.decided_by_id
+                step_run.decided_at = original.decided_at
+                step_run.comment = original.comment
+                step_run.log_bytes = original.log_bytes
+                step_run.log_truncated = original.log_truncated
+                step_run.carried_from = original.carried_from or original
+            step_runs.append(step_run)
+    StepRun.objects.bulk_create(step_runs)
+    engine.record(execution, "created", actor=user, message=f"started by {user}" if user else "started")
+    engine.transition(execution, Status.RUNNING, [Status.QUEUED], started_at=now)
+    engine._advance_locked(execution)
+    return execution
+
+
+def run_pipeline(
+    *,
+    pipeline: Pipeline,
+    user,
+    inputs: Mapping[str, object],
+    stages: list[str] | None = None,
+    rerun_of: Execution | None = None,
+) -> Execution:
+    """Start the pipeline's current version with ``inputs`` (validated here)."""
+    ensure(user, "execute", pipeline)
+    version = pipeline.current_version
+    if version is None:
+        raise Invalid(f"Pipeline {pipeline.identifier} has no definition yet.")
+    spec = version.spec
+    try:
+        values, secrets = validate_inputs(spec, inputs)
+    except InputErrors as exc:
+        raise Invalid("Some runtime inputs are not valid: " + str(exc), field_errors=exc.errors) from None
+    selected = None
+    if stages:
+        selected = check_stage_selection(spec, stages)
+    with transaction.atomic():
+        execution = create_execution(
+            pipeline=pipeline,
+            version=version,
+            user=user,
+            values=values,
+            secrets=secrets,
+            selected=selected,
+            rerun_of=rerun_of,
+        )
+    return execution
+
+
+def check_stage_selection(spec, stages: list[str]) -> list[str]:
+    """Validate a rerun's stage selection: known stages, allowed, outputs available."""
+    if not spec.allow_stage_selection:
+        raise Invalid(f"Pipeline {spec.identifier} does not allow running selected stages.")
+    unknown = [s for s in stages if spec.stage(s) is None]
+    if unknown:
+        raise Invalid(f"Unknown stage(s): {', '.join(unknown)}.")
+    picked = set(stages)
+    for identifier in stages:
+        needs = spec.stage(identifier).output_references() - picked
+        if needs:
+            raise Invalid(
+                f"Stage '{identifier}' needs the output of {', '.join(sorted(needs))}, "
+                "which is not selected."
+            )
+    return [s.identifier for s in spec.stages if s.identifier in picked]
+
+
+def abort_execution(*, execution: Execution, user) -> Execution:
+    """Abort a running execution: running steps are killed by their workers (they watch their
+    status), waiting approvals are cancelled, the execution ends ABORTED."""
+    ensure(user, "execute", execution)
+    with transaction.atomic():
+        locked = Execution.objects.select_for_update().get(pk=execution.pk)
+        if locked.status not in ACTIVE:
+            raise Conflict(f"Execution #{locked.sequence} already ended {locked.get_status_display()}.")
+        for step in StepRun.objects.filter(execution=locked, status__in=list(ACTIVE)):
+            engine.transition(step, Status.ABORTED, ACTIVE, actor=user, error="aborted by " + str(user))
+        for run in StageRun.objects.filter(execution=locked, status__in=list(ACTIVE)):
+            engine.transition(run, Status.ABORTED, ACTIVE, actor=user, error="aborted by " + str(user))
+        engine.transition(
+            locked, Status.ABORTED, ACTIVE, actor=user, action="aborted", error=f"aborted by {user}"
+        )
+    return locked
+
+
+def answer_approval(
+    *, execution: Execution, stage: str, user, approve: bool, comment: str = ""
+) -> StepRun:
+    """Approve or reject the approval step waiting in ``stage``."""
+    ensure(user, "approve", execution)
+    comment = (comment or "")[:2000]
+    with transaction.atomic():
+        step = (
+            StepRun.objects.select_for_update()
+            .filter(execution=execution, stage_run__identifier=stage, type="Approval", status=Status.WAITING)
+            .first()
+        )
+        if step is None:
+            if not execution.stage_runs.filter(identifier=stage).exists():
+                raise NotFound(f"Execution #{execution.sequence} has no stage '{stage}'.")
+            raise Conflict(f"Stage '{stage}' of execution #{execution.sequence} is not waiting for approval.")
+        to = Status.SUCCESS if approve else Status.REJECTED
+        won = engine.transition(
+            step,
+            to,
+            [Status.WAITING],
+            actor=user,
+            action="approved" if approve else "rejected",
+            message=comment,
+            decided_by=user,
+            decided_at=timezone.now(),
+            comment=comment,
+            error="" if approve else f"rejected by {user}" + (f": {comment}" if comment else ""),
+        )
+        if not won:
+            raise Conflict("Someone answered this approval first.")
+    engine.advance(execution.pk)
+    return step

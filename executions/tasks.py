@@ -1,0 +1,28 @@
+"""Celery tasks: thin wrappers that take ids and call the engine (no business logic here).
+
+Tasks are acknowledged late and rejected when their worker is lost, so a task is never lost
+with its worker; the engine's compare-and-set claim makes a redelivered task harmless.
+"""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from executions import engine
+
+
+@shared_task(name="executions.tasks.run_step", acks_late=True, reject_on_worker_lost=True)
+def run_step(step_id: int) -> None:
+    """Run one queued step on this worker (returns quietly if it is not QUEUED any more)."""
+    engine.run_step(step_id)
+
+
+@shared_task(name="executions.tasks.advance", acks_late=True)
+def advance(execution_id: int) -> None:
+    engine.advance(execution_id)
+
+
+@shared_task(name="executions.tasks.reap", ignore_result=True)
+def reap() -> dict[str, int]:
+    """Fail lost steps, expire approvals, re-send lost dispatches (Celery beat, every few s)."""
+    return engine.reap()

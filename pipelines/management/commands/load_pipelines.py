@@ -1,0 +1,50 @@
+"""Load every ``*.yaml`` / ``*.yml`` file of a folder as a pipeline of ORG/PROJECT."""
+
+from pathlib import Path
+
+from django.core.management.base import BaseCommand
+
+from pipelines import permissions
+from pipelines.cli import Refused, user_named
+from pipelines.models import Organization, Project
+from pipelines.services import save_pipeline
+from pipelines.spec import SpecErrors
+
+
+class Command(BaseCommand):
+    help = "Create or update one pipeline per YAML file; exit 1 if any file was refused."
+
+    def add_arguments(self, parser):
+        parser.add_argument("project", metavar="ORG/PROJECT")
+        parser.add_argument("directory", metavar="DIR")
+        parser.add_argument("--as", dest="as_user", help="check that this user may edit pipelines")
+
+    def handle(self, *args, project, directory, as_user=None, **options):
+        org_slug, sep, project_slug = project.partition("/")
+        if not sep or not org_slug or not project_slug or "/" in project_slug:
+            raise Refused(f"'{project}' is not ORG/PROJECT")
+        folder = Path(directory)
+        if not folder.is_dir():
+            raise Refused(f"{directory} is not a folder")
+        user = user_named(as_user) if as_user else None
+        org, _ = Organization.objects.get_or_create(slug=org_slug, defaults={"name": org_slug.title()})
+        proj, created = Project.objects.get_or_create(
+            organization=org, slug=project_slug, defaults={"name": project_slug.replace("-", " ").title()}
+        )
+        if user is not None and not permissions.can(user, "change", proj):
+            raise Refused(permissions.why_not(user, "change", proj) if permissions.can(user, "view", proj) else f"no project {project}")
+        files = sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml"))
+        refused = 0
+        for path in files:
+            try:
+                result = save_pipeline(project=proj, yaml_text=path.read_text(), user=user)
+            except SpecErrors as exc:
+                refused += 1
+                self.stderr.write(f"{path.name}: refused")
+                for error in exc.errors:
+                    self.stderr.write(f"  {path.name}:{error.line}: {error.message}" if error.line else f"  {path.name}: {error.message}")
+                continue
+            state = "created" if result.created_pipeline else ("updated" if result.created_version else "unchanged")
+            self.stdout.write(f"{path.name}: {result.pipeline.identifier} v{result.version.number} {state}")
+        if refused:
+            raise Refused(f"{refused} of {len(files)} file(s) refused")
