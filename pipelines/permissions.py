@@ -1,20 +1,31 @@
 """The one place that answers "may this user do X to this object" and "what may they see".
 
 Actions: ``view``, ``execute`` (run, retry, rerun, abort), ``approve``, ``change`` (edit the
-YAML) and ``manage_access`` (assign roles). A user holds an action on a pipeline when a role
-grants it on the pipeline's project or on that pipeline alone; an execution follows its
-pipeline. Superusers hold every action. Inactive and anonymous users hold none.
+YAML) and ``manage_access`` (assign roles). A user holds an action on a pipeline when a
+guardian object permission grants it on the pipeline's project or on that pipeline alone,
+to the user or to one of their groups; an execution follows its pipeline. A grant on one
+pipeline makes its project visible (the project page then lists that pipeline only), nothing
+more. Superusers hold every action. Inactive and anonymous users hold none.
 
-Everything else (views, services, admin, management commands) asks this module; no other code
-reads guardian tables.
+Lists are filtered in the database (``visible_projects`` / ``visible_pipelines`` /
+``visible_executions``: one query with sub-selects, whatever the number of rows). ``can``
+costs one query per (project, pipeline) per user object, remembered on that object until a
+permission or group membership changes; ``prefetch`` answers it for a whole page of rows in
+one query. A request loads a fresh user, so a revoked role is gone at the next request.
+
+Everything else (views, services, admin, management commands) asks this module; apart from
+``pipelines.roles`` (which writes the permissions) no other code reads guardian tables.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
+from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.http import Http404
 
 from pipelines.models import (
@@ -37,35 +48,56 @@ ACTION_LABELS = {
     "change": "Edit",
     "manage_access": "Manage access",
 }
+_APP = "pipelines"
+_CACHE_ATTR = "_stageline_permissions"
+_generation = 0
 
 
 def _is_active(user) -> bool:
     return bool(user is not None and user.is_authenticated and user.is_active)
 
 
-def _codename_filter(action: str, model: str) -> Q:
-    return Q(permission__codename=f"{action}_{model}")
+def _perm_filter(action: str, model: str) -> Q:
+    return Q(permission__content_type__app_label=_APP, permission__codename=f"{action}_{model}")
 
 
-def _project_ids(user, action: str):
-    """Subquery: ids of projects where ``user`` holds ``action`` project-wide (directly or by group)."""
-    direct = ProjectUserObjectPermission.objects.filter(
-        _codename_filter(action, "project"), user=user
-    ).values("content_object_id")
-    by_group = ProjectGroupObjectPermission.objects.filter(
-        _codename_filter(action, "project"), group__user=user
-    ).values("content_object_id")
-    return direct, by_group
+def _on_projects(user, action: str, field: str) -> Q:
+    direct = ProjectUserObjectPermission.objects.filter(_perm_filter(action, "project"), user=user)
+    by_group = ProjectGroupObjectPermission.objects.filter(_perm_filter(action, "project"), group__user=user)
+    return Q(**{f"{field}__in": direct.values("content_object_id")}) | Q(
+        **{f"{field}__in": by_group.values("content_object_id")}
+    )
 
 
-def _pipeline_ids(user, action: str):
-    direct = PipelineUserObjectPermission.objects.filter(
-        _codename_filter(action, "pipeline"), user=user
-    ).values("content_object_id")
-    by_group = PipelineGroupObjectPermission.objects.filter(
-        _codename_filter(action, "pipeline"), group__user=user
-    ).values("content_object_id")
-    return direct, by_group
+def _on_pipelines(user, action: str, field: str) -> Q:
+    direct = PipelineUserObjectPermission.objects.filter(_perm_filter(action, "pipeline"), user=user)
+    by_group = PipelineGroupObjectPermission.objects.filter(_perm_filter(action, "pipeline"), group__user=user)
+    return Q(**{f"{field}__in": direct.values("content_object_id")}) | Q(
+        **{f"{field}__in": by_group.values("content_object_id")}
+    )
+
+
+# --- which objects a user may see (one query each, filtered in the database) ---------------
+
+
+def projects_with(user, action: str, queryset: QuerySet | None = None) -> QuerySet:
+    """Projects where ``user`` holds ``action`` on the whole project (not via one pipeline)."""
+    queryset = Project.objects.all() if queryset is None else queryset
+    if not _is_active(user):
+        return queryset.none()
+    if user.is_superuser:
+        return queryset
+    return queryset.filter(_on_projects(user, action, "id"))
+
+
+def pipelines_with(user, action: str, queryset: QuerySet | None = None) -> QuerySet:
+    """Pipelines on which ``user`` holds ``action``, by a project-wide or a pipeline grant."""
+    queryset = Pipeline.objects.all() if queryset is None else queryset
+    if not _is_active(user):
+        return queryset.none()
+    if user.is_superuser:
+        return queryset
+    return queryset.filter(_on_projects(user, action, "project_id") | _on_pipelines(user, action, "id"))
 
 
 def visible_projects(user, queryset: QuerySet | None = None) -> QuerySet:
@@ -75,31 +107,17 @@ def visible_projects(user, queryset: QuerySet | None = None) -> QuerySet:
         return queryset.none()
     if user.is_superuser:
         return queryset
-    direct, by_group = _project_ids(user, "view")
-    pipe_direct, pipe_group = _pipeline_ids(user, "view")
-    via_pipeline = Pipeline.objects.filter(Q(id__in=pipe_direct) | Q(id__in=pipe_group)).values("project_id")
-    return queryset.filter(Q(id__in=direct) | Q(id__in=by_group) | Q(id__in=via_pipeline))
-
-
-def pipelines_with(user, action: str, queryset: QuerySet | None = None) -> QuerySet:
-    """Pipelines on which ``user`` holds ``action``, filtered in one query."""
-    queryset = Pipeline.objects.all() if queryset is None else queryset
-    if not _is_active(user):
-        return queryset.none()
-    if user.is_superuser:
-        return queryset
-    direct, by_group = _project_ids(user, action)
-    pipe_direct, pipe_group = _pipeline_ids(user, action)
-    return queryset.filter(
-        Q(project_id__in=direct) | Q(project_id__in=by_group) | Q(id__in=pipe_direct) | Q(id__in=pipe_group)
-    )
+    via_pipeline = Pipeline.objects.filter(_on_pipelines(user, "view", "id")).values("project_id")
+    return queryset.filter(_on_projects(user, "view", "id") | Q(id__in=via_pipeline))
 
 
 def visible_pipelines(user, queryset: QuerySet | None = None) -> QuerySet:
+    """Pipelines ``user`` may see (a project grant shows all of them, a pipeline grant one)."""
     return pipelines_with(user, "view", queryset)
 
 
 def visible_executions(user, queryset: QuerySet | None = None) -> QuerySet:
+    """Executions of the pipelines ``user`` may see."""
     from executions.models import Execution
 
     queryset = Execution.objects.all() if queryset is None else queryset
@@ -110,55 +128,54 @@ def visible_executions(user, queryset: QuerySet | None = None) -> QuerySet:
     return queryset.filter(pipeline__in=visible_pipelines(user).values("id"))
 
 
-def _actions_on(user, project_id: int, pipeline_id: int | None) -> frozenset[str]:
-    """Every action ``user`` holds on a project (and one of its pipelines): two queries."""
-    if not _is_active(user):
-        return frozenset()
-    if user.is_superuser:
-        return frozenset(ACTIONS)
-    cache = user.__dict__.setdefault("_stageline_actions", {})
-    key = (project_id, pipeline_id)
-    if key in cache:
-        return cache[key]
-    codenames = set(
-        ProjectUserObjectPermission.objects.filter(
-            Q(user=user), content_object_id=project_id
-        ).values_list("permission__codename", flat=True)
-    ) | set(
-        ProjectGroupObjectPermission.objects.filter(
-            group__user=user, content_object_id=project_id
-        ).values_list("permission__codename", flat=True)
-    )
-    actions = {c.removesuffix("_project") for c in codenames if c.endswith("_project")}
-    if pipeline_id is not None:
-        pipe_codenames = set(
-            PipelineUserObjectPermission.objects.filter(
-                user=user, content_object_id=pipeline_id
-            ).values_list("permission__codename", flat=True)
-        ) | set(
-            PipelineGroupObjectPermission.objects.filter(
-                group__user=user, content_object_id=pipeline_id
-            ).values_list("permission__codename", flat=True)
-        )
-        actions |= {c.removesuffix("_pipeline") for c in pipe_codenames if c.endswith("_pipeline")}
-    elif "view" not in actions and visible_projects(user, Project.objects.filter(pk=project_id)).exists():
-        actions.add("view")  # a grant on one pipeline lets the user see the project itself
-    result = frozenset(a for a in actions if a in ACTIONS)
-    cache[key] = result
-    return result
+# --- what a user may do to one object -------------------------------------------------------
 
 
-def forget(user) -> None:
-    """Drop what this user object remembers of its permissions (after a role change)."""
-    if user is not None:
-        user.__dict__.pop("_stageline_actions", None)
+def _granted(user, project_ids: Iterable[int], pipeline_ids: Iterable[int]) -> tuple[dict, dict]:
+    """Actions held per project id and per pipeline id, read in one query (a UNION of four)."""
+    project_ids, pipeline_ids = set(project_ids), set(pipeline_ids)
+    parts = []
+    if project_ids:
+        for model, who in ((ProjectUserObjectPermission, "user"), (ProjectGroupObjectPermission, "group__user")):
+            parts.append(
+                model.objects.filter(
+                    permission__content_type__app_label=_APP, content_object_id__in=project_ids, **{who: user}
+                ).values_list("content_object_id", "permission__codename")
+            )
+    if pipeline_ids:
+        for model, who in ((PipelineUserObjectPermission, "user"), (PipelineGroupObjectPermission, "group__user")):
+            parts.append(
+                model.objects.filter(
+                    permission__content_type__app_label=_APP, content_object_id__in=pipeline_ids, **{who: user}
+                ).values_list("content_object_id", "permission__codename")
+            )
+    on_project: dict[int, set[str]] = {pk: set() for pk in project_ids}
+    on_pipeline: dict[int, set[str]] = {pk: set() for pk in pipeline_ids}
+    if not parts:
+        return on_project, on_pipeline
+    for object_id, codename in parts[0].union(*parts[1:], all=True):
+        action, _, model = codename.rpartition("_")
+        if action in ACTIONS:
+            target = on_project if model == "project" else on_pipeline
+            if object_id in target:
+                target[object_id].add(action)
+    return on_project, on_pipeline
+
+
+def _cache(user) -> dict:
+    cached = getattr(user, _CACHE_ATTR, None)
+    if cached is None or cached[0] != _generation:
+        cached = (_generation, {})
+        setattr(user, _CACHE_ATTR, cached)
+    return cached[1]
 
 
 def _scope(obj) -> tuple[int, int | None, str]:
+    """(project id, pipeline id or None, label for messages) of what ``obj``'s access follows."""
     from executions.models import Execution
 
     if isinstance(obj, Project):
-        return obj.pk, None, f"project {obj}"
+        return obj.pk, None, f"project {obj.name}"
     if isinstance(obj, Pipeline):
         return obj.project_id, obj.pk, f"pipeline {obj.identifier}"
     if isinstance(obj, Execution):
@@ -167,12 +184,54 @@ def _scope(obj) -> tuple[int, int | None, str]:
     raise TypeError(f"no permissions on {type(obj).__name__}")
 
 
+def prefetch(user, objects: Iterable[Project | Pipeline | Execution]) -> None:
+    """Answer ``can`` for all ``objects`` in one or two queries (for lists with per-row buttons).
+
+    Executions should come with ``select_related("pipeline")``.
+    """
+    if not _is_active(user) or user.is_superuser:
+        return
+    cache = _cache(user)
+    keys = {_scope(obj)[:2] for obj in objects} - set(cache)
+    if not keys:
+        return
+    on_project, on_pipeline = _granted(
+        user, {project for project, _ in keys}, {pipeline for _, pipeline in keys if pipeline is not None}
+    )
+    unseen = [project for project, pipeline in keys if pipeline is None and "view" not in on_project[project]]
+    seen_via_pipeline = (
+        set(pipelines_with(user, "view").filter(project_id__in=unseen).values_list("project_id", flat=True))
+        if unseen
+        else set()
+    )
+    for project, pipeline in keys:
+        actions = set(on_project[project])
+        if pipeline is not None:
+            actions |= on_pipeline[pipeline]
+        elif project in seen_via_pipeline:
+            actions.add("view")  # a grant on one pipeline lets the user see the project itself
+        cache[(project, pipeline)] = frozenset(actions)
+
+
+def actions_on(user, obj: Project | Pipeline | Execution) -> frozenset[str]:
+    """Every action ``user`` holds on ``obj`` (one query the first time, then remembered)."""
+    if not _is_active(user):
+        return frozenset()
+    if user.is_superuser:
+        return frozenset(ACTIONS)
+    project_id, pipeline_id, _ = _scope(obj)
+    key = (project_id, pipeline_id)
+    cache = _cache(user)
+    if key not in cache:
+        prefetch(user, [obj])
+    return cache[key]
+
+
 def can(user, action: str, obj: Project | Pipeline | Execution) -> bool:
     """Whether ``user`` may do ``action`` to ``obj``."""
     if action not in ACTIONS:
         raise ValueError(f"unknown action {action!r}")
-    project_id, pipeline_id, _ = _scope(obj)
-    return action in _actions_on(user, project_id, pipeline_id)
+    return action in actions_on(user, obj)
 
 
 def why_not(user, action: str, obj) -> str:
@@ -184,7 +243,8 @@ def why_not(user, action: str, obj) -> str:
 
 
 def require(user, action: str, obj) -> None:
-    """404 if the user may not even see ``obj``; 403 with the reason if they may not act."""
+    """For views: 404 if the user may not even see ``obj``; 403 with the reason if they may
+    see it but not do ``action``."""
     if not can(user, "view", obj):
         raise Http404("No such object.")
     if action != "view" and not can(user, action, obj):
@@ -192,23 +252,44 @@ def require(user, action: str, obj) -> None:
 
 
 class AccessDenied(Exception):
-    """Raised by services for a user acting without permission (commands print it, exit 2)."""
+    """Raised by ``check`` for a user acting without permission (commands print it, exit 2)."""
 
 
 def check(user, action: str, obj) -> None:
-    """Like ``require`` for services and commands: raises ``AccessDenied`` with the reason."""
+    """Like ``require`` for code outside a request: raises ``AccessDenied`` with the reason,
+    without saying whether a hidden object exists."""
     if not can(user, action, obj):
         if not can(user, "view", obj):
-            raise AccessDenied("not found, or you may not see it")
+            raise AccessDenied("Not found, or you may not see it.")
         raise AccessDenied(why_not(user, action, obj))
 
 
-def projects_with(user, action: str, queryset: QuerySet | None = None) -> QuerySet:
-    """Projects where ``user`` holds ``action`` project-wide."""
-    queryset = Project.objects.all() if queryset is None else queryset
-    if not _is_active(user):
-        return queryset.none()
-    if user.is_superuser:
-        return queryset
-    direct, by_group = _project_ids(user, action)
-    return queryset.filter(Q(id__in=direct) | Q(id__in=by_group))
+def forget(user=None) -> None:
+    """Forget every remembered answer, in this process (called after permissions change).
+
+    Other processes do not need it: each request and each command loads a fresh user.
+    """
+    global _generation
+    _generation += 1
+    if user is not None:
+        try:
+            delattr(user, _CACHE_ATTR)
+        except AttributeError:
+            pass
+
+
+def _permissions_changed(**kwargs) -> None:
+    forget()
+
+
+for _model in (
+    ProjectUserObjectPermission,
+    ProjectGroupObjectPermission,
+    PipelineUserObjectPermission,
+    PipelineGroupObjectPermission,
+):
+    post_save.connect(_permissions_changed, sender=_model, dispatch_uid=f"stageline-forget-{_model.__name__}")
+    post_delete.connect(_permissions_changed, sender=_model, dispatch_uid=f"stageline-forget-del-{_model.__name__}")
+m2m_changed.connect(
+    _permissions_changed, sender=get_user_model().groups.through, dispatch_uid="stageline-forget-groups"
+)
