@@ -1,5 +1,6 @@
-"""Admin pages for executions (read-only: executions change only through the engine).
-Secret input values are never shown here."""
+"""Admin pages for executions: read-only (executions change only through the engine and its
+services), scoped like every admin page to the projects the staff user administers
+(``pipelines.admin.ScopedAdmin``). Secret input values are never shown here."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from pipelines.admin import ScopedAdmin
 
 
 class ReadOnlyAdmin(ScopedAdmin):
+    def has_add_permission(self, request):
+        return False
+
     def has_change_permission(self, request, obj=None):
         return False
 
@@ -25,6 +29,9 @@ class StageRunInline(admin.TabularInline):
     def has_add_permission(self, request, obj=None):
         return False
 
+    def has_change_permission(self, request, obj=None):
+        return False
+
 
 @admin.register(Execution)
 class ExecutionAdmin(ReadOnlyAdmin):
@@ -33,7 +40,7 @@ class ExecutionAdmin(ReadOnlyAdmin):
     list_filter = ["status"]
     exclude = ["secret_inputs"]
     inlines = [StageRunInline]
-    list_select_related = ["pipeline", "retry_of__pipeline"]
+    list_select_related = ["pipeline", "triggered_by", "retry_of__pipeline"]
 
 
 @admin.register(StageRun)
@@ -41,6 +48,7 @@ class StageRunAdmin(ReadOnlyAdmin):
     project_path = "execution__pipeline__project"
     list_display = ["__str__", "status", "started_at", "finished_at"]
     list_filter = ["status"]
+    list_select_related = ["execution__pipeline"]
 
 
 @admin.register(StepRun)
@@ -48,16 +56,18 @@ class StepRunAdmin(ReadOnlyAdmin):
     project_path = "execution__pipeline__project"
     list_display = ["__str__", "type", "status", "exit_code", "attempts", "worker"]
     list_filter = ["status", "type"]
+    list_select_related = ["stage_run__execution__pipeline"]
 
 
 @admin.register(LogChunk)
 class LogChunkAdmin(ReadOnlyAdmin):
     project_path = "step_run__execution__pipeline__project"
     list_display = ["__str__", "created_at"]
-
+    
 
 @admin.register(Event)
 class EventAdmin(ReadOnlyAdmin):
     project_path = "execution__pipeline__project"
     list_display = ["at", "execution", "from_status", "to_status", "action", "actor"]
     list_filter = ["action", "to_status"]
+    list_select_related = ["execution__pipeline", "actor"]
