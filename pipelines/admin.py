@@ -1,21 +1,47 @@
-"""Admin pages. Staff users see only the projects they administer (``manage_access``);
-superusers see everything. Project and Pipeline have guardian's object-permission pages."""
+"""Admin pages. A staff user sees and edits only the projects they administer (Manage access
+on the whole project) and what belongs to them; anything else is a 404, never listed, never
+offered in a choice or a filter. Superusers see everything. Project and Pipeline have
+guardian's object-permission pages; role assignments are edited per project (inline on the
+project page, or on their own page) and always saved through ``pipelines.roles``, so that the
+guardian permissions follow."""
 
 from __future__ import annotations
 
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.forms.models import BaseInlineFormSet
+from django.http import Http404
+from django.shortcuts import redirect
 from guardian.admin import GuardedModelAdmin
 
 from pipelines import permissions, roles
-from pipelines.models import AuditEvent, Organization, Pipeline, PipelineVersion, Project, RoleAssignment
+from pipelines.models import (
+    AuditEvent,
+    Organization,
+    Pipeline,
+    PipelineVersion,
+    Project,
+    Role,
+    RoleAssignment,
+)
 
 
 def administered_projects(request):
+    """Projects whose access the request's user manages (all of them for a superuser)."""
     return permissions.projects_with(request.user, "manage_access")
 
 
+def _administers_any(request) -> bool:
+    if not hasattr(request, "_stageline_administers"):
+        request._stageline_administers = administered_projects(request).exists()
+    return request._stageline_administers
+
+
 class ScopedAdmin(admin.ModelAdmin):
-    """Limits rows to the projects the staff user administers; ``project_path`` says how."""
+    """Limits rows to the projects the staff user administers; ``project_path`` is the lookup
+    from a row to its project (``"pk"`` for projects themselves)."""
 
     project_path = "project"
 
@@ -23,16 +49,40 @@ class ScopedAdmin(admin.ModelAdmin):
         qs = super().get_queryset(request)
         if request.user.is_superuser:
             return qs
-        return qs.filter(**{f"{self.project_path}__in": administered_projects(request)})
+        return qs.filter(**{f"{self.project_path}__in": administered_projects(request).values("pk")})
+
+    def get_object(self, request, object_id, from_field=None):
+        """A row outside the user's projects is a 404, exactly like a row that does not exist."""
+        obj = super().get_object(request, object_id, from_field)
+        if obj is None:
+            raise Http404(f"No {self.opts.verbose_name} with id {object_id} in the projects you administer.")
+        return obj
+
+    def project_of(self, obj) -> Project:
+        if self.project_path == "pk":
+            return obj
+        for part in self.project_path.split("__"):
+            obj = getattr(obj, part)
+        return obj
+
+    def _may_manage(self, request, obj=None) -> bool:
+        user = request.user
+        if not (user.is_active and user.is_staff):
+            return False
+        if user.is_superuser:
+            return True
+        if obj is None:
+            return _administers_any(request)
+        return permissions.can(user, "manage_access", self.project_of(obj))
 
     def has_module_permission(self, request):
-        return request.user.is_active and request.user.is_staff
+        return self._may_manage(request)
 
     def has_view_permission(self, request, obj=None):
-        return request.user.is_superuser or (request.user.is_staff and administered_projects(request).exists())
+        return self._may_manage(request, obj)
 
     def has_change_permission(self, request, obj=None):
-        return self.has_view_permission(request, obj)
+        return self._may_manage(request, obj)
 
     def has_add_permission(self, request):
         return request.user.is_superuser
@@ -47,52 +97,165 @@ class OrganizationAdmin(admin.ModelAdmin):
     search_fields = ["name", "slug"]
 
 
+# --- role assignments -----------------------------------------------------------------------
+
+
+def _active_users():
+    return get_user_model().objects.filter(is_active=True).order_by(get_user_model().USERNAME_FIELD)
+
+
+class RoleAssignmentForm(forms.ModelForm):
+    """A role for a user or a group, on the whole project or one of its pipelines.
+
+    Who and what an existing assignment applies to cannot change (only its role): remove it
+    and add another. Refusals name the problem; nothing is saved until the form is valid."""
+
+    class Meta:
+        model = RoleAssignment
+        fields = ["project", "user", "group", "pipeline", "role"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "user" in self.fields:
+            self.fields["user"].queryset = _active_users()
+        if self.instance.pk:
+            for name in ("project", "user", "group", "pipeline"):
+                if name in self.fields:
+                    self.fields[name].disabled = True
+
+    def _project(self):
+        if "project" in self.fields:
+            return self.cleaned_data.get("project")
+        return self.instance.project if self.instance.project_id else None
+
+    enforce_last_admin = False  # set on the form class for non-superusers
+
+    def clean(self):
+        data = super().clean()
+        if self.instance.pk:
+            role = data.get("role")
+            problem = roles.last_admin_problem(self.instance, role) if self.enforce_last_admin and role else ""
+            if problem:
+                raise ValidationError(problem)
+            return data
+        user, group, pipeline = data.get("user"), data.get("group"), data.get("pipeline")
+        project = self._project()
+        if (user is None) == (group is None):
+            raise ValidationError("Choose a user or a group (one of them, not both).")
+        if project is not None and pipeline is not None and pipeline.project_id != project.pk:
+            raise ValidationError(
+                {"pipeline": f"Pipeline {pipeline.identifier} is not in project {project.name}."}
+            )
+        if project is not None:
+            found = (
+                RoleAssignment.objects.filter(project=project, pipeline=pipeline, user=user, group=group)
+                .select_related("user", "group", "pipeline")
+                .first()
+            )
+            if found is not None:
+                raise ValidationError(
+                    f"{roles.describe(found)} already exists: change that assignment's role instead."
+                )
+        return data
+
+    def validate_constraints(self):
+        """``clean`` has already said, in words, what the database constraints would refuse."""
+
+
+class RoleAssignmentFormSet(BaseInlineFormSet):
+    """Refuses, for a non-superuser, changes that would leave the project without a Project Admin."""
+
+    enforce_last_admin = False
+
+    def clean(self):
+        super().clean()
+        if not self.enforce_last_admin or self.instance.pk is None or any(self.errors):
+            return
+        had_admin = RoleAssignment.objects.filter(
+            project=self.instance, pipeline__isnull=True, role=Role.ADMIN
+        ).exists()
+        keeps_admin = any(
+            form.cleaned_data.get("role") == Role.ADMIN
+            and form.cleaned_data.get("pipeline") is None
+            and not self._should_delete_form(form)
+            for form in self.forms
+            if form.cleaned_data and (form.instance.pk or form.has_changed())
+        )
+        if had_admin and not keeps_admin:
+            raise ValidationError(
+                "The project would have no Project Admin left: make someone else Project Admin first."
+            )
+
+
 class RoleAssignmentInline(admin.TabularInline):
     model = RoleAssignment
+    form = RoleAssignmentForm
+    formset = RoleAssignmentFormSet
     extra = 0
     fields = ["user", "group", "pipeline", "role", "granted_by", "granted_at"]
     readonly_fields = ["granted_by", "granted_at"]
-    autocomplete_fields = ["user"]
+
+    def get_formset(self, request, obj=None, **kwargs):
+        formset = super().get_formset(request, obj, **kwargs)
+        # modelform_factory made a fresh form class: narrowing its fields touches nobody else.
+        pipelines = Pipeline.objects.filter(project=obj) if obj is not None else Pipeline.objects.none()
+        formset.form.base_fields["pipeline"].queryset = pipelines
+        formset.enforce_last_admin = not request.user.is_superuser
+        return formset
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("user", "group", "pipeline", "granted_by")
+
+    def has_view_permission(self, request, obj=None):
+        return obj is None or permissions.can(request.user, "manage_access", obj)
 
     def has_add_permission(self, request, obj=None):
-        return True
+        return self.has_view_permission(request, obj)
 
     def has_change_permission(self, request, obj=None):
-        return True
+        return self.has_view_permission(request, obj)
 
     def has_delete_permission(self, request, obj=None):
-        return True
+        return self.has_view_permission(request, obj)
+
+
+def save_assignment_forms(request, project: Project, formset) -> None:
+    """Save an inline formset of role assignments through ``pipelines.roles``."""
+    for form in formset.deleted_forms:
+        if form.instance.pk:
+            roles.revoke_role(assignment=form.instance, revoked_by=request.user)
+    for form in formset.forms:
+        if form in formset.deleted_forms or not form.has_changed():
+            continue
+        obj = form.instance
+        if obj.pk:
+            roles.change_role(assignment=obj, role=obj.role, changed_by=request.user)
+        else:
+            created = roles.assign_role(
+                project=project, role=obj.role, user=obj.user, group=obj.group,
+                pipeline=obj.pipeline, granted_by=request.user,
+            )
+            form.instance = created
 
 
 @admin.register(Project)
 class ProjectAdmin(ScopedAdmin, GuardedModelAdmin):
     project_path = "pk"
     list_display = ["__str__", "name", "created_at"]
+    list_select_related = ["organization"]
     search_fields = ["name", "slug"]
     inlines = [RoleAssignmentInline]
 
-    def get_queryset(self, request):
-        qs = admin.ModelAdmin.get_queryset(self, request)
-        if request.user.is_superuser:
-            return qs
-        return qs.filter(pk__in=administered_projects(request).values("pk"))
+    def get_readonly_fields(self, request, obj=None):
+        if obj is not None and not request.user.is_superuser:
+            return ["organization"]  # moving a project to another organization is for superusers
+        return []
 
     def save_formset(self, request, form, formset, change):
         """Role assignments go through ``pipelines.roles`` so guardian permissions follow."""
         if formset.model is not RoleAssignment:
             return super().save_formset(request, form, formset, change)
-        instances = formset.save(commit=False)
-        for obj in formset.deleted_objects:
-            roles.revoke_role(assignment=obj, revoked_by=request.user)
-        for obj in instances:
-            if obj.pk:
-                roles.change_role(assignment=obj, role=obj.role, changed_by=request.user)
-            else:
-                roles.assign_role(
-                    project=form.instance, role=obj.role, user=obj.user, group=obj.group,
-                    pipeline=obj.pipeline, granted_by=request.user,
-                )
-        formset.save_m2m()
+        save_assignment_forms(request, form.instance, formset)
 
 
 class PipelineVersionInline(admin.TabularInline):
@@ -106,21 +269,34 @@ class PipelineVersionInline(admin.TabularInline):
     def has_add_permission(self, request, obj=None):
         return False
 
+    def has_change_permission(self, request, obj=None):
+        return False
+
 
 @admin.register(Pipeline)
 class PipelineAdmin(ScopedAdmin, GuardedModelAdmin):
     list_display = ["identifier", "name", "project", "current_version", "created_at"]
-    list_filter = ["project"]
+    list_filter = [("project", admin.RelatedOnlyFieldListFilter)]
+    list_select_related = ["project__organization", "current_version"]
     search_fields = ["identifier", "name"]
-    readonly_fields = ["current_version", "last_sequence"]
     inlines = [PipelineVersionInline]
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return ["current_version", "last_sequence"]
+        # The identifier is the YAML's; the project decides who may see its executions.
+        return ["project", "identifier", "current_version", "last_sequence"]
 
 
 @admin.register(PipelineVersion)
 class PipelineVersionAdmin(ScopedAdmin):
     project_path = "pipeline__project"
     list_display = ["pipeline", "number", "sha256", "created_by", "created_at"]
+    list_select_related = ["pipeline__project__organization", "created_by"]
     readonly_fields = ["pipeline", "number", "yaml", "sha256", "created_by", "created_at"]
+
+    def has_add_permission(self, request):
+        return False
 
     def has_change_permission(self, request, obj=None):
         return False
@@ -128,20 +304,32 @@ class PipelineVersionAdmin(ScopedAdmin):
 
 @admin.register(RoleAssignment)
 class RoleAssignmentAdmin(ScopedAdmin):
+    form = RoleAssignmentForm
     list_display = ["project", "pipeline", "user", "group", "role", "granted_by", "granted_at"]
-    list_filter = ["role", "project"]
+    list_filter = ["role", ("project", admin.RelatedOnlyFieldListFilter)]
+    list_select_related = ["project__organization", "pipeline__project", "user", "group", "granted_by"]
     readonly_fields = ["granted_by", "granted_at"]
+    actions = ["revoke_selected"]
 
     def has_add_permission(self, request):
-        return request.user.is_superuser or administered_projects(request).exists()
+        return self._may_manage(request)
 
     def has_delete_permission(self, request, obj=None):
-        return self.has_view_permission(request, obj)
+        return self._may_manage(request, obj)
 
-    def formfield_for_foreignkey(self, db_field, request, **kwargs):
-        if db_field.name == "project" and not request.user.is_superuser:
-            kwargs["queryset"] = administered_projects(request)
-        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+    def get_actions(self, request, *args, **kwargs):
+        actions = super().get_actions(request, *args, **kwargs)
+        actions.pop("delete_selected", None)  # a bulk delete would skip pipelines.roles
+        return actions
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        if not request.user.is_superuser:
+            projects = administered_projects(request)
+            form.base_fields["project"].queryset = projects
+            form.base_fields["pipeline"].queryset = Pipeline.objects.filter(project__in=projects.values("pk"))
+        form.enforce_last_admin = not request.user.is_superuser  # a fresh class per call
+        return form
 
     def save_model(self, request, obj, form, change):
         if change:
@@ -151,17 +339,54 @@ class RoleAssignmentAdmin(ScopedAdmin):
                 project=obj.project, role=obj.role, user=obj.user, group=obj.group,
                 pipeline=obj.pipeline, granted_by=request.user,
             )
-            obj.pk = created.pk
+            obj.pk, obj.granted_by, obj.granted_at = created.pk, created.granted_by, created.granted_at
 
     def delete_model(self, request, obj):
         roles.revoke_role(assignment=obj, revoked_by=request.user)
+
+    def delete_view(self, request, object_id, extra_context=None):
+        obj = self.get_object(request, object_id)
+        problem = "" if request.user.is_superuser else roles.last_admin_problem(obj)
+        if problem:
+            self.message_user(request, problem, messages.ERROR)
+            return redirect("admin:pipelines_roleassignment_change", obj.pk)
+        return super().delete_view(request, object_id, extra_context)
+
+    @admin.action(description="Revoke the selected role assignments", permissions=["delete"])
+    def revoke_selected(self, request, queryset):
+        chosen = list(queryset.select_related("project", "pipeline", "user", "group"))
+        if not request.user.is_superuser and _removes_last_admin(chosen):
+            self.message_user(
+                request,
+                "Nothing was revoked: a project would have no Project Admin left. "
+                "Make someone else Project Admin first.",
+                messages.ERROR,
+            )
+            return
+        for assignment in chosen:
+            roles.revoke_role(assignment=assignment, revoked_by=request.user)
+        self.message_user(request, f"Revoked {len(chosen)} role assignment(s).", messages.SUCCESS)
+
+
+def _removes_last_admin(chosen: list[RoleAssignment]) -> bool:
+    """Whether revoking all of ``chosen`` leaves one of their projects without a Project Admin."""
+    admins = [a for a in chosen if a.role == Role.ADMIN and not a.pipeline_id]
+    for project_id in {a.project_id for a in admins}:
+        left = RoleAssignment.objects.filter(project_id=project_id, pipeline__isnull=True, role=Role.ADMIN)
+        if not left.exclude(pk__in=[a.pk for a in chosen]).exists():
+            return True
+    return False
 
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(ScopedAdmin):
     list_display = ["at", "actor", "project", "action", "detail"]
     list_filter = ["action"]
+    list_select_related = ["actor", "project__organization"]
     readonly_fields = ["at", "actor", "project", "action", "detail"]
+
+    def has_add_permission(self, request):
+        return False
 
     def has_change_permission(self, request, obj=None):
         return False

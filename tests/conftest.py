@@ -6,7 +6,9 @@ The worker is real in both modes, never ``task_always_eager``:
   on an in-memory broker, against the SQLite test database (a file, WAL mode);
 - ``STAGELINE_TEST_WORKERS=process`` (the integration suite): separate ``celery worker``
   processes on the broker of ``CELERY_BROKER_URL`` (Redis or RabbitMQ) against the PostgreSQL
-  test database of ``DATABASE_URL``.
+  test database of ``DATABASE_URL``, plus one ``celery beat`` sending the reaper every second.
+  PostgreSQL and the broker must answer: if they do not, the run stops with a usage error
+  (exit code 4) instead of skipping anything.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from django.db import connection
@@ -21,7 +24,9 @@ from django.db import connection
 from tests import factories
 from tests.workers import ProcessWorkers, thread_worker
 
-PROCESS_MODE = os.environ.get("STAGELINE_TEST_WORKERS") == "process"
+WORKER_MODE = os.environ.get("STAGELINE_TEST_WORKERS", "") or "thread"
+PROCESS_MODE = WORKER_MODE == "process"
+BROKER_SCHEMES = {"redis", "rediss", "amqp", "amqps", "pyamqp"}
 
 
 def pytest_configure(config):
@@ -29,6 +34,62 @@ def pytest_configure(config):
 
     # Password hashing is not under test; the default (PBKDF2) costs ~0.4 s per user.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    if WORKER_MODE not in {"thread", "process"}:
+        raise pytest.UsageError(
+            f"STAGELINE_TEST_WORKERS must be 'thread' (the default) or 'process', not {WORKER_MODE!r}"
+        )
+    if PROCESS_MODE:
+        problem = process_mode_problem(settings)
+        if problem:
+            raise pytest.UsageError(f"STAGELINE_TEST_WORKERS=process, but {problem}")
+
+
+def _safe_url(url: str) -> str:
+    """``url`` with its password replaced by ***, for messages."""
+    parsed = urlsplit(url)
+    if parsed.password:
+        netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@", 1)
+        return urlunsplit(parsed._replace(netloc=netloc))
+    return url
+
+
+def process_mode_problem(settings) -> str:
+    """Why the integration suite cannot run here ("" if PostgreSQL and the broker answer)."""
+    db = settings.DATABASES["default"]
+    if db["ENGINE"] != "django.db.backends.postgresql":
+        return (
+            f"DATABASE_URL is not PostgreSQL (the database engine is {db['ENGINE']}); "
+            "set DATABASE_URL=postgres://USER@HOST:PORT/NAME"
+        )
+    broker = settings.CELERY_BROKER_URL
+    if urlsplit(broker).scheme not in BROKER_SCHEMES:
+        return (
+            f"CELERY_BROKER_URL {_safe_url(broker)!r} is not Redis or RabbitMQ; "
+            "set CELERY_BROKER_URL=redis://HOST:6379/N or amqp://USER:PW@HOST:5672//"
+        )
+    import psycopg
+
+    where = f"{db['HOST'] or 'the local socket'}:{db['PORT'] or 5432}"
+    try:
+        psycopg.connect(
+            dbname="postgres",
+            user=db["USER"] or None,
+            password=db["PASSWORD"] or None,
+            host=db["HOST"] or None,
+            port=db["PORT"] or None,
+            connect_timeout=5,
+        ).close()
+    except psycopg.Error as exc:
+        return f"PostgreSQL at {where} does not answer: {str(exc).strip()}"
+    from kombu import Connection
+
+    try:
+        with Connection(broker, connect_timeout=5) as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=5)
+            conn.default_channel  # noqa: B018 - opening a channel proves the broker speaks to us
+    except Exception as exc:  # noqa: BLE001 - any failure means the same thing here
+        return f"the broker at {_safe_url(broker)} does not answer: {type(exc).__name__}: {exc}"
+    return ""
 
 
 @dataclass

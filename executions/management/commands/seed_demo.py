@@ -1,0 +1,112 @@
+"""Create the demo: users, roles, example pipelines, and real executions in every end state.
+
+The executions are produced by the engine (a worker runs their steps; approvals are answered
+and an execution is aborted through the same services the pages use), never by writing rows.
+By default the command starts a worker thread of its own for the duration, so it works before
+any worker process is started; ``--no-worker`` relies on a running worker instead.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+
+from executions.models import TERMINAL, Execution, Status
+from executions.services import abort_execution, answer_approval, run_pipeline
+from pipelines.models import Organization, Project
+from pipelines.roles import assign_role
+from pipelines.services import save_pipeline
+
+EXAMPLES = Path(settings.BASE_DIR) / "examples" / "pipelines"
+USERS = [("admin", "admin"), ("executor", "executor"), ("viewer", "viewer"), ("approver", "approver")]
+
+
+class Command(BaseCommand):
+    help = "Create demo users, pipelines and real executions (SUCCESS, FAILED, ABORTED, EXPIRED, REJECTED)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--no-worker", action="store_true", help="use the running workers")
+        parser.add_argument("--timeout", type=float, default=120.0)
+
+    def handle(self, *args, no_worker=False, timeout=120.0, **options):
+        password = os.environ.get("STAGELINE_DEMO_PASSWORD", "stageline")
+        users = {}
+        for username, _role in USERS:
+            user, created = get_user_model().objects.get_or_create(username=username)
+            if created:
+                user.set_password(password)
+                user.is_staff = username == "admin"
+                user.save()
+            users[username] = user
+        org, _ = Organization.objects.get_or_create(slug="acme", defaults={"name": "Acme Corp"})
+        project, _ = Project.objects.get_or_create(
+            organization=org, slug="web", defaults={"name": "Web platform", "description": "The public web shop."}
+        )
+        for username, role in USERS:
+            assign_role(project=project, role=role, user=users[username])
+        pipelines = {}
+        for path in sorted(EXAMPLES.glob("*.yaml")):
+            result = save_pipeline(project=project, yaml_text=path.read_text(), user=users["admin"])
+            pipelines[result.pipeline.identifier] = result.pipeline
+            self.stdout.write(f"pipeline {result.pipeline.identifier} v{result.version.number}")
+
+        if Execution.objects.filter(pipeline__project=project).exists():
+            self.stdout.write("demo executions exist already; not running new ones")
+        else:
+            context = nullcontext() if no_worker else self.embedded_worker()
+            with context:
+                self.run_demo(pipelines, users, timeout)
+        self.stdout.write(self.style.SUCCESS("Demo ready. Log in as (password '%s'):" % password))
+        for username, role in USERS:
+            self.stdout.write(f"  {username:<9} {role}")
+
+    def embedded_worker(self):
+        import logging
+
+        from celery.contrib.testing.worker import start_worker
+
+        logging.getLogger("celery").setLevel(logging.WARNING)  # one line per execution is enough
+
+        from config.celery import app
+
+        return start_worker(app, pool="threads", concurrency=4, perform_ping_check=False, loglevel="WARNING")
+
+    def run_demo(self, pipelines, users, timeout: float) -> None:
+        web, data = pipelines["web_deploy"], pipelines["data_refresh"]
+        executor, approver = users["executor"], users["approver"]
+        started = {
+            "success": run_pipeline(pipeline=web, user=executor, inputs={"version": "1.5.0"}),
+            "parallel-failed": run_pipeline(pipeline=web, user=executor, inputs={"deploy_eu.fail": "yes"}),
+            "rejected": run_pipeline(pipeline=web, user=executor, inputs={"version": "1.6.0-rc1"}),
+            "aborted": run_pipeline(pipeline=web, user=executor, inputs={}),
+            "expired": run_pipeline(pipeline=data, user=executor, inputs={"transform.seconds": "30"}),
+            "failed": run_pipeline(pipeline=data, user=executor, inputs={"load.target_table": "staging.orders"}),
+            "data-success": run_pipeline(pipeline=data, user=executor, inputs={}),
+        }
+        answers = {"success": "approve", "rejected": "reject", "aborted": "abort"}
+        deadline = time.monotonic() + timeout
+        pending = dict(started)
+        while pending:
+            if time.monotonic() > deadline:
+                raise CommandError(f"demo executions did not finish in {timeout:.0f}s: {', '.join(pending)}")
+            for name, execution in list(pending.items()):
+                execution.refresh_from_db()
+                if execution.status == Status.WAITING and name in answers:
+                    action = answers.pop(name)
+                    if action == "abort":
+                        abort_execution(execution=execution, user=executor)
+                    else:
+                        answer_approval(
+                            execution=execution, stage="approve_prod", user=approver, approve=action == "approve",
+                            comment="Looks good" if action == "approve" else "Release candidate, not for production",
+                        )
+                elif execution.status in TERMINAL:
+                    self.stdout.write(f"execution {execution.pipeline.identifier} #{execution.sequence}: {execution.status}")
+                    del pending[name]
+            time.sleep(0.2)

@@ -1,0 +1,219 @@
+"""The project's Access page: who holds which role, and (for Project Admins) adding, changing
+and removing role assignments.
+
+A user who may not see the project gets a 404; one who may see it without Manage access gets
+a 403 that says so. Every change goes through ``pipelines.roles``; a refused change re-renders
+the page with the reason and a 4xx, and changes nothing. A project always keeps at least one
+project-wide Project Admin here, so its admins cannot lock everyone out.
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import Group
+from django.db.models import F
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods, require_POST
+
+from pipelines import permissions, roles
+from pipelines.models import Pipeline, Project, Role, RoleAssignment
+
+ROLE_ERROR = {"invalid_choice": "Choose one of the roles: " + ", ".join(Role.labels) + "."}
+
+
+class AddRoleForm(forms.Form):
+    """Give a user or a group (by name) a role on the whole project or on one of its pipelines."""
+
+    kind = forms.ChoiceField(
+        label="Give the role to a",
+        choices=[("user", "User"), ("group", "Group")],
+        initial="user",
+        widget=forms.RadioSelect,
+        error_messages={"invalid_choice": "Choose User or Group."},
+    )
+    name = forms.CharField(label="Username or group name", max_length=150)
+    role = forms.ChoiceField(choices=Role.choices, error_messages=ROLE_ERROR)
+    pipeline = forms.ModelChoiceField(
+        label="Applies to",
+        queryset=Pipeline.objects.none(),
+        required=False,
+        empty_label="The whole project",
+        error_messages={"invalid_choice": "Choose the whole project or one of this project's pipelines."},
+    )
+
+    def __init__(self, *args, project: Project, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.project = project
+        self.fields["pipeline"].queryset = Pipeline.objects.filter(project=project).order_by("identifier")
+
+    def clean(self):
+        data = super().clean()
+        kind, name = data.get("kind"), (data.get("name") or "").strip()
+        if not kind or not name:
+            return data
+        data["user"] = data["group"] = None
+        if kind == "user":
+            data["user"] = get_user_model().objects.filter(username=name, is_active=True).first()
+            if data["user"] is None:
+                self.add_error("name", f"No active user is named '{name}'.")
+                return data
+        else:
+            data["group"] = Group.objects.filter(name=name).first()
+            if data["group"] is None:
+                self.add_error("name", f"No group is named '{name}'.")
+                return data
+        if self.errors:
+            return data
+        existing = (
+            RoleAssignment.objects.filter(
+                project=self.project, pipeline=data.get("pipeline"), user=data["user"], group=data["group"]
+            )
+            .select_related("user", "group", "pipeline")
+            .first()
+        )
+        if existing is not None:
+            raise forms.ValidationError(
+                f"{roles.describe(existing)} already exists: change its role in the list instead."
+            )
+        return data
+
+
+class ChangeRoleForm(forms.Form):
+    role = forms.ChoiceField(choices=Role.choices, error_messages=ROLE_ERROR)
+
+
+def _project(request: HttpRequest, org: str, project: str) -> Project:
+    """The project if the user may see it (404 otherwise, whether or not it exists)."""
+    found = (
+        permissions.visible_projects(request.user)
+        .select_related("organization")
+        .filter(organization__slug=org, slug=project)
+        .first()
+    )
+    if found is None:
+        raise Http404("No such project.")
+    return found
+
+
+def _assignment(project: Project, assignment_id: int) -> RoleAssignment:
+    found = (
+        RoleAssignment.objects.select_related("user", "group", "pipeline", "project")
+        .filter(project=project, pk=assignment_id)
+        .first()
+    )
+    if found is None:
+        raise Http404("No such role assignment in this project.")
+    return found
+
+
+def _page(
+    request: HttpRequest,
+    project: Project,
+    *,
+    form: AddRoleForm | None = None,
+    error: str = "",
+    denied: str = "",
+    status: int = 200,
+) -> HttpResponse:
+    context: dict = {"project": project, "denied": denied, "error": error}
+    if not denied:
+        context.update(
+            form=form or AddRoleForm(project=project),
+            assignments=RoleAssignment.objects.filter(project=project)
+            .select_related("user", "group", "pipeline", "granted_by")
+            .order_by(F("pipeline__identifier").asc(nulls_first=True), "role", "user__username", "group__name"),
+            role_choices=Role.choices,
+            role_help=[
+                (Role(role).label, [permissions.ACTION_LABELS[a] for a in actions])
+                for role, actions in roles.ROLE_ACTIONS.items()
+            ],
+        )
+    return render(request, "pipelines/access.html", context, status=status)
+
+
+def _refuse_unless_admin(request: HttpRequest, project: Project) -> HttpResponse | None:
+    if permissions.can(request.user, "manage_access", project):
+        return None
+    return _page(request, project, denied=permissions.why_not(request.user, "manage_access", project), status=403)
+
+
+def _after_change(request: HttpRequest, project: Project) -> HttpResponse:
+    """Back to the Access page, or to what is left for a user who just gave up their own access."""
+    if permissions.can(request.user, "manage_access", project):
+        return redirect("project_access", project.organization.slug, project.slug)
+    if permissions.can(request.user, "view", project):
+        return redirect("project", project.organization.slug, project.slug)
+    return redirect("home")
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def project_access(request: HttpRequest, org: str, project: str) -> HttpResponse:
+    """The Access page (GET) and adding a role assignment (POST)."""
+    project_obj = _project(request, org, project)
+    refused = _refuse_unless_admin(request, project_obj)
+    if refused is not None:
+        return refused
+    if request.method == "GET":
+        return _page(request, project_obj)
+    form = AddRoleForm(request.POST, project=project_obj)
+    if not form.is_valid():
+        return _page(request, project_obj, form=form, status=400)
+    data = form.cleaned_data
+    assignment = roles.assign_role(
+        project=project_obj,
+        role=data["role"],
+        user=data["user"],
+        group=data["group"],
+        pipeline=data["pipeline"],
+        granted_by=request.user,
+    )
+    messages.success(request, f"Added {roles.describe(assignment)}.")
+    return redirect(reverse("project_access", args=[project_obj.organization.slug, project_obj.slug]))
+
+
+@require_POST
+@login_required
+def change_assignment(request: HttpRequest, org: str, project: str, assignment_id: int) -> HttpResponse:
+    """Give an existing assignment another role."""
+    project_obj = _project(request, org, project)
+    refused = _refuse_unless_admin(request, project_obj)
+    if refused is not None:
+        return refused
+    assignment = _assignment(project_obj, assignment_id)
+    form = ChangeRoleForm(request.POST)
+    if not form.is_valid():
+        return _page(request, project_obj, error=form.errors["role"][0], status=400)
+    role = form.cleaned_data["role"]
+    problem = roles.last_admin_problem(assignment, role)
+    if problem:
+        return _page(request, project_obj, error=problem, status=409)
+    if role == assignment.role:
+        messages.info(request, f"Nothing changed: {roles.describe(assignment)} already.")
+        return redirect("project_access", project_obj.organization.slug, project_obj.slug)
+    assignment = roles.change_role(assignment=assignment, role=role, changed_by=request.user)
+    messages.success(request, f"Changed to {roles.describe(assignment)}.")
+    return _after_change(request, project_obj)
+
+
+@require_POST
+@login_required
+def remove_assignment(request: HttpRequest, org: str, project: str, assignment_id: int) -> HttpResponse:
+    """Remove an assignment and the permissions its role granted."""
+    project_obj = _project(request, org, project)
+    refused = _refuse_unless_admin(request, project_obj)
+    if refused is not None:
+        return refused
+    assignment = _assignment(project_obj, assignment_id)
+    problem = roles.last_admin_problem(assignment)
+    if problem:
+        return _page(request, project_obj, error=problem, status=409)
+    description = roles.describe(assignment)
+    roles.revoke_role(assignment=assignment, revoked_by=request.user)
+    messages.success(request, f"Removed {description}.")
+    return _after_change(request, project_obj)

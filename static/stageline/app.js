@@ -1,0 +1,146 @@
+/* Stageline: the little behaviour htmx does not give us. No eval, no inline handlers (CSP).
+ *
+ * The dialog shell (contract relied upon by every dialog fragment):
+ *   <dialog id="modal" aria-labelledby="modal-title"><div id="modal-body"></div></dialog>
+ *   - content swapped into #modal-body opens the dialog (showModal); the fragment should
+ *     carry an element with id="modal-title";
+ *   - any [data-close-dialog] element, Escape, or the server event `closeModal`
+ *     (HX-Trigger: closeModal) closes it; closing empties #modal-body and gives the focus
+ *     back to the element that opened it.
+ * Also:
+ *   - htmx errors that are not swapped (403, 404, 500, network) show their reason in #flash;
+ *   - forms with [data-drop-empty] leave empty fields out of their GET query string, so the
+ *     pushed URL only names the filters in use.
+ */
+(function () {
+  "use strict";
+
+  var opener = null;
+
+  function dialog() {
+    return document.getElementById("modal");
+  }
+
+  function openModal() {
+    var modal = dialog();
+    if (!modal) return;
+    if (!modal.open) {
+      var active = document.activeElement;
+      opener = active && active !== document.body && !modal.contains(active) ? active : null;
+      modal.showModal();
+    }
+    var body = document.getElementById("modal-body");
+    var first = body && body.querySelector("[autofocus], input:not([type=hidden]):not([disabled]), select:not([disabled]), textarea:not([disabled]), button:not([disabled])");
+    if (first && !modal.contains(document.activeElement === document.body ? null : document.activeElement)) {
+      first.focus();
+    }
+  }
+
+  function closeModal() {
+    var modal = dialog();
+    if (modal && modal.open) modal.close();
+  }
+
+  function showFlash(text, kind) {
+    var flash = document.getElementById("flash");
+    if (!flash) return;
+    flash.textContent = "";
+    var item = document.createElement("p");
+    item.className = "msg msg-" + (kind || "error");
+    item.textContent = text;
+    var close = document.createElement("button");
+    close.type = "button";
+    close.className = "link flash-close";
+    close.setAttribute("aria-label", "Dismiss message");
+    close.textContent = "×";
+    item.appendChild(close);
+    flash.appendChild(item);
+  }
+
+  function reasonOf(xhr) {
+    if (!xhr) return "";
+    var type = xhr.getResponseHeader("Content-Type") || "";
+    var text = xhr.responseText || "";
+    if (type.indexOf("html") !== -1) {
+      var doc = new DOMParser().parseFromString(text, "text/html");
+      var marked = doc.querySelector("[data-reason]");
+      text = (marked || doc.body).textContent || "";
+    }
+    text = text.replace(/\s+/g, " ").trim();
+    return text.length > 300 ? text.slice(0, 300) + "…" : text;
+  }
+
+  document.addEventListener("htmx:afterSwap", function (event) {
+    var target = event.detail && event.detail.target;
+    if (target && target.id === "modal-body" && target.children.length) openModal();
+  });
+
+  document.addEventListener("closeModal", closeModal);
+
+  document.addEventListener("click", function (event) {
+    var closer = event.target.closest("[data-close-dialog]");
+    if (closer) {
+      event.preventDefault();
+      closeModal();
+      return;
+    }
+    var dismiss = event.target.closest(".flash-close");
+    if (dismiss) {
+      var flash = document.getElementById("flash");
+      if (flash) flash.textContent = "";
+    }
+  });
+
+  document.addEventListener("keydown", function (event) {
+    if (event.key === "Escape") {
+      var modal = dialog();
+      if (modal && modal.open) {
+        event.preventDefault();
+        closeModal();
+      }
+    }
+  });
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var modal = dialog();
+    if (!modal) return;
+    modal.addEventListener("close", function () {
+      var body = document.getElementById("modal-body");
+      if (body) body.textContent = "";
+      if (opener && document.contains(opener)) opener.focus();
+      opener = null;
+    });
+  });
+
+  document.addEventListener("htmx:responseError", function (event) {
+    var xhr = event.detail && event.detail.xhr;
+    var reason = reasonOf(xhr);
+    var status = xhr ? xhr.status : 0;
+    var lead = status === 403 ? "Not allowed" : status === 404 ? "Not found" : status >= 500 ? "The server failed" : "Refused";
+    showFlash(reason ? lead + ": " + reason : lead + " (HTTP " + status + ").");
+  });
+
+  document.addEventListener("htmx:sendError", function () {
+    showFlash("The server did not answer. Check your connection and try again.");
+  });
+
+  document.addEventListener("htmx:configRequest", function (event) {
+    var elt = event.detail && event.detail.elt;
+    var form = elt && elt.closest && elt.closest("form[data-drop-empty]");
+    if (!form || event.detail.verb !== "get") return;
+    var params = event.detail.parameters;
+    var names = [];
+    if (params instanceof FormData) {
+      params.forEach(function (value, name) { names.push(name); });
+    } else {
+      names = Object.keys(params);
+    }
+    names.forEach(function (name) {
+      var value = params instanceof FormData ? params.get(name) : params[name];
+      if (value === "" || value === null) {
+        if (params instanceof FormData) params.delete(name);
+        else delete params[name];
+      }
+    });
+  });
+})();
