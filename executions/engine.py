@@ -298,25 +298,29 @@ def run_step(step_id: int) -> None:
     stage = execution.version.spec.stage(step.stage_run.identifier)
     step_spec = next(s for s in stage.steps if s.identifier == step.identifier)
     from executions.runners import run as run_with_runner
+    from executions.runners.base import StepResult, with_db_retry
 
     try:
         result = run_with_runner(step, step_spec, stage, execution)
     except Exception as exc:  # a bug in a runner must not leave the step RUNNING
         log.exception("step %s crashed its runner", step_id)
-        from executions.runners.base import StepResult
-
         result = StepResult(status=Status.FAILED, error=f"internal error: {type(exc).__name__}: {exc}")
-    with transaction.atomic():
-        transition(
-            step,
-            result.status,
-            [Status.RUNNING],
-            exit_code=result.exit_code,
-            outputs=result.outputs,
-            error=result.error[:2000],
-            lease_expires_at=None,
-        )
-    advance(step.execution_id)
+
+    def finish() -> None:
+        with transaction.atomic():
+            transition(
+                step,
+                result.status,
+                [Status.RUNNING],
+                exit_code=result.exit_code,
+                outputs=result.outputs,
+                error=result.error[:2000],
+                lease_expires_at=None,
+            )
+
+    # The result is written even across a short database outage; then the execution moves on.
+    with_db_retry(finish)
+    with_db_retry(lambda: advance(step.execution_id))
 
 
 # --- the reaper -------------------------------------------------------------------------------

@@ -4,4 +4,9 @@ from executions import views
 
 urlpatterns = [
     path("executions/<int:pk>/", views.execution_detail, name="execution"),
+    path("executions/<int:pk>/steps/<int:step_pk>/log/", views.step_log, name="execution-step-log"),
+    path("executions/<int:pk>/retry/", views.execution_retry, name="execution-retry"),
+    path("executions/<int:pk>/rerun/", views.execution_rerun, name="execution-rerun"),
+    path("executions/<int:pk>/approval/", views.execution_approval, name="execution-approval"),
+    path("executions/<int:pk>/abort/", views.execution_abort, name="execution-abort"),
 ]

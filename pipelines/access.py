@@ -15,6 +15,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import Group
 from django.db.models import F
+from django.db.models.functions import Coalesce
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -126,7 +127,7 @@ def _page(
             form=form or AddRoleForm(project=project),
             assignments=RoleAssignment.objects.filter(project=project)
             .select_related("user", "group", "pipeline", "granted_by")
-            .order_by(F("pipeline__identifier").asc(nulls_first=True), "role", "user__username", "group__name"),
+            .order_by(F("pipeline__identifier").asc(nulls_first=True), Coalesce("user__username", "group__name")),
             role_choices=Role.choices,
             role_help=[
                 (Role(role).label, [permissions.ACTION_LABELS[a] for a in actions])

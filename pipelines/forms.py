@@ -160,31 +160,26 @@ def annotate_lines(text: str, errors: Iterable[SpecError]) -> tuple[list[dict], 
     return lines, unplaced
 
 
+INPUT_PREFIX = "input"  # fields are posted as input-<key>, as in the Retry/Rerun dialogs
+
+
 class RunInputsForm(forms.Form):
-    """The runtime inputs of a pipeline, one field per ``spec.inputs`` variable, named by its key
-    (``version``, ``build.target``). Fields are optional here: ``run_pipeline`` validates
-    (defaults, required, type, allowed values) and its ``field_errors`` are attached with
+    """The runtime inputs of a pipeline, one field per ``spec.inputs`` variable, posted as
+    ``input-<key>`` (``input-version``, ``input-build.target``) so that no input can collide
+    with another field. Fields are optional here: ``run_pipeline`` validates (defaults,
+    required, type, allowed values) and its ``field_errors`` are attached with
     ``add_service_errors``. Secret values are never sent back to the browser."""
 
     def __init__(self, spec: PipelineSpec, data: Mapping[str, str] | None = None) -> None:
-        super().__init__(data)
+        super().__init__(data, prefix=INPUT_PREFIX)
         self.spec = spec
         self.variables: dict[str, Variable] = {}
         for var in spec.inputs:
             self.variables[var.key] = var
             self.fields[var.key] = self._field_for(var)
-        if spec.allow_stage_selection:
-            self.fields["stages"] = forms.MultipleChoiceField(
-                required=False,
-                label="Stages to run",
-                help_text="Leave all unticked to run every stage. Unticked stages are skipped.",
-                choices=[(stage.identifier, stage.name) for stage in spec.stages],
-                widget=forms.CheckboxSelectMultiple,
-            )
 
     @staticmethod
     def _field_for(var: Variable) -> forms.Field:
-        label = var.name
         help_parts = []
         if var.description:
             help_parts.append(var.description)
@@ -198,7 +193,7 @@ class RunInputsForm(forms.Form):
         if var.allowed_values:
             choices = [(value, value) for value in var.allowed_values]
             if var.default is None:
-                choices = [("", "— choose —")] + choices
+                choices = [("", "— choose —"), *choices]
             field: forms.Field = forms.ChoiceField(choices=choices, required=False, widget=forms.Select(attrs=attrs))
         elif var.is_secret:
             attrs["autocomplete"] = "new-password"
@@ -207,12 +202,11 @@ class RunInputsForm(forms.Form):
             field = forms.CharField(
                 required=False, strip=False, widget=forms.PasswordInput(attrs=attrs, render_value=False)
             )
-        elif var.type == "Number":
-            attrs["inputmode"] = "decimal"
-            field = forms.CharField(required=False, strip=False, widget=forms.TextInput(attrs=attrs))
         else:
+            if var.type == "Number":
+                attrs["inputmode"] = "decimal"
             field = forms.CharField(required=False, strip=False, widget=forms.TextInput(attrs=attrs))
-        field.label = label
+        field.label = var.name
         field.help_text = " ".join(help_parts)
         field.initial = None if var.is_secret else var.default
         field.show_required = var.required  # type: ignore[attr-defined]
@@ -231,24 +225,41 @@ class RunInputsForm(forms.Form):
         return result
 
     def submitted_inputs(self) -> dict[str, str]:
-        """What the user typed for each input (blank for an input left empty)."""
-        return {key: self.data.get(key, "") for key in self.variables}
-
-    def submitted_stages(self) -> list[str]:
-        if "stages" not in self.fields:
-            return []
-        return [value for value in self.data.getlist("stages") if value] if hasattr(self.data, "getlist") else []
+        """Every posted ``input-*`` value by input key, including keys that are not inputs of
+        this pipeline (so that ``run_pipeline`` refuses them by name); blank for a field left
+        empty."""
+        prefix = INPUT_PREFIX + "-"
+        values = {key: "" for key in self.variables}
+        for name in self.data:
+            if name.startswith(prefix):
+                values[name[len(prefix) :]] = self.data.get(name, "")
+        return values
 
     def add_service_errors(self, field_errors: Mapping[str, str], message: str) -> None:
         """Attach ``run_pipeline``'s refusal: each message to its input, the rest to the form."""
-        self.is_valid()  # builds cleaned_data so add_error() may be used
-        placed = False
+        self.is_valid()  # builds cleaned_data so that add_error() may be used
         for key, text in field_errors.items():
-            if key in self.fields:
-                self.add_error(key, text)
-                placed = True
-            else:
-                self.add_error(None, text)
-                placed = True
-        if not placed:
+            self.add_error(key if key in self.fields else None, text)
+        if not field_errors:
             self.add_error(None, message)
+
+
+class StageSelectionForm(forms.Form):
+    """Which stages a run runs, for pipelines with ``allow_stage_selection`` (none ticked: all).
+    ``run_pipeline`` checks the choice (a picked stage may not need an unpicked one's output)."""
+
+    stages = forms.MultipleChoiceField(
+        required=False,
+        label="Stages to run",
+        help_text="Leave all unticked to run every stage; unticked stages are skipped.",
+        widget=forms.CheckboxSelectMultiple,
+    )
+
+    def __init__(self, spec: PipelineSpec, data: Mapping[str, str] | None = None) -> None:
+        super().__init__(data)
+        self.fields["stages"].choices = [(stage.identifier, stage.name) for stage in spec.stages]
+
+    def submitted(self) -> list[str]:
+        if not hasattr(self.data, "getlist"):
+            return []
+        return [value for value in self.data.getlist("stages") if value]

@@ -134,15 +134,15 @@ class PipelineVersion(models.Model):
     def __str__(self) -> str:
         return f"{self.pipeline} v{self.number}"
 
-    @staticmethod
-    def hash_yaml(text: str) -> str:
-        return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-
     def save(self, *args, **kwargs) -> None:
         if self.pk is not None:
             raise ValueError("a pipeline version is immutable; save a new version instead")
         self.sha256 = self.hash_yaml(self.yaml)
         super().save(*args, **kwargs)
+
+    @staticmethod
+    def hash_yaml(text: str) -> str:
+        return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
     @property
     def spec(self):

@@ -1,16 +1,45 @@
-"""Pages for projects and pipelines. Every view loads its object through
-``pipelines.permissions`` first: what the user may not see is a 404."""
+"""Pages for projects and pipelines: the project list, a project (its pipelines and executions),
+a pipeline (executions, definition, editor, version history) and the Run dialog.
+
+Every view loads its object through ``pipelines.permissions`` first: what the user may not see
+is a 404, what they may see but not do is a 403 with the reason. Changes go through the
+services (``save_pipeline``, ``run_pipeline``), which hold the rules; this module only turns
+their refusals into messages next to the field they are about. A view that serves a page
+also serves its HTMX fragment (``template#partial``) when asked by htmx.
+"""
 
 from __future__ import annotations
 
-from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+import difflib
+import re
 
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.db.models import OuterRef, Subquery
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.vary import vary_on_headers
+from django_htmx.http import HttpResponseClientRedirect
+
+from executions import listing
 from executions.models import Execution
+from executions.services import Forbidden, Invalid, NotFound, ServiceError, run_pipeline
 from pipelines import permissions
-from pipelines.models import Pipeline, Project
+from pipelines.forms import (
+    ExecutionFilterForm,
+    PipelineEditForm,
+    RunInputsForm,
+    StageSelectionForm,
+    annotate_lines,
+)
+from pipelines.models import Pipeline, PipelineVersion, Project
+from pipelines.services import save_pipeline
+from pipelines.spec import RUNTIME_INPUT, PipelineSpec, SpecError, SpecErrors
+
+# --- loading objects for a user ---------------------------------------------------------------
 
 
 def get_project_for_user(user, org: str, project: str) -> Project:
@@ -37,6 +66,123 @@ def get_pipeline_for_user(user, org: str, project: str, identifier: str) -> Pipe
     return found
 
 
+def _pipelines_with_last_execution(user, project: Project) -> list[Pipeline]:
+    """The project's pipelines ``user`` may see, each with its last execution's id, number,
+    status and time as annotations (one query, whatever the number of pipelines)."""
+    last = Execution.objects.filter(pipeline=OuterRef("pk")).order_by("-id")
+    return list(
+        permissions.visible_pipelines(user)
+        .filter(project=project)
+        .select_related("project__organization")
+        .annotate(
+            last_id=Subquery(last.values("id")[:1]),
+            last_sequence=Subquery(last.values("sequence")[:1]),
+            last_status=Subquery(last.values("status")[:1]),
+            last_at=Subquery(last.values("created_at")[:1]),
+        )
+        .order_by("name", "identifier")
+    )
+
+
+# --- what a reader may see of a definition ----------------------------------------------------
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
+def mask_secrets(text: str, spec: PipelineSpec | None) -> str:
+    """``text`` with the fixed values and defaults of Secret variables replaced by ``***``.
+
+    Only the lines of each secret variable's own mapping are touched (from its first line up to
+    the next line indented no deeper than it), so the rest of the definition reads unchanged.
+    """
+    if spec is None:
+        return text
+    lines = text.split("\n")
+    for var in spec.secret_variables:
+        literals = {str(v) for v in (var.value, var.default) if v not in (None, "", RUNTIME_INPUT)}
+        if not literals or not 1 <= var.line <= len(lines):
+            continue
+        first = var.line - 1
+        base = _indent(lines[first])  # the column of the item's "- " (or of its first key)
+        end = first + 1
+        while end < len(lines) and (not lines[end].strip() or _indent(lines[end]) > base):
+            end += 1
+        pattern = re.compile("|".join(re.escape(lit) for lit in sorted(literals, key=len, reverse=True)))
+        for index in range(first, end):
+            lines[index] = pattern.sub("***", lines[index])
+    return "\n".join(lines)
+
+
+def _readable_yaml(version: PipelineVersion | None) -> str:
+    if version is None:
+        return ""
+    try:
+        spec = version.spec
+    except SpecErrors:
+        spec = None
+    return mask_secrets(version.yaml, spec)
+
+
+def _diff(old: str, new: str, old_label: str, new_label: str) -> list[tuple[str, str]]:
+    """A unified diff as (css class, text) rows."""
+    rows: list[tuple[str, str]] = []
+    for line in difflib.unified_diff(
+        old.splitlines(), new.splitlines(), fromfile=old_label, tofile=new_label, lineterm="", n=3
+    ):
+        if line.startswith(("---", "+++")):
+            kind = "diff-meta"
+        elif line.startswith("@@"):
+            kind = "diff-hunk"
+        elif line.startswith("+"):
+            kind = "diff-add"
+        elif line.startswith("-"):
+            kind = "diff-del"
+        else:
+            kind = "diff-ctx"
+        rows.append((kind, line))
+    return rows
+
+
+# --- shared pieces of the pipeline pages ------------------------------------------------------
+
+
+def _pipeline_context(request: HttpRequest, pipeline: Pipeline, tab: str) -> dict:
+    user = request.user
+    return {
+        "pipeline": pipeline,
+        "project": pipeline.project,
+        "tab": tab,
+        "run_reason": _run_reason(user, pipeline),
+        "can_change": permissions.can(user, "change", pipeline),
+        "can_manage_access": permissions.can(user, "manage_access", pipeline.project),
+    }
+
+
+def _run_reason(user, pipeline: Pipeline) -> str:
+    """Why Run is disabled for ``user`` ("" when it is not)."""
+    reason = permissions.why_not(user, "execute", pipeline)
+    if not reason and pipeline.current_version_id is None:
+        reason = "This pipeline has no definition yet."
+    return reason
+
+
+def _executions_listing(request: HttpRequest, *, project: Project, pipeline: Pipeline | None, pipelines=None):
+    """The filter form and the page of executions it selects (or the form's errors)."""
+    form = ExecutionFilterForm(request.GET, pipelines=pipelines)
+    if not form.is_valid():
+        return form, None
+    queryset = listing.visible_executions(request.user, project=project, pipeline=pipeline)
+    queryset = listing.apply_filters(queryset, form.filters(pipeline=pipeline))
+    page = listing.page_of(queryset, before=form.cleaned_data["before"], after=form.cleaned_data["after"])
+    listing.with_durations(page.rows)
+    return form, page
+
+
+# --- pages ------------------------------------------------------------------------------------
+
+
 @require_GET
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
@@ -46,24 +192,211 @@ def home(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @login_required
+@vary_on_headers("HX-Request")
 def project_detail(request: HttpRequest, org: str, project: str) -> HttpResponse:
     project_obj = get_project_for_user(request.user, org, project)
-    pipelines = permissions.visible_pipelines(request.user).filter(project=project_obj)
-    executions = (
-        Execution.objects.filter(pipeline__in=pipelines.values("id"))
-        .select_related("pipeline", "triggered_by")
-        .order_by("-id")[:50]
-    )
-    return render(
-        request,
-        "pipelines/project.html",
-        {"project": project_obj, "pipelines": pipelines, "executions": executions},
-    )
+    pipelines = _pipelines_with_last_execution(request.user, project_obj)
+    form, page = _executions_listing(request, project=project_obj, pipeline=None, pipelines=pipelines)
+    permissions.prefetch(request.user, [project_obj, *pipelines])
+    for pipeline in pipelines:
+        pipeline.run_reason = _run_reason(request.user, pipeline)
+    context = {
+        "project": project_obj,
+        "pipelines": pipelines,
+        "form": form,
+        "page": page,
+        "list_url": reverse("project", args=[org, project]),
+        "can_manage_access": permissions.can(request.user, "manage_access", project_obj),
+    }
+    template = "pipelines/project.html#executions" if request.htmx else "pipelines/project.html"
+    return render(request, template, context, status=200 if page is not None else 400)
 
 
 @require_GET
 @login_required
+@vary_on_headers("HX-Request")
 def pipeline_detail(request: HttpRequest, org: str, project: str, identifier: str) -> HttpResponse:
     pipeline = get_pipeline_for_user(request.user, org, project, identifier)
-    executions = pipeline.executions.select_related("triggered_by").order_by("-id")[:50]
-    return render(request, "pipelines/pipeline.html", {"pipeline": pipeline, "executions": executions})
+    form, page = _executions_listing(request, project=pipeline.project, pipeline=pipeline)
+    context = _pipeline_context(request, pipeline, "executions") | {
+        "form": form,
+        "page": page,
+        "list_url": request.path,
+    }
+    template = "pipelines/pipeline.html#executions" if request.htmx else "pipelines/pipeline.html"
+    return render(request, template, context, status=200 if page is not None else 400)
+
+
+@require_GET
+@login_required
+def pipeline_definition(request: HttpRequest, org: str, project: str, identifier: str) -> HttpResponse:
+    pipeline = get_pipeline_for_user(request.user, org, project, identifier)
+    version = pipeline.current_version
+    spec = version.spec if version else None
+    context = _pipeline_context(request, pipeline, "definition") | {
+        "version": version,
+        "spec": spec,
+        "lines": annotate_lines(_readable_yaml(version), [])[0],
+    }
+    return render(request, "pipelines/definition.html", context)
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+@vary_on_headers("HX-Request")
+def pipeline_edit(request: HttpRequest, org: str, project: str, identifier: str) -> HttpResponse:
+    """The editor (Edit permission). Saving validates the YAML: errors are shown at their lines
+    and nothing changes; a good definition becomes a new version."""
+    pipeline = get_pipeline_for_user(request.user, org, project, identifier)
+    permissions.require(request.user, "change", pipeline)
+    current = pipeline.current_version
+    current_number = current.number if current else 0
+    lines: list[dict] = []
+    unplaced: list[SpecError] = []
+    status = 200
+    if request.method == "POST":
+        form = PipelineEditForm(request.POST)
+        form.is_valid()
+        text = form.cleaned_data.get("yaml", "")
+        base = form.cleaned_data.get("base_version")
+        if base is not None and base != current_number:
+            form.add_error(
+                None,
+                f"Someone saved version {current_number} while you were editing version {base}. "
+                "Your text is kept below: compare it with the current definition, then save again.",
+            )
+            form.data = form.data.copy()
+            form.data["base_version"] = str(current_number)
+            status = 409
+        elif not text.strip():
+            form.add_error("yaml", "The definition is empty. Paste or write the pipeline's YAML.")
+            status = 400
+        else:
+            try:
+                result = save_pipeline(project=pipeline.project, yaml_text=text, user=request.user, pipeline=pipeline)
+            except SpecErrors as exc:
+                lines, unplaced = annotate_lines(text, exc.errors)
+                count = len(exc.errors)
+                form.add_error(None, f"The definition has {count} problem{'s' if count != 1 else ''}; nothing was saved.")
+                status = 400
+            else:
+                if result.created_version:
+                    messages.success(request, f"Saved version {result.version.number} of {pipeline.name}.")
+                else:
+                    messages.info(request, "No changes: the definition is the same as the current version.")
+                target = reverse("pipeline_definition", args=[org, project, identifier])
+                if request.htmx:
+                    return HttpResponseClientRedirect(target)
+                return redirect(target)
+    else:
+        form = PipelineEditForm(initial={"yaml": current.yaml if current else "", "base_version": current_number})
+    context = _pipeline_context(request, pipeline, "definition") | {
+        "form": form,
+        "lines": lines,
+        "unplaced": unplaced,
+        "version": current,
+    }
+    template = "pipelines/edit.html#editor" if request.htmx else "pipelines/edit.html"
+    return render(request, template, context, status=status)
+
+
+@require_GET
+@login_required
+def pipeline_history(request: HttpRequest, org: str, project: str, identifier: str) -> HttpResponse:
+    """Every version of the definition, and the changes one version made (``?version=N``,
+    the newest by default) against the one before it."""
+    pipeline = get_pipeline_for_user(request.user, org, project, identifier)
+    versions = list(
+        pipeline.versions.select_related("created_by").defer("yaml").order_by("-number")
+    )
+    context = _pipeline_context(request, pipeline, "history") | {"versions": versions, "selected": None}
+    if not versions:
+        return render(request, "pipelines/history.html", context)
+    raw = request.GET.get("version", "")
+    numbers = {v.number for v in versions}
+    if raw and (not raw.isdigit() or int(raw) not in numbers):
+        context["error"] = (
+            f"There is no version '{raw[:20]}' of this pipeline; "
+            f"pick one of 1 to {versions[0].number}."
+        )
+        return render(request, "pipelines/history.html", context, status=400)
+    number = int(raw) if raw else versions[0].number
+    pair = {v.number: v for v in PipelineVersion.objects.filter(pipeline=pipeline, number__in=[number, number - 1])}
+    selected, previous = pair[number], pair.get(number - 1)
+    context |= {
+        "selected": selected,
+        "previous": previous,
+        "diff": _diff(
+            _readable_yaml(previous),
+            _readable_yaml(selected),
+            f"version {previous.number}" if previous else "(nothing)",
+            f"version {selected.number}",
+        ),
+    }
+    return render(request, "pipelines/history.html", context)
+
+
+def _run_context(pipeline: Pipeline, form: RunInputsForm, stages_form: StageSelectionForm | None) -> dict:
+    return {
+        "pipeline": pipeline,
+        "project": pipeline.project,
+        "form": form,
+        "stages_form": stages_form,
+        "groups": form.groups(),
+        "version": pipeline.current_version,
+        "run_url": reverse(
+            "pipeline_run", args=[pipeline.project.organization.slug, pipeline.project.slug, pipeline.identifier]
+        ),
+    }
+
+
+def _refusal(request: HttpRequest, pipeline: Pipeline, exc: ServiceError | PermissionDenied, status: int) -> HttpResponse:
+    context = {"pipeline": pipeline, "project": pipeline.project, "reason": str(getattr(exc, "message", exc))}
+    template = "pipelines/run.html#refused" if request.htmx else "pipelines/run.html"
+    return render(request, template, context | {"refused": True}, status=status)
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+@vary_on_headers("HX-Request")
+def pipeline_run(request: HttpRequest, org: str, project: str, identifier: str) -> HttpResponse:
+    """The Run dialog (a page without htmx): the runtime inputs form built from the current
+    version's ``spec.inputs``. POST starts the run and goes to the new execution's page; bad
+    inputs come back in place with each message at its field."""
+    pipeline = get_pipeline_for_user(request.user, org, project, identifier)
+    try:
+        permissions.require(request.user, "execute", pipeline)
+    except PermissionDenied as exc:
+        return _refusal(request, pipeline, exc, 403)
+    version = pipeline.current_version
+    if version is None:
+        return _refusal(request, pipeline, Invalid("This pipeline has no definition yet."), 400)
+    spec = version.spec
+    status = 200
+    selectable = spec.allow_stage_selection
+    if request.method == "POST":
+        form = RunInputsForm(spec, request.POST)
+        stages_form = StageSelectionForm(spec, request.POST) if selectable else None
+        try:
+            execution = run_pipeline(
+                pipeline=pipeline,
+                user=request.user,
+                inputs=form.submitted_inputs(),
+                stages=(stages_form.submitted() if stages_form else None) or None,
+            )
+        except (Forbidden, NotFound) as exc:
+            return _refusal(request, pipeline, exc, exc.status)
+        except ServiceError as exc:
+            form.add_service_errors(exc.field_errors, exc.message)
+            status = exc.status
+        else:
+            target = reverse("execution", args=[execution.pk])
+            messages.success(request, f"Started {pipeline.name} #{execution.sequence}.")
+            if request.htmx:
+                return HttpResponseClientRedirect(target)
+            return redirect(target)
+    else:
+        form = RunInputsForm(spec)
+        stages_form = StageSelectionForm(spec) if selectable else None
+    template = "pipelines/run.html#dialog" if request.htmx else "pipelines/run.html"
+    return render(request, template, _run_context(pipeline, form, stages_form), status=status)

@@ -80,6 +80,7 @@ class ProcessWorkers:
         self.logs: dict[str, Path] = {}
         self.log_dir = Path(settings.VAR_DIR) / "test-workers"
         self._purged: set[tuple[str, str]] = set()
+        self._ready: dict[str, re.Pattern | str] = {}
 
     # --- environment ---------------------------------------------------------------------
 
@@ -123,18 +124,26 @@ class ProcessWorkers:
                 start_new_session=True,
             )
         self.procs[name] = proc
+        self._ready[name] = ready
         (self.log_dir / f"{name}.pid").write_text(str(proc.pid))
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            text = log.read_text(errors="replace")
-            if (ready.search(text) if isinstance(ready, re.Pattern) else ready in text):
-                return proc
-            if proc.poll() is not None:
-                self._forget(name)
-                raise RuntimeError(f"test worker {name} exited with {proc.returncode}:\n{text[-3000:]}")
-            time.sleep(0.1)
-        self.stop(name)
-        raise RuntimeError(f"test worker {name} did not start within 60s:\n{log.read_text()[-3000:]}")
+        return proc
+
+    def wait_until_ready(self, *names: str, timeout: float = 90) -> None:
+        """Wait until each named process says it is ready; fail with its log if it does not."""
+        deadline = time.monotonic() + timeout
+        for name in names:
+            proc, log, ready = self.procs[name], self.logs[name], self._ready[name]
+            while True:
+                text = log.read_text(errors="replace")
+                if ready.search(text) if isinstance(ready, re.Pattern) else ready in text:
+                    break
+                if proc.poll() is not None:
+                    self._forget(name)
+                    raise RuntimeError(f"test worker {name} exited with {proc.returncode}:\n{text[-3000:]}")
+                if time.monotonic() > deadline:
+                    self.stop(name)
+                    raise RuntimeError(f"test worker {name} did not start within {timeout}s:\n{text[-3000:]}")
+                time.sleep(0.1)
 
     def start(
         self,
@@ -142,15 +151,17 @@ class ProcessWorkers:
         queues: str = "default",
         concurrency: int = 2,
         broker_url: str | None = None,
+        wait: bool = True,
     ) -> subprocess.Popen:
-        """Start ``celery worker -n NAME@host -Q QUEUES`` and wait until it is ready."""
+        """Start ``celery worker -n NAME@host -Q QUEUES`` and (unless ``wait=False``: then call
+        ``wait_until_ready``) wait until it is ready."""
         env = self.env(**({"CELERY_BROKER_URL": broker_url} if broker_url else {}))
         broker = env.get("CELERY_BROKER_URL", settings.CELERY_BROKER_URL)
         fresh = [q for q in queues.split(",") if (broker, q) not in self._purged]
         if fresh:
             purge_queues(broker, fresh)
             self._purged.update((broker, q) for q in fresh)
-        return self._spawn(
+        proc = self._spawn(
             name,
             [
                 "worker", "-n", f"{name}@%h", "-Q", queues, "-c", str(concurrency), "-P", "prefork",
@@ -159,14 +170,20 @@ class ProcessWorkers:
             env,
             READY,
         )
+        if wait:
+            self.wait_until_ready(name)
+        return proc
 
-    def start_beat(self, name: str = "beat") -> subprocess.Popen:
+    def start_beat(self, name: str = "beat", wait: bool = True) -> subprocess.Popen:
         """Start the one ``celery beat`` of the session: it sends the reaper periodically."""
         schedule = self.log_dir / "celerybeat-schedule"
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for stale in self.log_dir.glob("celerybeat-schedule*"):
             stale.unlink()
-        return self._spawn(name, ["beat", "-s", str(schedule), "-l", "info"], self.env(), BEAT_READY)
+        proc = self._spawn(name, ["beat", "-s", str(schedule), "-l", "info"], self.env(), BEAT_READY)
+        if wait:
+            self.wait_until_ready(name)
+        return proc
 
     def owner_of(self, pid: int) -> str | None:
         """The name of the running worker whose process tree ``pid`` belongs to, if any."""
@@ -209,6 +226,7 @@ class ProcessWorkers:
 
     def _forget(self, name: str) -> None:
         self.procs.pop(name, None)
+        self._ready.pop(name, None)
         (self.log_dir / f"{name}.pid").unlink(missing_ok=True)
 
     def kill_leftovers(self) -> None:
@@ -230,8 +248,9 @@ class ProcessWorkers:
     def __enter__(self) -> ProcessWorkers:
         self.kill_leftovers()
         try:
-            self.start("w1", "default", concurrency=2)
-            self.start_beat()
+            self.start("w1", "default", concurrency=2, wait=False)
+            self.start_beat(wait=False)
+            self.wait_until_ready("w1", "beat")
         except BaseException:
             self.stop_all_but()
             raise

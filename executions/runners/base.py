@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 
 from executions.models import Status, StepRun
@@ -18,6 +20,9 @@ class StepResult:
     exit_code: int | None = None
     outputs: dict[str, str] = field(default_factory=dict)
     error: str = ""
+
+
+log = logging.getLogger(__name__)
 
 
 class Lease:
@@ -40,13 +45,45 @@ class Lease:
         if not self.running or now - self.last_check < self.CHECK_EVERY:
             return self.running
         self.last_check = now
-        if now - self.last_renewal >= settings.STAGELINE_HEARTBEAT_SECONDS:
-            self.last_renewal = now
-            expires = timezone.now() + timedelta(seconds=settings.STAGELINE_STEP_LEASE_SECONDS)
-            renewed = StepRun.objects.filter(pk=self.step_id, status=Status.RUNNING).update(
-                lease_expires_at=expires
-            )
-            self.running = bool(renewed)
-        else:
-            self.running = StepRun.objects.filter(pk=self.step_id, status=Status.RUNNING).exists()
+        try:
+            if now - self.last_renewal >= settings.STAGELINE_HEARTBEAT_SECONDS:
+                expires = timezone.now() + timedelta(seconds=settings.STAGELINE_STEP_LEASE_SECONDS)
+                renewed = StepRun.objects.filter(pk=self.step_id, status=Status.RUNNING).update(
+                    lease_expires_at=expires
+                )
+                self.last_renewal = now
+                self.running = bool(renewed)
+            else:
+                self.running = StepRun.objects.filter(pk=self.step_id, status=Status.RUNNING).exists()
+        except DatabaseError:
+            # The database is away (a restart, a failover): keep the step running and try again.
+            # If it stays away past the lease, the reaper has failed the step meanwhile, so stop.
+            log.warning("cannot reach the database to renew the lease of step %s", self.step_id)
+            _reset_connection()
+            if now - self.last_renewal > settings.STAGELINE_STEP_LEASE_SECONDS:
+                self.running = False
         return self.running
+
+
+def _reset_connection() -> None:
+    try:
+        connection.close()
+    except DatabaseError:
+        pass
+    close_old_connections()
+
+
+def with_db_retry(action, *, seconds: float = 120.0):
+    """Run ``action()``, retrying while the database is unreachable (up to ``seconds``)."""
+    deadline = time.monotonic() + seconds
+    delay = 0.2
+    while True:
+        try:
+            return action()
+        except DatabaseError:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("database unreachable; retrying in %.1fs", delay)
+            _reset_connection()
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)

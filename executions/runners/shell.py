@@ -24,12 +24,13 @@ from collections import deque
 from pathlib import Path
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import F
 
 from executions.context import mask
 from executions.engine import build_context
 from executions.models import LogChunk, Status, StepRun
-from executions.runners.base import Lease, StepResult
+from executions.runners.base import Lease, StepResult, with_db_retry
 
 FLUSH_SECONDS = 0.25
 READ_SIZE = 65536
@@ -109,11 +110,17 @@ class LogWriter:
         if not data:
             return
         text = mask(data.decode("utf-8", errors="replace").replace("\x00", "\ufffd"), self.secrets)
-        LogChunk.objects.create(step_run_id=self.step_id, seq=self.seq, text=text)
+
+        def store() -> None:
+            with transaction.atomic():
+                LogChunk.objects.create(step_run_id=self.step_id, seq=self.seq, text=text)
+                StepRun.objects.filter(pk=self.step_id).update(log_bytes=F("log_bytes") + len(data))
+
+        # Across a short database outage the output waits (the step blocks on its full pipe).
+        with_db_retry(store, seconds=60)
         self.seq += 1
         if count:
             self.stored += len(data)
-        StepRun.objects.filter(pk=self.step_id).update(log_bytes=F("log_bytes") + len(data))
 
     def note(self, text: str) -> None:
         self.flush(final=False)
@@ -200,61 +207,70 @@ def run(step: StepRun, step_spec, stage, execution) -> StepResult:
     fd = proc.stdout.fileno()
     os.set_blocking(fd, False)
     selector.register(fd, selectors.EVENT_READ)
-    outcome: str | None = None
     try:
-        eof = False
-        while not eof:
-            for _key, _ in selector.select(timeout=0.2):
-                try:
-                    data = os.read(fd, READ_SIZE)
-                except BlockingIOError:
-                    continue
-                if not data:
-                    eof = True
-                    break
-                writer.feed(data)
-            if writer.pending and time.monotonic() - writer.last_flush >= FLUSH_SECONDS:
-                writer.flush()
-            if time.monotonic() > deadline:
-                outcome = Status.EXPIRED
-                break
-            if not lease.still_running():
-                outcome = Status.ABORTED
-                break
-        if outcome:
-            _kill_group(proc)
-        else:
-            # Output closed; the process may still be exiting (or a background child holds on).
-            while proc.poll() is None:
-                if time.monotonic() > deadline:
-                    outcome = Status.EXPIRED
-                    _kill_group(proc)
-                    break
-                if not lease.still_running():
-                    outcome = Status.ABORTED
-                    _kill_group(proc)
-                    break
-                time.sleep(0.05)
-        # Leftover processes of the group (daemons started by the script) do not outlive the step.
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
-            while data := os.read(fd, READ_SIZE):
-                writer.feed(data)
-        except (BlockingIOError, OSError):
-            pass
-        if outcome == Status.EXPIRED:
-            writer.note(f"timed out after {step_spec.timeout}s: the step's processes were killed")
-        elif outcome == Status.ABORTED:
-            writer.note("aborted: the step's processes were killed")
-        writer.flush(final=True)
-        outputs = _read_outputs(output_file, secrets)
+        return _supervise(proc, fd, selector, writer, lease, step_spec, deadline, output_file, secrets)
+    except BaseException:
+        # Whatever went wrong here (a database outage that outlived its retries, a worker shutdown),
+        # the step's processes must not outlive the supervision.
+        _kill_group(proc)
+        raise
     finally:
         selector.close()
         proc.stdout.close()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _supervise(proc, fd, selector, writer, lease, step_spec, deadline, output_file, secrets) -> StepResult:
+    outcome: str | None = None
+    eof = False
+    while not eof:
+        for _key, _ in selector.select(timeout=0.2):
+            try:
+                data = os.read(fd, READ_SIZE)
+            except BlockingIOError:
+                continue
+            if not data:
+                eof = True
+                break
+            writer.feed(data)
+        if writer.pending and time.monotonic() - writer.last_flush >= FLUSH_SECONDS:
+            writer.flush()
+        if time.monotonic() > deadline:
+            outcome = Status.EXPIRED
+            break
+        if not lease.still_running():
+            outcome = Status.ABORTED
+            break
+    if outcome:
+        _kill_group(proc)
+    else:
+        # Output closed; the process may still be exiting (or a background child holds on).
+        while proc.poll() is None:
+            if time.monotonic() > deadline:
+                outcome = Status.EXPIRED
+                _kill_group(proc)
+                break
+            if not lease.still_running():
+                outcome = Status.ABORTED
+                _kill_group(proc)
+                break
+            time.sleep(0.05)
+    # Leftover processes of the group (daemons started by the script) do not outlive the step.
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        while data := os.read(fd, READ_SIZE):
+            writer.feed(data)
+    except (BlockingIOError, OSError):
+        pass
+    if outcome == Status.EXPIRED:
+        writer.note(f"timed out after {step_spec.timeout}s: the step's processes were killed")
+    elif outcome == Status.ABORTED:
+        writer.note("aborted: the step's processes were killed")
+    writer.flush(final=True)
+    outputs = _read_outputs(output_file, secrets)
 
     code = proc.returncode
     if outcome == Status.EXPIRED:

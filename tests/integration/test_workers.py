@@ -46,8 +46,9 @@ def worker_pid(step: StepRun) -> int:
 
 
 def test_each_stage_runs_on_a_worker_of_the_pool_named_by_runs_on(workers, personas):
-    workers.start("pool_a", "pool_a", concurrency=1)
-    workers.start("pool_b", "pool_b", concurrency=1)
+    workers.start("pool_a", "pool_a", concurrency=1, wait=False)
+    workers.start("pool_b", "pool_b", concurrency=1, wait=False)
+    workers.wait_until_ready("pool_a", "pool_b")
     pipeline = make_pipeline(
         personas.project,
         serial_pipeline(

@@ -2,7 +2,6 @@
 
 from django.core.management.base import BaseCommand
 
-from executions.models import Execution
 from executions.services import ServiceError, answer_approval
 from pipelines import permissions
 from pipelines.cli import Refused, user_named

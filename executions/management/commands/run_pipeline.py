@@ -6,7 +6,6 @@ from executions.inputs import InputErrors, parse_assignments
 from executions.services import ServiceError, run_pipeline
 from pipelines import permissions
 from pipelines.cli import Refused, follow, user_named
-from pipelines.models import Pipeline
 
 
 class Command(BaseCommand):

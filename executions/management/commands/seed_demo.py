@@ -62,7 +62,7 @@ class Command(BaseCommand):
             context = nullcontext() if no_worker else self.embedded_worker()
             with context:
                 self.run_demo(pipelines, users, timeout)
-        self.stdout.write(self.style.SUCCESS("Demo ready. Log in as (password '%s'):" % password))
+        self.stdout.write(self.style.SUCCESS(f"Demo ready. Log in as (password '{password}'):"))
         for username, role in USERS:
             self.stdout.write(f"  {username:<9} {role}")
 
