@@ -156,6 +156,13 @@ GUARDIAN_RAISE_403 = False
 GUARDIAN_RENDER_403 = False
 ANONYMOUS_USER_NAME = None  # no guardian anonymous user: strangers see nothing
 
+CACHES = {
+    # The database cache: shared by every web process (login rate limits) with no extra server.
+    "default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "stageline_cache"}
+}
+STAGELINE_LOGIN_MAX_FAILURES = env_int("STAGELINE_LOGIN_MAX_FAILURES", 5)
+STAGELINE_LOGIN_LOCKOUT_SECONDS = env_int("STAGELINE_LOGIN_LOCKOUT_SECONDS", 300)
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -167,14 +174,18 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "staticfiles"
+STATIC_ROOT.mkdir(exist_ok=True)
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# Hashed, compressed file names once `collectstatic` has run (scripts/start runs it); before that
+# (tests, a fresh checkout) WhiteNoise serves the files straight from static/.
+_MANIFEST = (STATIC_ROOT / "staticfiles.json").exists()
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
         "BACKEND": (
-            "django.contrib.staticfiles.storage.StaticFilesStorage"
-            if DEBUG
-            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            if _MANIFEST and not DEBUG
+            else "django.contrib.staticfiles.storage.StaticFilesStorage"
         )
     },
 }
