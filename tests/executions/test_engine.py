@@ -279,3 +279,22 @@ def test_sequence_numbers_count_per_pipeline(worker, personas):
     wait_for_status(second, Status.SUCCESS)
     wait_for_status(first, Status.SUCCESS)
     assert StageRun.objects.filter(execution__pipeline=pipeline, status=Status.SUCCESS).count() == 2
+
+
+def test_a_step_stays_queued_until_a_worker_of_its_pool_takes_it(worker, personas, settings):
+    settings.STAGELINE_REDISPATCH_AFTER_SECONDS = 0
+    pipeline = make_pipeline(
+        personas.project,
+        serial_pipeline("pooled", [shell_stage("gpu_job", "echo never here", extra="\n        runs_on: nobody_serves_this")]),
+    )
+    execution = run(pipeline, personas.executor)
+    step = wait_for(
+        lambda: StepRun.objects.filter(execution=execution, status=Status.QUEUED).first(), message="a queued step"
+    )
+    assert step.stage_run.queue == "nobody_serves_this"
+    counts = engine.reap()  # a stale QUEUED step is sent again, not failed
+    assert counts["redispatched"] == 1
+    step.refresh_from_db()
+    assert step.status == Status.QUEUED and Execution.objects.get(pk=execution.pk).status == Status.RUNNING
+    abort_execution(execution=execution, user=personas.executor)
+    assert StepRun.objects.get(pk=step.pk).status == Status.ABORTED
