@@ -72,12 +72,18 @@ def apply_filters(queryset: QuerySet, filters: Filters) -> QuerySet:
     if filters.since:
         queryset = queryset.filter(created_at__gte=_start_of(filters.since))
     if filters.until:
-        queryset = queryset.filter(created_at__lt=_start_of(filters.until + datetime.timedelta(days=1)))
+        queryset = queryset.filter(
+            created_at__lt=_start_of(filters.until + datetime.timedelta(days=1))
+        )
     return queryset
 
 
 def page_of(
-    queryset: QuerySet, *, before: int | None = None, after: int | None = None, size: int = PAGE_SIZE
+    queryset: QuerySet,
+    *,
+    before: int | None = None,
+    after: int | None = None,
+    size: int = PAGE_SIZE,
 ) -> Page:
     """The page of ``queryset`` just older than ``before``, just newer than ``after``, or the
     newest page when neither is given. One query."""

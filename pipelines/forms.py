@@ -30,14 +30,22 @@ class ExecutionFilterForm(forms.Form):
         required=False,
         label="Started by",
         max_length=150,
-        widget=forms.TextInput(attrs={"placeholder": "username", "autocomplete": "off", "spellcheck": "false"}),
+        widget=forms.TextInput(
+            attrs={"placeholder": "username", "autocomplete": "off", "spellcheck": "false"}
+        ),
     )
-    since = forms.CharField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
-    until = forms.CharField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
-    before = forms.CharField(required=False, widget=forms.HiddenInput)
-    after = forms.CharField(required=False, widget=forms.HiddenInput)
+    since = forms.CharField(
+        required=False, label="From", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    until = forms.CharField(
+        required=False, label="To", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    before = forms.CharField(required=False, label="Page link", widget=forms.HiddenInput)
+    after = forms.CharField(required=False, label="Page link", widget=forms.HiddenInput)
 
-    def __init__(self, data: Mapping[str, str] | None, *, pipelines: Iterable | None = None) -> None:
+    def __init__(
+        self, data: Mapping[str, str] | None, *, pipelines: Iterable | None = None
+    ) -> None:
         """``pipelines``: the pipelines the user may see in this project (a project-wide list);
         ``None`` for the list of one pipeline (no pipeline filter)."""
         super().__init__(data or {})
@@ -46,7 +54,8 @@ class ExecutionFilterForm(forms.Form):
             del self.fields["pipeline"]
         else:
             self.fields["pipeline"].widget = forms.Select(
-                choices=[("", "All pipelines")] + [(key, p.name) for key, p in self.pipelines.items()]
+                choices=[("", "All pipelines")]
+                + [(key, p.name) for key, p in self.pipelines.items()]
             )
         self.fields["status"].widget = forms.Select(
             choices=[("", "Any status")] + [(value, label) for value, label in EXECUTION_STATUSES]
@@ -112,7 +121,9 @@ class ExecutionFilterForm(forms.Form):
         if since and until and since > until:
             self.add_error("until", f"'To' ({until:%Y-%m-%d}) is before 'From' ({since:%Y-%m-%d}).")
         if data.get("before") and data.get("after"):
-            raise forms.ValidationError("A page link names both 'before' and 'after'; use one of them.")
+            raise forms.ValidationError(
+                "A page link names both 'before' and 'after'; use one of them."
+            )
         return data
 
     def filters(self, *, pipeline=None) -> Filters:
@@ -140,7 +151,9 @@ class PipelineEditForm(forms.Form):
         label="Definition (YAML)",
         strip=False,
         required=False,
-        widget=forms.Textarea(attrs={"rows": 28, "spellcheck": "false", "autocapitalize": "off", "wrap": "off"}),
+        widget=forms.Textarea(
+            attrs={"rows": 28, "spellcheck": "false", "autocapitalize": "off", "wrap": "off"}
+        ),
     )
     base_version = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
 
@@ -150,7 +163,9 @@ def annotate_lines(text: str, errors: Iterable[SpecError]) -> tuple[list[dict], 
 
     Returns ``(lines, unplaced)``: errors without a line, or past the end, are ``unplaced``.
     """
-    lines = [{"number": n, "text": line, "errors": []} for n, line in enumerate(text.splitlines(), 1)]
+    lines = [
+        {"number": n, "text": line, "errors": []} for n, line in enumerate(text.splitlines(), 1)
+    ]
     unplaced: list[SpecError] = []
     for error in errors:
         if 1 <= error.line <= len(lines):
@@ -194,18 +209,24 @@ class RunInputsForm(forms.Form):
             choices = [(value, value) for value in var.allowed_values]
             if var.default is None:
                 choices = [("", "— choose —"), *choices]
-            field: forms.Field = forms.ChoiceField(choices=choices, required=False, widget=forms.Select(attrs=attrs))
+            field: forms.Field = forms.CharField(
+                required=False, widget=forms.Select(attrs=attrs, choices=choices)
+            )
         elif var.is_secret:
             attrs["autocomplete"] = "new-password"
             if var.default is not None:
                 help_parts.append("Blank keeps the pipeline's default secret.")
             field = forms.CharField(
-                required=False, strip=False, widget=forms.PasswordInput(attrs=attrs, render_value=False)
+                required=False,
+                strip=False,
+                widget=forms.PasswordInput(attrs=attrs, render_value=False),
             )
         else:
             if var.type == "Number":
                 attrs["inputmode"] = "decimal"
-            field = forms.CharField(required=False, strip=False, widget=forms.TextInput(attrs=attrs))
+            field = forms.CharField(
+                required=False, strip=False, widget=forms.TextInput(attrs=attrs)
+            )
         field.label = var.name
         field.help_text = " ".join(help_parts)
         field.initial = None if var.is_secret else var.default

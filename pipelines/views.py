@@ -25,7 +25,7 @@ from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect
 
 from executions import listing
-from executions.models import Execution
+from executions.models import Execution, Status
 from executions.services import Forbidden, Invalid, NotFound, ServiceError, run_pipeline
 from pipelines import permissions
 from pipelines.forms import (
@@ -76,7 +76,7 @@ def _pipelines_with_last_execution(user, project: Project) -> list[Pipeline]:
         .select_related("project__organization")
         .annotate(
             last_id=Subquery(last.values("id")[:1]),
-            last_sequence=Subquery(last.values("sequence")[:1]),
+            last_number=Subquery(last.values("sequence")[:1]),
             last_status=Subquery(last.values("status")[:1]),
             last_at=Subquery(last.values("created_at")[:1]),
         )
@@ -109,7 +109,9 @@ def mask_secrets(text: str, spec: PipelineSpec | None) -> str:
         end = first + 1
         while end < len(lines) and (not lines[end].strip() or _indent(lines[end]) > base):
             end += 1
-        pattern = re.compile("|".join(re.escape(lit) for lit in sorted(literals, key=len, reverse=True)))
+        pattern = re.compile(
+            "|".join(re.escape(lit) for lit in sorted(literals, key=len, reverse=True))
+        )
         for index in range(first, end):
             lines[index] = pattern.sub("***", lines[index])
     return "\n".join(lines)
@@ -156,7 +158,6 @@ def _pipeline_context(request: HttpRequest, pipeline: Pipeline, tab: str) -> dic
         "tab": tab,
         "run_reason": _run_reason(user, pipeline),
         "can_change": permissions.can(user, "change", pipeline),
-        "can_manage_access": permissions.can(user, "manage_access", pipeline.project),
     }
 
 
@@ -168,14 +169,18 @@ def _run_reason(user, pipeline: Pipeline) -> str:
     return reason
 
 
-def _executions_listing(request: HttpRequest, *, project: Project, pipeline: Pipeline | None, pipelines=None):
+def _executions_listing(
+    request: HttpRequest, *, project: Project, pipeline: Pipeline | None, pipelines=None
+):
     """The filter form and the page of executions it selects (or the form's errors)."""
     form = ExecutionFilterForm(request.GET, pipelines=pipelines)
     if not form.is_valid():
         return form, None
     queryset = listing.visible_executions(request.user, project=project, pipeline=pipeline)
     queryset = listing.apply_filters(queryset, form.filters(pipeline=pipeline))
-    page = listing.page_of(queryset, before=form.cleaned_data["before"], after=form.cleaned_data["after"])
+    page = listing.page_of(
+        queryset, before=form.cleaned_data["before"], after=form.cleaned_data["after"]
+    )
     listing.with_durations(page.rows)
     return form, page
 
@@ -196,10 +201,15 @@ def home(request: HttpRequest) -> HttpResponse:
 def project_detail(request: HttpRequest, org: str, project: str) -> HttpResponse:
     project_obj = get_project_for_user(request.user, org, project)
     pipelines = _pipelines_with_last_execution(request.user, project_obj)
-    form, page = _executions_listing(request, project=project_obj, pipeline=None, pipelines=pipelines)
+    form, page = _executions_listing(
+        request, project=project_obj, pipeline=None, pipelines=pipelines
+    )
     permissions.prefetch(request.user, [project_obj, *pipelines])
     for pipeline in pipelines:
         pipeline.run_reason = _run_reason(request.user, pipeline)
+        pipeline.last_status_label = (
+            Status(pipeline.last_status).label if pipeline.last_status else ""
+        )
     context = {
         "project": project_obj,
         "pipelines": pipelines,
@@ -229,7 +239,9 @@ def pipeline_detail(request: HttpRequest, org: str, project: str, identifier: st
 
 @require_GET
 @login_required
-def pipeline_definition(request: HttpRequest, org: str, project: str, identifier: str) -> HttpResponse:
+def pipeline_definition(
+    request: HttpRequest, org: str, project: str, identifier: str
+) -> HttpResponse:
     pipeline = get_pipeline_for_user(request.user, org, project, identifier)
     version = pipeline.current_version
     spec = version.spec if version else None
@@ -248,7 +260,11 @@ def pipeline_edit(request: HttpRequest, org: str, project: str, identifier: str)
     """The editor (Edit permission). Saving validates the YAML: errors are shown at their lines
     and nothing changes; a good definition becomes a new version."""
     pipeline = get_pipeline_for_user(request.user, org, project, identifier)
-    permissions.require(request.user, "change", pipeline)
+    try:
+        permissions.require(request.user, "change", pipeline)
+    except PermissionDenied as exc:
+        context = {"pipeline": pipeline, "project": pipeline.project, "reason": str(exc)}
+        return render(request, "pipelines/refused.html", context, status=403)
     current = pipeline.current_version
     current_number = current.number if current else 0
     lines: list[dict] = []
@@ -273,23 +289,34 @@ def pipeline_edit(request: HttpRequest, org: str, project: str, identifier: str)
             status = 400
         else:
             try:
-                result = save_pipeline(project=pipeline.project, yaml_text=text, user=request.user, pipeline=pipeline)
+                result = save_pipeline(
+                    project=pipeline.project, yaml_text=text, user=request.user, pipeline=pipeline
+                )
             except SpecErrors as exc:
                 lines, unplaced = annotate_lines(text, exc.errors)
                 count = len(exc.errors)
-                form.add_error(None, f"The definition has {count} problem{'s' if count != 1 else ''}; nothing was saved.")
+                form.add_error(
+                    None,
+                    f"The definition has {count} problem{'s' if count != 1 else ''}; nothing was saved.",
+                )
                 status = 400
             else:
                 if result.created_version:
-                    messages.success(request, f"Saved version {result.version.number} of {pipeline.name}.")
+                    messages.success(
+                        request, f"Saved version {result.version.number} of {result.pipeline.name}."
+                    )
                 else:
-                    messages.info(request, "No changes: the definition is the same as the current version.")
+                    messages.info(
+                        request, "No changes: the definition is the same as the current version."
+                    )
                 target = reverse("pipeline_definition", args=[org, project, identifier])
                 if request.htmx:
                     return HttpResponseClientRedirect(target)
                 return redirect(target)
     else:
-        form = PipelineEditForm(initial={"yaml": current.yaml if current else "", "base_version": current_number})
+        form = PipelineEditForm(
+            initial={"yaml": current.yaml if current else "", "base_version": current_number}
+        )
     context = _pipeline_context(request, pipeline, "definition") | {
         "form": form,
         "lines": lines,
@@ -309,7 +336,10 @@ def pipeline_history(request: HttpRequest, org: str, project: str, identifier: s
     versions = list(
         pipeline.versions.select_related("created_by").defer("yaml").order_by("-number")
     )
-    context = _pipeline_context(request, pipeline, "history") | {"versions": versions, "selected": None}
+    context = _pipeline_context(request, pipeline, "history") | {
+        "versions": versions,
+        "selected": None,
+    }
     if not versions:
         return render(request, "pipelines/history.html", context)
     raw = request.GET.get("version", "")
@@ -321,7 +351,10 @@ def pipeline_history(request: HttpRequest, org: str, project: str, identifier: s
         )
         return render(request, "pipelines/history.html", context, status=400)
     number = int(raw) if raw else versions[0].number
-    pair = {v.number: v for v in PipelineVersion.objects.filter(pipeline=pipeline, number__in=[number, number - 1])}
+    pair = {
+        v.number: v
+        for v in PipelineVersion.objects.filter(pipeline=pipeline, number__in=[number, number - 1])
+    }
     selected, previous = pair[number], pair.get(number - 1)
     context |= {
         "selected": selected,
@@ -336,7 +369,9 @@ def pipeline_history(request: HttpRequest, org: str, project: str, identifier: s
     return render(request, "pipelines/history.html", context)
 
 
-def _run_context(pipeline: Pipeline, form: RunInputsForm, stages_form: StageSelectionForm | None) -> dict:
+def _run_context(
+    pipeline: Pipeline, form: RunInputsForm, stages_form: StageSelectionForm | None
+) -> dict:
     return {
         "pipeline": pipeline,
         "project": pipeline.project,
@@ -345,13 +380,20 @@ def _run_context(pipeline: Pipeline, form: RunInputsForm, stages_form: StageSele
         "groups": form.groups(),
         "version": pipeline.current_version,
         "run_url": reverse(
-            "pipeline_run", args=[pipeline.project.organization.slug, pipeline.project.slug, pipeline.identifier]
+            "pipeline_run",
+            args=[pipeline.project.organization.slug, pipeline.project.slug, pipeline.identifier],
         ),
     }
 
 
-def _refusal(request: HttpRequest, pipeline: Pipeline, exc: ServiceError | PermissionDenied, status: int) -> HttpResponse:
-    context = {"pipeline": pipeline, "project": pipeline.project, "reason": str(getattr(exc, "message", exc))}
+def _refusal(
+    request: HttpRequest, pipeline: Pipeline, exc: ServiceError | PermissionDenied, status: int
+) -> HttpResponse:
+    context = {
+        "pipeline": pipeline,
+        "project": pipeline.project,
+        "reason": str(getattr(exc, "message", exc)),
+    }
     template = "pipelines/run.html#refused" if request.htmx else "pipelines/run.html"
     return render(request, template, context | {"refused": True}, status=status)
 

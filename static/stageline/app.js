@@ -29,11 +29,13 @@
       opener = active && active !== document.body && !modal.contains(active) ? active : null;
       modal.showModal();
     }
+    // Focus the first thing to fill in (or the first field in error), not the close button.
     var body = document.getElementById("modal-body");
-    var first = body && body.querySelector("[autofocus], input:not([type=hidden]):not([disabled]), select:not([disabled]), textarea:not([disabled]), button:not([disabled])");
-    if (first && !modal.contains(document.activeElement === document.body ? null : document.activeElement)) {
-      first.focus();
-    }
+    if (!body) return;
+    var first = body.querySelector("[autofocus], [aria-invalid=true]") ||
+      body.querySelector("input:not([type=hidden]):not([disabled]), select:not([disabled]), textarea:not([disabled])") ||
+      body.querySelector(".dialog-foot button:not([disabled]), button:not([disabled])");
+    if (first) first.focus();
   }
 
   function closeModal() {
