@@ -8,11 +8,11 @@ from pipelines import permissions
 from pipelines.cli import Refused, user_named
 from pipelines.models import Organization, Project
 from pipelines.services import save_pipeline
-from pipelines.spec import SpecErrors
+from pipelines.spec import SpecError, SpecErrors
 
 
 class Command(BaseCommand):
-    help = "Create or update one pipeline per YAML file; exit 1 if any file was refused."
+    help = "Create or update one pipeline per YAML file; exit 2 if any file was refused."
 
     def add_arguments(self, parser):
         parser.add_argument("project", metavar="ORG/PROJECT")
@@ -27,17 +27,27 @@ class Command(BaseCommand):
         if not folder.is_dir():
             raise Refused(f"{directory} is not a folder")
         user = user_named(as_user) if as_user else None
-        org, _ = Organization.objects.get_or_create(slug=org_slug, defaults={"name": org_slug.title()})
-        proj, created = Project.objects.get_or_create(
-            organization=org, slug=project_slug, defaults={"name": project_slug.replace("-", " ").title()}
-        )
-        if user is not None and not permissions.can(user, "change", proj):
-            raise Refused(permissions.why_not(user, "change", proj) if permissions.can(user, "view", proj) else f"no project {project}")
-        files = sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml"))
+        proj = Project.objects.filter(organization__slug=org_slug, slug=project_slug).first()
+        if user is not None:
+            # Acting for a user: the project must exist and the user must be allowed to edit it.
+            if proj is None or not permissions.can(user, "view", proj):
+                raise Refused(f"no project {project}, or {user} may not see it")
+            if not permissions.can(user, "change", proj):
+                raise Refused(permissions.why_not(user, "change", proj))
+        elif proj is None:
+            org, _ = Organization.objects.get_or_create(slug=org_slug, defaults={"name": org_slug.title()})
+            proj, _ = Project.objects.get_or_create(
+                organization=org, slug=project_slug, defaults={"name": project_slug.replace("-", " ").title()}
+            )
+        files = sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
         refused = 0
         for path in files:
             try:
-                result = save_pipeline(project=proj, yaml_text=path.read_text(), user=user)
+                try:
+                    text = path.read_text(encoding="utf-8")
+                except UnicodeDecodeError as exc:
+                    raise SpecErrors([SpecError(f"the file is not UTF-8 text ({exc.reason} at byte {exc.start})")]) from None
+                result = save_pipeline(project=proj, yaml_text=text, user=user)
             except SpecErrors as exc:
                 refused += 1
                 self.stderr.write(f"{path.name}: refused")
