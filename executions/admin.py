@@ -21,7 +21,15 @@ class ReadOnlyAdmin(ScopedAdmin):
 class StageRunInline(admin.TabularInline):
     model = StageRun
     extra = 0
-    fields = ["position", "identifier", "status", "started_at", "finished_at", "carried_from", "error"]
+    fields = [
+        "position",
+        "identifier",
+        "status",
+        "started_at",
+        "finished_at",
+        "carried_from",
+        "error",
+    ]
     readonly_fields = fields
     can_delete = False
     show_change_link = True
@@ -63,7 +71,7 @@ class StepRunAdmin(ReadOnlyAdmin):
 class LogChunkAdmin(ReadOnlyAdmin):
     project_path = "step_run__execution__pipeline__project"
     list_display = ["__str__", "created_at"]
-    
+
 
 @admin.register(Event)
 class EventAdmin(ReadOnlyAdmin):

@@ -22,7 +22,8 @@ from functools import partial
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, F, OuterRef
+from django.db.models import Exists, F, OuterRef, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from executions.context import RunContext
@@ -67,8 +68,9 @@ def transition(
     """
     now = timezone.now()
     sources = list(sources)
-    if to in ACTIVE and "started_at" not in fields and to == Status.RUNNING:
-        fields.setdefault("started_at", now)
+    if to == Status.RUNNING and "started_at" not in fields:
+        # The first start counts: WAITING → RUNNING after an approval keeps the original time.
+        fields["started_at"] = Coalesce(F("started_at"), Value(now))
     if to in TERMINAL and to != Status.SKIPPED:
         fields.setdefault("finished_at", now)
     updated = type(obj).objects.filter(pk=obj.pk, status__in=sources).update(status=to, **fields)

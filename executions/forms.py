@@ -28,7 +28,11 @@ def input_name(key: str) -> str:
 
 def posted_inputs(data: QueryDict) -> dict[str, str]:
     """Every ``input-*`` value of a request, keyed by input key."""
-    return {name[len(INPUT_PREFIX) :]: data.get(name, "") for name in data if name.startswith(INPUT_PREFIX)}
+    return {
+        name[len(INPUT_PREFIX) :]: data.get(name, "")
+        for name in data
+        if name.startswith(INPUT_PREFIX)
+    }
 
 
 def _input_form_field(entry: InputField) -> forms.Field:
@@ -41,13 +45,17 @@ def _input_form_field(entry: InputField) -> forms.Field:
         widget: forms.Widget = forms.PasswordInput(attrs=attrs, render_value=False)
     elif var.allowed_values:
         blank = f"(default: {var.default})" if var.default not in (None, "") else "(none)"
-        widget = forms.Select(attrs=attrs, choices=[("", blank), *[(v, v) for v in var.allowed_values]])
+        widget = forms.Select(
+            attrs=attrs, choices=[("", blank), *[(v, v) for v in var.allowed_values]]
+        )
     else:
         if var.type == "Number":
             attrs["inputmode"] = "decimal"
         widget = forms.TextInput(attrs=attrs)
     # Nothing is checked here: the domain validates the value and names the problem.
-    return forms.CharField(label=label, required=False, strip=False, widget=widget, help_text=var.description)
+    return forms.CharField(
+        label=label, required=False, strip=False, widget=widget, help_text=var.description
+    )
 
 
 class InputsForm(forms.Form):
@@ -57,7 +65,9 @@ class InputsForm(forms.Form):
     re-rendered dialog keeps the operator's edits; secrets are never sent back.
     """
 
-    def __init__(self, *args, entries: list[InputField] = (), values: dict[str, str] | None = None, **kwargs):
+    def __init__(
+        self, *args, entries: list[InputField] = (), values: dict[str, str] | None = None, **kwargs
+    ):
         super().__init__(*args, **kwargs)
         values = values or {}
         self.entries = [e for e in entries if e.editable]
@@ -88,7 +98,9 @@ class RetryForm(InputsForm):
         label="Reason (optional)",
         required=False,
         max_length=REASON_MAX_CHARS,
-        widget=forms.Textarea(attrs={"rows": 2, "placeholder": "Why retry? Shown in the retry history."}),
+        widget=forms.Textarea(
+            attrs={"rows": 2, "placeholder": "Why retry? Shown in the retry history."}
+        ),
     )
 
 
@@ -98,7 +110,9 @@ class RerunForm(InputsForm):
 
 
 class ApprovalForm(forms.Form):
-    stage = forms.CharField(max_length=200, error_messages={"required": "Say which stage's approval to answer."})
+    stage = forms.CharField(
+        max_length=200, error_messages={"required": "Say which stage's approval to answer."}
+    )
     decision = forms.ChoiceField(
         choices=[("approve", "Approve"), ("reject", "Reject")],
         error_messages={

@@ -60,7 +60,7 @@ class ExecutionQuerySet(models.QuerySet):
     def visible_to(self, user) -> ExecutionQuerySet:
         from pipelines import permissions
 
-        return self.filter(pipeline__in=permissions.visible_pipelines(user).values("id"))
+        return permissions.visible_executions(user, self)
 
     def for_pipeline(self, pipeline) -> ExecutionQuerySet:
         return self.filter(pipeline=pipeline)

@@ -27,6 +27,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from executions import engine
+from executions.context import mask
 from executions.inputs import InputErrors, check_value, validate_inputs
 from executions.models import ACTIVE, RETRYABLE, SUCCEEDED, TERMINAL, Execution, StageRun, Status
 from executions.services import (
@@ -38,7 +39,7 @@ from executions.services import (
     run_pipeline,
 )
 from pipelines import permissions
-from pipelines.spec import PipelineSpec, Variable
+from pipelines.spec import PipelineSpec, Variable, secret_literals
 
 FAILED_ONLY = "failed_only"
 ALL = "all"
@@ -269,7 +270,7 @@ def plan_retry(execution: Execution, user, *, from_stage: str | None = None, mod
     current = execution.pipeline.current_version
     if current is not None and current.pk != execution.version_id:
         plan.pipeline_changed = True
-        plan.diff = "".join(
+        diff = "".join(
             difflib.unified_diff(
                 execution.version.yaml.splitlines(keepends=True),
                 current.yaml.splitlines(keepends=True),
@@ -277,6 +278,9 @@ def plan_retry(execution: Execution, user, *, from_stage: str | None = None, mod
                 tofile=f"v{current.number} (current)",
             )
         )
+        # Fixed Secret values never leave the server, not even in a diff (a changed secret
+        # still shows as a changed line, with *** on both sides).
+        plan.diff = mask(diff, secret_literals(spec) + secret_literals(current.spec))
     return plan
 
 

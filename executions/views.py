@@ -3,8 +3,9 @@
 Every view loads its execution through ``pipelines.permissions`` first, so what the user may
 not see is a 404. The rules live in ``executions.retry`` and ``executions.services``; the views
 call them and turn a refusal (``ServiceError``) into the dialog shown again with the message and
-the error's status (400/403/404/409). For HTMX such an answer is retargeted to ``#modal-body``
-(``static/stageline/execution.js`` lets htmx swap it, htmx skips 4xx bodies by default).
+the error's status (400/403/404/409). For HTMX such an answer is retargeted to ``#modal-body``:
+base.html's htmx config swaps a 400 or 409 in place, and app.js shows the ``[data-reason]`` of a
+403 or 404 in ``#flash``.
 
 The page polls itself (``hx-trigger="every 2s"``, rendered only while the execution is not
 terminal) and gets back the ``execution-live`` partial; an open log polls for the chunks after
@@ -24,9 +25,22 @@ from django.views.decorators.http import require_GET, require_http_methods
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
 
+from executions.context import mask
 from executions.forms import ApprovalForm, RerunForm, RetryForm, posted_inputs
-from executions.models import ACTIVE, Event, Execution, LogChunk, StageRun, Status, StepRun, is_terminal
+from executions.listing import format_duration
+from executions.models import (
+    ACTIVE,
+    Event,
+    Execution,
+    LogChunk,
+    StageRun,
+    Status,
+    StepRun,
+    is_terminal,
+)
 from executions.retry import (
+    ALL,
+    FAILED_ONLY,
     AlreadyRetried,
     create_rerun,
     create_retry,
@@ -45,8 +59,10 @@ from executions.services import (
     ensure,
 )
 from pipelines import permissions
+from pipelines.spec import RUNTIME_INPUT
 
 LIVE_TARGET = "execution-live"
+RETRY_MODE_LABELS = {FAILED_ONLY: "failed stages only", ALL: "all stages of the group"}
 # Which step's log the page opens when none is asked for: a running one, else a failed one.
 LOG_PREFERENCE = [Status.RUNNING, Status.FAILED, Status.EXPIRED, Status.ABORTED]
 
@@ -54,7 +70,9 @@ LOG_PREFERENCE = [Status.RUNNING, Status.FAILED, Status.EXPIRED, Status.ABORTED]
 def get_execution_for_user(user, pk: int) -> Execution:
     found = (
         permissions.visible_executions(user)
-        .select_related("pipeline__project__organization", "version", "triggered_by")
+        .select_related(
+            "pipeline__project__organization", "version", "triggered_by", "retry_of", "rerun_of"
+        )
         .filter(pk=pk)
         .first()
     )
@@ -63,24 +81,18 @@ def get_execution_for_user(user, pk: int) -> Execution:
     return found
 
 
-def format_duration(seconds: float | None) -> str:
-    """``0.4s``, ``12s``, ``3m 05s``, ``2h 04m``; ``—`` when it never started."""
-    if seconds is None:
-        return "—"
-    if seconds < 10:
-        return f"{seconds:.1f}s"
-    whole = int(round(seconds))
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    if minutes:
-        return f"{minutes}m {secs:02d}s"
-    return f"{secs}s"
+def resumed_label(execution: Execution) -> str:
+    """The name of the stage or parallel group a retry resumed from ("" for a first run)."""
+    key = execution.resumed_from
+    if not key:
+        return ""
+    spec = execution.version.spec
+    found = spec.group(key) or spec.stage(key)
+    return found.name if found is not None else key
 
 
-def execution_url(execution: Execution | int) -> str:
-    return reverse("execution", args=[getattr(execution, "pk", execution)])
+def execution_url(execution: Execution) -> str:
+    return reverse("execution", args=[execution.pk])
 
 
 # --- the page -----------------------------------------------------------------------------
@@ -90,7 +102,7 @@ def execution_url(execution: Execution | int) -> str:
 class StepRow:
     run: StepRun
     duration: str
-    selected: bool
+    selected: bool = False  # its log is the one open
 
 
 @dataclass
@@ -110,11 +122,7 @@ class Action:
     label: str
     url: str
     reason: str
-    css: str = ""
-
-    @property
-    def allowed(self) -> bool:
-        return not self.reason
+    kind: str = ""  # "primary" or "danger": the button's style
 
 
 @dataclass
@@ -125,7 +133,7 @@ class Graph:
     waiting: list[StageCard] = field(default_factory=list)
 
 
-def build_graph(execution: Execution, selected_step: StepRun | None) -> Graph:
+def build_graph(execution: Execution) -> Graph:
     """The stage graph: one column per serial stage or parallel group, in pipeline order."""
     runs = list(
         execution.stage_runs.select_related("carried_from__execution").prefetch_related("step_runs")
@@ -134,12 +142,16 @@ def build_graph(execution: Execution, selected_step: StepRun | None) -> Graph:
     by_group: dict[int, list[StageCard]] = {}
     for run in runs:
         steps = [
-            StepRow(step, format_duration(step.duration_seconds), selected_step is not None and step.pk == selected_step.pk)
-            for step in run.step_runs.all()
+            StepRow(step, format_duration(step.duration_seconds)) for step in run.step_runs.all()
         ]
         card = StageCard(run, steps, format_duration(run.duration_seconds))
         card.approval = next(
-            (row.run for row in steps if row.run.type == "Approval" and row.run.status == Status.WAITING), None
+            (
+                row.run
+                for row in steps
+                if row.run.type == "Approval" and row.run.status == Status.WAITING
+            ),
+            None,
         )
         if card.approval is not None:
             graph.waiting.append(card)
@@ -163,31 +175,58 @@ def _abort_refusal(execution: Execution, user) -> str:
     return permissions.why_not(user, "execute", execution)
 
 
-def build_actions(execution: Execution, user, graph: Graph) -> tuple[list[Action], Execution | None]:
-    """The action bar, and the chain's latest attempt when this execution was retried."""
+def build_actions(execution: Execution, user, graph: Graph) -> list[Action]:
+    """The action bar: Retry, Rerun, Approve / Reject for each waiting approval, Abort."""
     pk = execution.pk
-    retry_reason, latest = retry_blocker(execution, user)
+    retry_reason, _ = retry_blocker(execution, user)
     actions = [
-        Action("abort", "Abort", reverse("execution-abort", args=[pk]), _abort_refusal(execution, user), "btn-danger"),
-        Action("retry", "Retry Failed Pipeline", reverse("execution-retry", args=[pk]), retry_reason, "btn-primary"),
-        Action("rerun", "Rerun", reverse("execution-rerun", args=[pk]), rerun_blocker(execution, user)),
+        Action(
+            "retry",
+            "Retry Failed Pipeline",
+            reverse("execution-retry", args=[pk]),
+            retry_reason,
+            "primary",
+        ),
+        Action(
+            "rerun", "Rerun", reverse("execution-rerun", args=[pk]), rerun_blocker(execution, user)
+        ),
     ]
+    approve_reason = permissions.why_not(user, "approve", execution)
     for card in graph.waiting:
         url = reverse("execution-approval", args=[pk]) + f"?stage={card.run.identifier}"
         label = f"Approve / Reject {card.run.name}"
-        actions.append(Action("approve", label, url, permissions.why_not(user, "approve", execution), "btn-primary"))
-    return actions, latest
+        actions.append(
+            Action(f"approve-{card.run.identifier}", label, url, approve_reason, "primary")
+        )
+    actions.append(
+        Action(
+            "abort",
+            "Abort",
+            reverse("execution-abort", args=[pk]),
+            _abort_refusal(execution, user),
+            "danger",
+        )
+    )
+    return actions
 
 
-def _pick_log_step(execution: Execution, graph: Graph, requested: str | None) -> StepRun | None:
-    steps = [row.run for column in graph.columns for card in column for row in card.steps]
-    if requested:
-        return next((step for step in steps if str(step.pk) == requested), None)
-    for status in LOG_PREFERENCE:
-        for step in steps:
-            if step.status == status and step.type != "Approval":
-                return step
-    return None
+def open_log_step(graph: Graph, requested: str | None) -> StepRun | None:
+    """The step whose log the page shows (``?step=``, else a running or failed one); it is
+    marked selected in the graph."""
+    rows = [row for column in graph.columns for card in column for row in card.steps]
+    chosen = (
+        next((row for row in rows if str(row.run.pk) == requested), None) if requested else None
+    )
+    for status in [] if requested else LOG_PREFERENCE:
+        chosen = next(
+            (row for row in rows if row.run.status == status and row.run.type != "Approval"), None
+        )
+        if chosen is not None:
+            break
+    if chosen is None:
+        return None
+    chosen.selected = True
+    return chosen.run
 
 
 def log_context(execution: Execution, step: StepRun | None, after: int | None = None) -> dict:
@@ -212,31 +251,29 @@ def log_context(execution: Execution, step: StepRun | None, after: int | None = 
     }
 
 
-def page_context(request: HttpRequest, execution: Execution, *, log_step_id: str | None = None) -> dict:
-    user = request.user
-    requested = log_step_id if log_step_id is not None else request.GET.get("step")
-    graph = build_graph(execution, None)
-    log_step = _pick_log_step(execution, graph, requested)
-    if log_step is not None:
-        for column in graph.columns:
-            for card in column:
-                for row in card.steps:
-                    row.selected = row.run.pk == log_step.pk
-    actions, latest = build_actions(execution, user, graph)
+def page_context(request: HttpRequest, execution: Execution) -> dict:
+    graph = build_graph(execution)
+    log_step = open_log_step(graph, request.GET.get("step"))
     chain = retry_history(execution)
+    for entry in chain:
+        if entry.execution.version_id == execution.version_id:  # always: a retry keeps the version
+            entry.execution.version = execution.version
+        entry.resumed_label = resumed_label(entry.execution)
     position = next((i for i, entry in enumerate(chain) if entry.is_current), 0)
     retried_as = chain[position + 1].execution if position + 1 < len(chain) else None
     return {
         "execution": execution,
         "pipeline": execution.pipeline,
         "graph": graph,
-        "actions": actions,
+        "actions": build_actions(execution, request.user, graph),
         "chain": chain if len(chain) > 1 else [],
         "retried_as": retried_as,
-        "latest": latest or (chain[-1].execution if retried_as else None),
+        "latest": chain[-1].execution if retried_as else None,
         "elapsed": format_duration(execution.duration_seconds),
+        "execution_label": f"#{execution.sequence}",
+        "resumed_label": resumed_label(execution),
+        "retry_mode_label": RETRY_MODE_LABELS.get(execution.retry_mode, execution.retry_mode),
         "secret_keys": sorted(execution.secret_inputs),
-        "live_target": LIVE_TARGET,
         **log_context(execution, log_step),
     }
 
@@ -269,11 +306,17 @@ def step_log(request: HttpRequest, pk: int, step_pk: int) -> HttpResponse:
         return redirect(f"{execution_url(execution)}?step={step.pk}#log-panel")
     after_text = request.GET.get("after")
     if after_text is None:
-        return render(request, "executions/detail.html#log-panel", {"execution": execution, **log_context(execution, step)})
+        return render(
+            request,
+            "executions/detail.html#log-panel",
+            {"execution": execution, **log_context(execution, step)},
+        )
     try:
         after = int(after_text)
     except ValueError:
-        return HttpResponse(f"'after' must be a log position (a whole number), not '{after_text[:40]}'.", status=400)
+        return HttpResponse(
+            f"'after' must be a log position (a whole number), not '{after_text[:40]}'.", status=400
+        )
     context = {"execution": execution, "oob": True, **log_context(execution, step, after=after)}
     return render(request, "executions/detail.html#log-append", context)
 
@@ -305,7 +348,11 @@ def _refusal_status(execution: Execution, user) -> int:
 
 
 def _retry_context(
-    execution: Execution, plan, form: RetryForm, values: dict[str, str], error: ServiceError | None = None
+    execution: Execution,
+    plan,
+    form: RetryForm,
+    values: dict[str, str],
+    error: ServiceError | None = None,
 ) -> dict:
     return {
         "execution": execution,
@@ -314,8 +361,62 @@ def _retry_context(
         "error": error.message if error else "",
         "time_saved": format_duration(plan.time_saved_seconds) if plan.carried else "0s",
         "changed_inputs": _changed_inputs(plan, values),
+        "retry_url": reverse("execution-retry", args=[execution.pk]),
         "rerun_url": reverse("execution-rerun", args=[execution.pk]),
+        "options": [
+            (
+                option,
+                ", ".join(
+                    f"{key}: {label(status)}" for key, status in option.member_statuses.items()
+                ),
+            )
+            for option in plan.options
+        ],
+        "run_again": [(stage, label(stage.previous_status)) for stage in plan.run_again],
+        "diff_lines": _diff_lines(mask(plan.diff, _secret_literals(execution)))
+        if plan.diff
+        else [],
     }
+
+
+def _secret_literals(execution: Execution) -> list[str]:
+    """Fixed values and defaults of Secret variables, in this execution's version and the
+    pipeline's current one: the diff of the two must not show them."""
+    specs = [execution.version.spec]
+    current = execution.pipeline.current_version
+    if current is not None and current.pk != execution.version_id:
+        specs.append(current.spec)
+    literals = {
+        str(value)
+        for spec in specs
+        for var in spec.secret_variables
+        for value in (var.value, var.default)
+        if value not in (None, "", RUNTIME_INPUT)
+    }
+    return sorted(literals, key=len, reverse=True)
+
+
+def label(status: str) -> str:
+    """``NOT_STARTED`` → ``not started``."""
+    return Status(status).label.lower() if status in Status.values else status
+
+
+def _diff_lines(diff: str) -> list[tuple[str, str]]:
+    """(css class, text) per line of a unified diff."""
+    lines = []
+    for line in diff.splitlines():
+        if line.startswith(("---", "+++")):
+            css = "diff-meta"
+        elif line.startswith("@@"):
+            css = "diff-hunk"
+        elif line.startswith("+"):
+            css = "diff-add"
+        elif line.startswith("-"):
+            css = "diff-del"
+        else:
+            css = "diff-ctx"
+        lines.append((css, line))
+    return lines
 
 
 def _changed_inputs(plan, values: dict[str, str]) -> list[tuple[str, str, str]]:
@@ -345,7 +446,12 @@ def execution_retry(request: HttpRequest, pk: int) -> HttpResponse:
     params = request.GET
     error: ServiceError | None = None
     try:
-        plan = plan_retry(execution, user, from_stage=params.get("from_stage") or None, mode=params.get("mode") or None)
+        plan = plan_retry(
+            execution,
+            user,
+            from_stage=params.get("from_stage") or None,
+            mode=params.get("mode") or None,
+        )
     except ServiceError as exc:
         error = exc
         plan = plan_retry(execution, user)
@@ -356,7 +462,9 @@ def execution_retry(request: HttpRequest, pk: int) -> HttpResponse:
     if error is not None:
         return _dialog(request, "executions/retry.html", context, status=error.status)
     if not plan.allowed:
-        return _dialog(request, "executions/retry.html", context, status=_refusal_status(execution, user))
+        return _dialog(
+            request, "executions/retry.html", context, status=_refusal_status(execution, user)
+        )
     target = request.htmx.target if request.htmx else None
     if target in ("retry-plan", "retry-impact"):
         return render(request, f"executions/retry.html#{target}", context)
@@ -388,13 +496,17 @@ def _retry_submit(request: HttpRequest, execution: Execution) -> HttpResponse:
         else:
             mode = f" ({retry.retry_mode.replace('_', ' ')})" if retry.retry_mode else ""
             messages.success(
-                request, f"Retry #{retry.sequence} of #{execution.sequence} started from {retry.resumed_from}{mode}."
+                request,
+                f"Retry #{retry.sequence} of #{execution.sequence} started from {resumed_label(retry)}{mode}.",
             )
             return _done(request, execution_url(retry))
     # Show the dialog again, as it was posted, with the message.
     try:
         plan = plan_retry(
-            execution, user, from_stage=request.POST.get("from_stage") or None, mode=request.POST.get("mode") or None
+            execution,
+            user,
+            from_stage=request.POST.get("from_stage") or None,
+            mode=request.POST.get("mode") or None,
         )
     except ServiceError:
         plan = plan_retry(execution, user)
@@ -408,7 +520,9 @@ def _retry_submit(request: HttpRequest, execution: Execution) -> HttpResponse:
 # Rerun -----------------------------------------------------------------------------------
 
 
-def _rerun_context(execution: Execution, plan, form: RerunForm, error: ServiceError | None = None) -> dict:
+def _rerun_context(
+    execution: Execution, plan, form: RerunForm, error: ServiceError | None = None
+) -> dict:
     if form.is_bound:
         picked = set(form.posted_stages())
     else:
@@ -436,7 +550,9 @@ def execution_rerun(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "GET":
         form = RerunForm(entries=plan.inputs)
         status = 200 if plan.allowed else _refusal_status(execution, user)
-        return _dialog(request, "executions/rerun.html", _rerun_context(execution, plan, form), status=status)
+        return _dialog(
+            request, "executions/rerun.html", _rerun_context(execution, plan, form), status=status
+        )
     form = RerunForm(request.POST, entries=plan.inputs)
     stages = form.posted_stages()
     error: ServiceError | None = None
@@ -446,7 +562,9 @@ def execution_rerun(request: HttpRequest, pk: int) -> HttpResponse:
         if plan.stage_selection and set(stages) == {identifier for identifier, _ in plan.stages}:
             stages = []  # every stage picked: a full run, not a selection
         try:
-            rerun = create_rerun(execution=execution, user=user, inputs=form.posted_inputs(), stages=stages or None)
+            rerun = create_rerun(
+                execution=execution, user=user, inputs=form.posted_inputs(), stages=stages or None
+            )
         except ServiceError as exc:
             error = exc
         else:
@@ -454,7 +572,12 @@ def execution_rerun(request: HttpRequest, pk: int) -> HttpResponse:
             return _done(request, execution_url(rerun))
     form.is_valid()
     form.show_field_errors(error.field_errors)
-    return _dialog(request, "executions/rerun.html", _rerun_context(execution, plan, form, error), status=error.status)
+    return _dialog(
+        request,
+        "executions/rerun.html",
+        _rerun_context(execution, plan, form, error),
+        status=error.status,
+    )
 
 
 # Approve / Reject --------------------------------------------------------------------------
@@ -482,7 +605,9 @@ def execution_approval(request: HttpRequest, pk: int) -> HttpResponse:
     execution = get_execution_for_user(request.user, pk)
     user = request.user
     form = ApprovalForm(request.POST if request.method == "POST" else None)
-    stage = request.POST.get("stage", "") if request.method == "POST" else request.GET.get("stage", "")
+    stage = (
+        request.POST.get("stage", "") if request.method == "POST" else request.GET.get("stage", "")
+    )
     error: ServiceError | None = None
     try:
         ensure(user, "approve", execution)
@@ -492,10 +617,16 @@ def execution_approval(request: HttpRequest, pk: int) -> HttpResponse:
             data = form.cleaned_data
             approve = data["decision"] == "approve"
             step = answer_approval(
-                execution=execution, stage=data["stage"], user=user, approve=approve, comment=data["comment"]
+                execution=execution,
+                stage=data["stage"],
+                user=user,
+                approve=approve,
+                comment=data["comment"],
             )
             verb = "Approved" if approve else "Rejected"
-            messages.success(request, f"{verb} stage '{step.stage_run.name}' of #{execution.sequence}.")
+            messages.success(
+                request, f"{verb} stage '{step.stage_run.name}' of #{execution.sequence}."
+            )
             return _done(request, execution_url(execution))
     except ServiceError as exc:
         error = exc
@@ -518,7 +649,9 @@ def execution_approval(request: HttpRequest, pk: int) -> HttpResponse:
         "error": error.message if error else "",
         "can_answer": permissions.can(user, "approve", execution),
     }
-    return _dialog(request, "executions/approval.html", context, status=error.status if error else 200)
+    return _dialog(
+        request, "executions/approval.html", context, status=error.status if error else 200
+    )
 
 
 # Abort -------------------------------------------------------------------------------------

@@ -44,13 +44,17 @@ class AddRoleForm(forms.Form):
         queryset=Pipeline.objects.none(),
         required=False,
         empty_label="The whole project",
-        error_messages={"invalid_choice": "Choose the whole project or one of this project's pipelines."},
+        error_messages={
+            "invalid_choice": "Choose the whole project or one of this project's pipelines."
+        },
     )
 
     def __init__(self, *args, project: Project, **kwargs):
         super().__init__(*args, **kwargs)
         self.project = project
-        self.fields["pipeline"].queryset = Pipeline.objects.filter(project=project).order_by("identifier")
+        self.fields["pipeline"].queryset = Pipeline.objects.filter(project=project).order_by(
+            "identifier"
+        )
 
     def clean(self):
         data = super().clean()
@@ -72,7 +76,10 @@ class AddRoleForm(forms.Form):
             return data
         existing = (
             RoleAssignment.objects.filter(
-                project=self.project, pipeline=data.get("pipeline"), user=data["user"], group=data["group"]
+                project=self.project,
+                pipeline=data.get("pipeline"),
+                user=data["user"],
+                group=data["group"],
             )
             .select_related("user", "group", "pipeline")
             .first()
@@ -127,7 +134,10 @@ def _page(
             form=form or AddRoleForm(project=project),
             assignments=RoleAssignment.objects.filter(project=project)
             .select_related("user", "group", "pipeline", "granted_by")
-            .order_by(F("pipeline__identifier").asc(nulls_first=True), Coalesce("user__username", "group__name")),
+            .order_by(
+                F("pipeline__identifier").asc(nulls_first=True),
+                Coalesce("user__username", "group__name"),
+            ),
             role_choices=Role.choices,
             role_help=[
                 (Role(role).label, [permissions.ACTION_LABELS[a] for a in actions])
@@ -140,7 +150,12 @@ def _page(
 def _refuse_unless_admin(request: HttpRequest, project: Project) -> HttpResponse | None:
     if permissions.can(request.user, "manage_access", project):
         return None
-    return _page(request, project, denied=permissions.why_not(request.user, "manage_access", project), status=403)
+    return _page(
+        request,
+        project,
+        denied=permissions.why_not(request.user, "manage_access", project),
+        status=403,
+    )
 
 
 def _after_change(request: HttpRequest, project: Project) -> HttpResponse:
@@ -175,12 +190,16 @@ def project_access(request: HttpRequest, org: str, project: str) -> HttpResponse
         granted_by=request.user,
     )
     messages.success(request, f"Added {roles.describe(assignment)}.")
-    return redirect(reverse("project_access", args=[project_obj.organization.slug, project_obj.slug]))
+    return redirect(
+        reverse("project_access", args=[project_obj.organization.slug, project_obj.slug])
+    )
 
 
 @require_POST
 @login_required
-def change_assignment(request: HttpRequest, org: str, project: str, assignment_id: int) -> HttpResponse:
+def change_assignment(
+    request: HttpRequest, org: str, project: str, assignment_id: int
+) -> HttpResponse:
     """Give an existing assignment another role."""
     project_obj = _project(request, org, project)
     refused = _refuse_unless_admin(request, project_obj)
@@ -204,7 +223,9 @@ def change_assignment(request: HttpRequest, org: str, project: str, assignment_i
 
 @require_POST
 @login_required
-def remove_assignment(request: HttpRequest, org: str, project: str, assignment_id: int) -> HttpResponse:
+def remove_assignment(
+    request: HttpRequest, org: str, project: str, assignment_id: int
+) -> HttpResponse:
     """Remove an assignment and the permissions its role granted."""
     project_obj = _project(request, org, project)
     refused = _refuse_unless_admin(request, project_obj)

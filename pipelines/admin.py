@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import ActionLocation
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.forms.models import BaseInlineFormSet
@@ -49,13 +50,17 @@ class ScopedAdmin(admin.ModelAdmin):
         qs = super().get_queryset(request)
         if request.user.is_superuser:
             return qs
-        return qs.filter(**{f"{self.project_path}__in": administered_projects(request).values("pk")})
+        return qs.filter(
+            **{f"{self.project_path}__in": administered_projects(request).values("pk")}
+        )
 
     def get_object(self, request, object_id, from_field=None):
         """A row outside the user's projects is a 404, exactly like a row that does not exist."""
         obj = super().get_object(request, object_id, from_field)
         if obj is None:
-            raise Http404(f"No {self.opts.verbose_name} with id {object_id} in the projects you administer.")
+            raise Http404(
+                f"No {self.opts.verbose_name} with id {object_id} in the projects you administer."
+            )
         return obj
 
     def project_of(self, obj) -> Project:
@@ -89,6 +94,15 @@ class ScopedAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return request.user.is_superuser
+
+
+class ProjectListFilter(admin.RelatedOnlyFieldListFilter):
+    """The projects of the rows listed (so, administered ones), named in one query."""
+
+    def field_choices(self, field, request, model_admin):
+        ids = model_admin.get_queryset(request).values(f"{self.field_path}__pk")
+        projects = Project.objects.filter(pk__in=ids).select_related("organization")
+        return [(project.pk, str(project)) for project in projects]
 
 
 @admin.register(Organization)
@@ -134,7 +148,11 @@ class RoleAssignmentForm(forms.ModelForm):
         data = super().clean()
         if self.instance.pk:
             role = data.get("role")
-            problem = roles.last_admin_problem(self.instance, role) if self.enforce_last_admin and role else ""
+            problem = (
+                roles.last_admin_problem(self.instance, role)
+                if self.enforce_last_admin and role
+                else ""
+            )
             if problem:
                 raise ValidationError(problem)
             return data
@@ -148,7 +166,9 @@ class RoleAssignmentForm(forms.ModelForm):
             )
         if project is not None:
             found = (
-                RoleAssignment.objects.filter(project=project, pipeline=pipeline, user=user, group=group)
+                RoleAssignment.objects.filter(
+                    project=project, pipeline=pipeline, user=user, group=group
+                )
                 .select_related("user", "group", "pipeline")
                 .first()
             )
@@ -198,13 +218,17 @@ class RoleAssignmentInline(admin.TabularInline):
     def get_formset(self, request, obj=None, **kwargs):
         formset = super().get_formset(request, obj, **kwargs)
         # modelform_factory made a fresh form class: narrowing its fields touches nobody else.
-        pipelines = Pipeline.objects.filter(project=obj) if obj is not None else Pipeline.objects.none()
+        pipelines = (
+            Pipeline.objects.filter(project=obj) if obj is not None else Pipeline.objects.none()
+        )
         formset.form.base_fields["pipeline"].queryset = pipelines
         formset.enforce_last_admin = not request.user.is_superuser
         return formset
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("user", "group", "pipeline", "granted_by")
+        return (
+            super().get_queryset(request).select_related("user", "group", "pipeline", "granted_by")
+        )
 
     def has_view_permission(self, request, obj=None):
         return obj is None or permissions.can(request.user, "manage_access", obj)
@@ -221,6 +245,7 @@ class RoleAssignmentInline(admin.TabularInline):
 
 def save_assignment_forms(request, project: Project, formset) -> None:
     """Save an inline formset of role assignments through ``pipelines.roles``."""
+    formset.save(commit=False)  # fills new/changed/deleted_objects for the admin's change message
     for form in formset.deleted_forms:
         if form.instance.pk:
             roles.revoke_role(assignment=form.instance, revoked_by=request.user)
@@ -232,8 +257,12 @@ def save_assignment_forms(request, project: Project, formset) -> None:
             roles.change_role(assignment=obj, role=obj.role, changed_by=request.user)
         else:
             created = roles.assign_role(
-                project=project, role=obj.role, user=obj.user, group=obj.group,
-                pipeline=obj.pipeline, granted_by=request.user,
+                project=project,
+                role=obj.role,
+                user=obj.user,
+                group=obj.group,
+                pipeline=obj.pipeline,
+                granted_by=request.user,
             )
             form.instance = created
 
@@ -276,8 +305,11 @@ class PipelineVersionInline(admin.TabularInline):
 @admin.register(Pipeline)
 class PipelineAdmin(ScopedAdmin, GuardedModelAdmin):
     list_display = ["identifier", "name", "project", "current_version", "created_at"]
-    list_filter = [("project", admin.RelatedOnlyFieldListFilter)]
-    list_select_related = ["project__organization", "current_version"]
+    list_filter = [("project", ProjectListFilter)]
+    list_select_related = [
+        "project__organization",
+        "current_version__pipeline__project__organization",
+    ]
     search_fields = ["identifier", "name"]
     inlines = [PipelineVersionInline]
 
@@ -306,8 +338,14 @@ class PipelineVersionAdmin(ScopedAdmin):
 class RoleAssignmentAdmin(ScopedAdmin):
     form = RoleAssignmentForm
     list_display = ["project", "pipeline", "user", "group", "role", "granted_by", "granted_at"]
-    list_filter = ["role", ("project", admin.RelatedOnlyFieldListFilter)]
-    list_select_related = ["project__organization", "pipeline__project", "user", "group", "granted_by"]
+    list_filter = ["role", ("project", ProjectListFilter)]
+    list_select_related = [
+        "project__organization",
+        "pipeline__project__organization",
+        "user",
+        "group",
+        "granted_by",
+    ]
     readonly_fields = ["granted_by", "granted_at"]
     actions = ["revoke_selected"]
 
@@ -317,8 +355,8 @@ class RoleAssignmentAdmin(ScopedAdmin):
     def has_delete_permission(self, request, obj=None):
         return self._may_manage(request, obj)
 
-    def get_actions(self, request, *args, **kwargs):
-        actions = super().get_actions(request, *args, **kwargs)
+    def get_actions(self, request, action_location=ActionLocation.CHANGE_LIST):
+        actions = super().get_actions(request, action_location=action_location)
         actions.pop("delete_selected", None)  # a bulk delete would skip pipelines.roles
         return actions
 
@@ -327,7 +365,9 @@ class RoleAssignmentAdmin(ScopedAdmin):
         if not request.user.is_superuser:
             projects = administered_projects(request)
             form.base_fields["project"].queryset = projects
-            form.base_fields["pipeline"].queryset = Pipeline.objects.filter(project__in=projects.values("pk"))
+            form.base_fields["pipeline"].queryset = Pipeline.objects.filter(
+                project__in=projects.values("pk")
+            )
         form.enforce_last_admin = not request.user.is_superuser  # a fresh class per call
         return form
 
@@ -336,10 +376,18 @@ class RoleAssignmentAdmin(ScopedAdmin):
             roles.change_role(assignment=obj, role=obj.role, changed_by=request.user)
         else:
             created = roles.assign_role(
-                project=obj.project, role=obj.role, user=obj.user, group=obj.group,
-                pipeline=obj.pipeline, granted_by=request.user,
+                project=obj.project,
+                role=obj.role,
+                user=obj.user,
+                group=obj.group,
+                pipeline=obj.pipeline,
+                granted_by=request.user,
             )
-            obj.pk, obj.granted_by, obj.granted_at = created.pk, created.granted_by, created.granted_at
+            obj.pk, obj.granted_by, obj.granted_at = (
+                created.pk,
+                created.granted_by,
+                created.granted_at,
+            )
 
     def delete_model(self, request, obj):
         roles.revoke_role(assignment=obj, revoked_by=request.user)
@@ -372,7 +420,9 @@ def _removes_last_admin(chosen: list[RoleAssignment]) -> bool:
     """Whether revoking all of ``chosen`` leaves one of their projects without a Project Admin."""
     admins = [a for a in chosen if a.role == Role.ADMIN and not a.pipeline_id]
     for project_id in {a.project_id for a in admins}:
-        left = RoleAssignment.objects.filter(project_id=project_id, pipeline__isnull=True, role=Role.ADMIN)
+        left = RoleAssignment.objects.filter(
+            project_id=project_id, pipeline__isnull=True, role=Role.ADMIN
+        )
         if not left.exclude(pk__in=[a.pk for a in chosen]).exists():
             return True
     return False

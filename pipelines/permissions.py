@@ -63,15 +63,21 @@ def _perm_filter(action: str, model: str) -> Q:
 
 def _on_projects(user, action: str, field: str) -> Q:
     direct = ProjectUserObjectPermission.objects.filter(_perm_filter(action, "project"), user=user)
-    by_group = ProjectGroupObjectPermission.objects.filter(_perm_filter(action, "project"), group__user=user)
+    by_group = ProjectGroupObjectPermission.objects.filter(
+        _perm_filter(action, "project"), group__user=user
+    )
     return Q(**{f"{field}__in": direct.values("content_object_id")}) | Q(
         **{f"{field}__in": by_group.values("content_object_id")}
     )
 
 
 def _on_pipelines(user, action: str, field: str) -> Q:
-    direct = PipelineUserObjectPermission.objects.filter(_perm_filter(action, "pipeline"), user=user)
-    by_group = PipelineGroupObjectPermission.objects.filter(_perm_filter(action, "pipeline"), group__user=user)
+    direct = PipelineUserObjectPermission.objects.filter(
+        _perm_filter(action, "pipeline"), user=user
+    )
+    by_group = PipelineGroupObjectPermission.objects.filter(
+        _perm_filter(action, "pipeline"), group__user=user
+    )
     return Q(**{f"{field}__in": direct.values("content_object_id")}) | Q(
         **{f"{field}__in": by_group.values("content_object_id")}
     )
@@ -97,7 +103,9 @@ def pipelines_with(user, action: str, queryset: QuerySet | None = None) -> Query
         return queryset.none()
     if user.is_superuser:
         return queryset
-    return queryset.filter(_on_projects(user, action, "project_id") | _on_pipelines(user, action, "id"))
+    return queryset.filter(
+        _on_projects(user, action, "project_id") | _on_pipelines(user, action, "id")
+    )
 
 
 def visible_projects(user, queryset: QuerySet | None = None) -> QuerySet:
@@ -136,17 +144,27 @@ def _granted(user, project_ids: Iterable[int], pipeline_ids: Iterable[int]) -> t
     project_ids, pipeline_ids = set(project_ids), set(pipeline_ids)
     parts = []
     if project_ids:
-        for model, who in ((ProjectUserObjectPermission, "user"), (ProjectGroupObjectPermission, "group__user")):
+        for model, who in (
+            (ProjectUserObjectPermission, "user"),
+            (ProjectGroupObjectPermission, "group__user"),
+        ):
             parts.append(
                 model.objects.filter(
-                    permission__content_type__app_label=_APP, content_object_id__in=project_ids, **{who: user}
+                    permission__content_type__app_label=_APP,
+                    content_object_id__in=project_ids,
+                    **{who: user},
                 ).values_list("content_object_id", "permission__codename")
             )
     if pipeline_ids:
-        for model, who in ((PipelineUserObjectPermission, "user"), (PipelineGroupObjectPermission, "group__user")):
+        for model, who in (
+            (PipelineUserObjectPermission, "user"),
+            (PipelineGroupObjectPermission, "group__user"),
+        ):
             parts.append(
                 model.objects.filter(
-                    permission__content_type__app_label=_APP, content_object_id__in=pipeline_ids, **{who: user}
+                    permission__content_type__app_label=_APP,
+                    content_object_id__in=pipeline_ids,
+                    **{who: user},
                 ).values_list("content_object_id", "permission__codename")
             )
     on_project: dict[int, set[str]] = {pk: set() for pk in project_ids}
@@ -196,11 +214,21 @@ def prefetch(user, objects: Iterable[Project | Pipeline | Execution]) -> None:
     if not keys:
         return
     on_project, on_pipeline = _granted(
-        user, {project for project, _ in keys}, {pipeline for _, pipeline in keys if pipeline is not None}
+        user,
+        {project for project, _ in keys},
+        {pipeline for _, pipeline in keys if pipeline is not None},
     )
-    unseen = [project for project, pipeline in keys if pipeline is None and "view" not in on_project[project]]
+    unseen = [
+        project
+        for project, pipeline in keys
+        if pipeline is None and "view" not in on_project[project]
+    ]
     seen_via_pipeline = (
-        set(pipelines_with(user, "view").filter(project_id__in=unseen).values_list("project_id", flat=True))
+        set(
+            pipelines_with(user, "view")
+            .filter(project_id__in=unseen)
+            .values_list("project_id", flat=True)
+        )
         if unseen
         else set()
     )
@@ -288,8 +316,14 @@ for _model in (
     PipelineUserObjectPermission,
     PipelineGroupObjectPermission,
 ):
-    post_save.connect(_permissions_changed, sender=_model, dispatch_uid=f"stageline-forget-{_model.__name__}")
-    post_delete.connect(_permissions_changed, sender=_model, dispatch_uid=f"stageline-forget-del-{_model.__name__}")
+    post_save.connect(
+        _permissions_changed, sender=_model, dispatch_uid=f"stageline-forget-{_model.__name__}"
+    )
+    post_delete.connect(
+        _permissions_changed, sender=_model, dispatch_uid=f"stageline-forget-del-{_model.__name__}"
+    )
 m2m_changed.connect(
-    _permissions_changed, sender=get_user_model().groups.through, dispatch_uid="stageline-forget-groups"
+    _permissions_changed,
+    sender=get_user_model().groups.through,
+    dispatch_uid="stageline-forget-groups",
 )

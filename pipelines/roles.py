@@ -50,9 +50,13 @@ def _set_actions(assignment: RoleAssignment, *, add: set[str], remove: set[str])
 
 
 def describe(assignment: RoleAssignment) -> str:
-    """"user bob as Pipeline Executor on pipeline web_deploy" (for messages and the audit trail)."""
+    """ "user bob as Pipeline Executor on pipeline web_deploy" (for messages and the audit trail)."""
     who = f"user {assignment.user}" if assignment.user_id else f"group {assignment.group}"
-    target = f"pipeline {assignment.pipeline.identifier}" if assignment.pipeline_id else "the whole project"
+    target = (
+        f"pipeline {assignment.pipeline.identifier}"
+        if assignment.pipeline_id
+        else "the whole project"
+    )
     return f"{who} as {Role(assignment.role).label} on {target}"
 
 
@@ -104,13 +108,17 @@ def assign_role(
     if existing is None:
         try:
             with transaction.atomic():
-                assignment = RoleAssignment.objects.create(**lookup, role=role, granted_by=granted_by)
+                assignment = RoleAssignment.objects.create(
+                    **lookup, role=role, granted_by=granted_by
+                )
         except IntegrityError:  # someone assigned the same subject and target at the same moment
             existing = RoleAssignment.objects.get(**lookup)
     if existing is not None:
         return change_role(assignment=existing, role=role, changed_by=granted_by)
     _set_actions(assignment, add=set(ROLE_ACTIONS[role]), remove=set())
-    AuditEvent.objects.create(actor=granted_by, project=project, action="role.assigned", detail=describe(assignment))
+    AuditEvent.objects.create(
+        actor=granted_by, project=project, action="role.assigned", detail=describe(assignment)
+    )
     return assignment
 
 

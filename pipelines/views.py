@@ -11,7 +11,6 @@ also serves its HTMX fragment (``template#partial``) when asked by htmx.
 from __future__ import annotations
 
 import difflib
-import re
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -37,7 +36,7 @@ from pipelines.forms import (
 )
 from pipelines.models import Pipeline, PipelineVersion, Project
 from pipelines.services import save_pipeline
-from pipelines.spec import RUNTIME_INPUT, PipelineSpec, SpecError, SpecErrors
+from pipelines.spec import SpecError, SpecErrors, mask_secrets
 
 # --- loading objects for a user ---------------------------------------------------------------
 
@@ -85,36 +84,6 @@ def _pipelines_with_last_execution(user, project: Project) -> list[Pipeline]:
 
 
 # --- what a reader may see of a definition ----------------------------------------------------
-
-
-def _indent(line: str) -> int:
-    return len(line) - len(line.lstrip(" "))
-
-
-def mask_secrets(text: str, spec: PipelineSpec | None) -> str:
-    """``text`` with the fixed values and defaults of Secret variables replaced by ``***``.
-
-    Only the lines of each secret variable's own mapping are touched (from its first line up to
-    the next line indented no deeper than it), so the rest of the definition reads unchanged.
-    """
-    if spec is None:
-        return text
-    lines = text.split("\n")
-    for var in spec.secret_variables:
-        literals = {str(v) for v in (var.value, var.default) if v not in (None, "", RUNTIME_INPUT)}
-        if not literals or not 1 <= var.line <= len(lines):
-            continue
-        first = var.line - 1
-        base = _indent(lines[first])  # the column of the item's "- " (or of its first key)
-        end = first + 1
-        while end < len(lines) and (not lines[end].strip() or _indent(lines[end]) > base):
-            end += 1
-        pattern = re.compile(
-            "|".join(re.escape(lit) for lit in sorted(literals, key=len, reverse=True))
-        )
-        for index in range(first, end):
-            lines[index] = pattern.sub("***", lines[index])
-    return "\n".join(lines)
 
 
 def _readable_yaml(version: PipelineVersion | None) -> str:

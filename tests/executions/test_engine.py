@@ -7,9 +7,9 @@ import pytest
 from executions import engine
 from executions.models import Event, Execution, LogChunk, StageRun, Status, StepRun
 from executions.services import Conflict, abort_execution, answer_approval, run_pipeline
-from tests.processes import live_processes_in_group
 from tests.conftest import wait_for, wait_for_stage, wait_for_status
 from tests.factories import make_pipeline, serial_pipeline, shell_stage
+from tests.processes import live_processes_in_group
 
 pytestmark = pytest.mark.engine
 
@@ -123,12 +123,13 @@ pipeline:
 def test_approval_waits_then_approved_continues(worker, personas):
     pipeline = make_pipeline(personas.project, APPROVAL_YAML.replace("TIMEOUT", "1h"))
     execution = run(pipeline, personas.executor)
-    wait_for_status(execution, Status.WAITING)
+    started_at = wait_for_status(execution, Status.WAITING).started_at
     step = StepRun.objects.get(execution=execution, type="Approval")
     assert step.status == Status.WAITING
     assert Event.objects.filter(step_run=step, to_status=Status.WAITING, message="Ship v7?").exists()
     answer_approval(execution=execution, stage="approve", user=personas.approver, approve=True, comment="go")
     execution = wait_for_status(execution, Status.SUCCESS)
+    assert execution.started_at == started_at  # waiting for a person does not restart the clock
     step.refresh_from_db()
     assert (step.status, step.decided_by, step.comment) == (Status.SUCCESS, personas.approver, "go")
     assert step.decided_at is not None

@@ -23,7 +23,15 @@ from executions.retry import (
     plan_retry,
     retry_history,
 )
-from executions.services import Conflict, Forbidden, Invalid, NotFound, abort_execution, answer_approval, run_pipeline
+from executions.services import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    abort_execution,
+    answer_approval,
+    run_pipeline,
+)
 from pipelines.services import save_pipeline
 from tests.conftest import wait_for_status
 from tests.factories import make_pipeline

@@ -16,7 +16,9 @@ from tests.factories import make_pipeline, make_user, serial_pipeline, shell_sta
 
 
 def pipeline_in(project, identifier: str = "deploy") -> Pipeline:
-    return make_pipeline(project, serial_pipeline(identifier, [shell_stage("build", "echo building")]))
+    return make_pipeline(
+        project, serial_pipeline(identifier, [shell_stage("build", "echo building")])
+    )
 
 
 def access_url(project) -> str:
@@ -24,24 +26,23 @@ def access_url(project) -> str:
 
 
 def change_url(project, assignment) -> str:
-    return reverse("project_access_change", args=[project.organization.slug, project.slug, assignment.pk])
+    return reverse(
+        "project_access_change", args=[project.organization.slug, project.slug, assignment.pk]
+    )
 
 
 def remove_url(project, assignment) -> str:
-    return reverse("project_access_remove", args=[project.organization.slug, project.slug, assignment.pk])
+    return reverse(
+        "project_access_remove", args=[project.organization.slug, project.slug, assignment.pk]
+    )
 
 
 def state() -> list[tuple]:
-    return list(RoleAssignment.objects.order_by("id").values_list("project", "pipeline", "user", "group", "role"))
-
-
-@pytest.fixture(autouse=True)
-def unhashed_static_files(settings):
-    """Pages link static files; the test run has no collectstatic manifest to hash them with."""
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
+    return list(
+        RoleAssignment.objects.order_by("id").values_list(
+            "project", "pipeline", "user", "group", "role"
+        )
+    )
 
 
 @pytest.fixture
@@ -54,7 +55,10 @@ def test_the_page_lists_every_assignment_with_role_target_and_who_granted_it(as_
     pipeline = pipeline_in(personas.project)
     assign_role(project=personas.project, role="executor", group=Group.objects.create(name="ops"))
     assign_role(
-        project=personas.project, role="executor", user=make_user("deployer"), pipeline=pipeline,
+        project=personas.project,
+        role="executor",
+        user=make_user("deployer"),
+        pipeline=pipeline,
         granted_by=personas.admin,
     )
     response = as_admin.get(access_url(personas.project))
@@ -84,7 +88,9 @@ def test_the_page_has_no_inline_script_or_style(as_admin, personas):
 def test_adding_a_user_role_grants_it_at_once_and_says_so(as_admin, personas):
     bob = make_user("bob")
     response = as_admin.post(
-        access_url(personas.project), {"kind": "user", "name": "bob", "role": "executor", "pipeline": ""}, follow=True
+        access_url(personas.project),
+        {"kind": "user", "name": "bob", "role": "executor", "pipeline": ""},
+        follow=True,
     )
     assert response.redirect_chain[-1] == (access_url(personas.project), 302)
     assert "Added user bob as Pipeline Executor on the whole project." in response.content.decode()
@@ -98,7 +104,9 @@ def test_adding_a_group_role_grants_it_to_the_groups_members(as_admin, personas)
     ops = Group.objects.create(name="ops")
     member = make_user("carol")
     member.groups.add(ops)
-    response = as_admin.post(access_url(personas.project), {"kind": "group", "name": "ops", "role": "approver"})
+    response = as_admin.post(
+        access_url(personas.project), {"kind": "group", "name": "ops", "role": "approver"}
+    )
     assert response.status_code == 302
     assert RoleAssignment.objects.get(group=ops).role == "approver"
     assert permissions.can(member, "approve", personas.project)
@@ -108,7 +116,8 @@ def test_a_role_on_one_pipeline_does_not_reach_the_projects_other_pipelines(as_a
     pipeline, sibling = pipeline_in(personas.project), pipeline_in(personas.project, "sibling")
     bob = make_user("bob")
     response = as_admin.post(
-        access_url(personas.project), {"kind": "user", "name": "bob", "role": "executor", "pipeline": pipeline.pk}
+        access_url(personas.project),
+        {"kind": "user", "name": "bob", "role": "executor", "pipeline": pipeline.pk},
     )
     assert response.status_code == 302
     assert permissions.can(bob, "execute", pipeline)
@@ -119,18 +128,41 @@ def test_a_role_on_one_pipeline_does_not_reach_the_projects_other_pipelines(as_a
 @pytest.mark.parametrize(
     "data, message",
     [
-        ({"kind": "user", "name": "nobody", "role": "viewer"}, "No active user is named &#x27;nobody&#x27;."),
-        ({"kind": "user", "name": "retired", "role": "viewer"}, "No active user is named &#x27;retired&#x27;."),
-        ({"kind": "group", "name": "ghosts", "role": "viewer"}, "No group is named &#x27;ghosts&#x27;."),
-        ({"kind": "user", "name": "bob", "role": "owner"}, "Choose one of the roles: Project Viewer"),
+        (
+            {"kind": "user", "name": "nobody", "role": "viewer"},
+            "No active user is named &#x27;nobody&#x27;.",
+        ),
+        (
+            {"kind": "user", "name": "retired", "role": "viewer"},
+            "No active user is named &#x27;retired&#x27;.",
+        ),
+        (
+            {"kind": "group", "name": "ghosts", "role": "viewer"},
+            "No group is named &#x27;ghosts&#x27;.",
+        ),
+        (
+            {"kind": "user", "name": "bob", "role": "owner"},
+            "Choose one of the roles: Project Viewer",
+        ),
         ({"kind": "robot", "name": "bob", "role": "viewer"}, "Choose User or Group."),
         ({"kind": "user", "name": "", "role": "viewer"}, "This field is required."),
-        ({"kind": "user", "name": "viewer", "role": "admin"}, "user viewer as Project Viewer on the whole project already exists"),
-        ({"kind": "user", "name": "bob", "role": "viewer", "pipeline": "OTHER"}, "one of this project&#x27;s pipelines"),
-        ({"kind": "user", "name": "bob", "role": "viewer", "pipeline": "not-a-number"}, "one of this project&#x27;s pipelines"),
+        (
+            {"kind": "user", "name": "viewer", "role": "admin"},
+            "user viewer as Project Viewer on the whole project already exists",
+        ),
+        (
+            {"kind": "user", "name": "bob", "role": "viewer", "pipeline": "OTHER"},
+            "one of this project&#x27;s pipelines",
+        ),
+        (
+            {"kind": "user", "name": "bob", "role": "viewer", "pipeline": "not-a-number"},
+            "one of this project&#x27;s pipelines",
+        ),
     ],
 )
-def test_a_bad_addition_is_refused_with_a_400_naming_the_problem_and_changes_nothing(as_admin, personas, data, message):
+def test_a_bad_addition_is_refused_with_a_400_naming_the_problem_and_changes_nothing(
+    as_admin, personas, data, message
+):
     make_user("bob")
     make_user("retired", is_active=False)
     if data.get("pipeline") == "OTHER":
@@ -144,8 +176,13 @@ def test_a_bad_addition_is_refused_with_a_400_naming_the_problem_and_changes_not
 
 def test_changing_a_role_changes_the_permissions(as_admin, personas):
     assignment = RoleAssignment.objects.get(user=personas.viewer)
-    response = as_admin.post(change_url(personas.project, assignment), {"role": "executor"}, follow=True)
-    assert "Changed to user viewer as Pipeline Executor on the whole project." in response.content.decode()
+    response = as_admin.post(
+        change_url(personas.project, assignment), {"role": "executor"}, follow=True
+    )
+    assert (
+        "Changed to user viewer as Pipeline Executor on the whole project."
+        in response.content.decode()
+    )
     assert permissions.can(personas.viewer, "execute", personas.project)
 
 
@@ -160,7 +197,10 @@ def test_changing_to_an_unknown_role_is_a_400_and_changes_nothing(as_admin, pers
 def test_removing_an_assignment_revokes_its_permissions(as_admin, personas):
     assignment = RoleAssignment.objects.get(user=personas.executor)
     response = as_admin.post(remove_url(personas.project, assignment), follow=True)
-    assert "Removed user executor as Pipeline Executor on the whole project." in response.content.decode()
+    assert (
+        "Removed user executor as Pipeline Executor on the whole project."
+        in response.content.decode()
+    )
     assert not permissions.can(personas.executor, "view", personas.project)
 
 
@@ -188,9 +228,14 @@ def test_an_admin_who_steps_down_is_sent_to_the_project_page(as_admin, personas)
 def test_an_assignment_of_another_project_is_404_through_this_projects_page(as_admin, personas):
     foreign = RoleAssignment.objects.get(user=personas.stranger)
     before = state()
-    assert as_admin.post(change_url(personas.project, foreign), {"role": "viewer"}).status_code == 404
+    assert (
+        as_admin.post(change_url(personas.project, foreign), {"role": "viewer"}).status_code == 404
+    )
     assert as_admin.post(remove_url(personas.project, foreign)).status_code == 404
-    assert as_admin.post(change_url(personas.other_project, foreign), {"role": "viewer"}).status_code == 404
+    assert (
+        as_admin.post(change_url(personas.other_project, foreign), {"role": "viewer"}).status_code
+        == 404
+    )
     assert state() == before
 
 
@@ -218,8 +263,15 @@ def test_a_user_from_another_project_gets_a_404_everywhere(client, personas):
     assignment = RoleAssignment.objects.get(user=personas.viewer)
     before = state()
     assert client.get(access_url(personas.project)).status_code == 404
-    assert client.post(access_url(personas.project), {"kind": "user", "name": "stranger", "role": "admin"}).status_code == 404
-    assert client.post(change_url(personas.project, assignment), {"role": "admin"}).status_code == 404
+    assert (
+        client.post(
+            access_url(personas.project), {"kind": "user", "name": "stranger", "role": "admin"}
+        ).status_code
+        == 404
+    )
+    assert (
+        client.post(change_url(personas.project, assignment), {"role": "admin"}).status_code == 404
+    )
     assert client.post(remove_url(personas.project, assignment)).status_code == 404
     assert state() == before
 
@@ -237,7 +289,9 @@ def test_a_project_admin_by_group_manages_access(client, personas):
     assign_role(project=personas.project, role="admin", group=admins)
     client.force_login(carol)
     assert client.get(access_url(personas.project)).status_code == 200
-    response = client.post(access_url(personas.project), {"kind": "user", "name": "stranger", "role": "viewer"})
+    response = client.post(
+        access_url(personas.project), {"kind": "user", "name": "stranger", "role": "viewer"}
+    )
     assert response.status_code == 302
     assert permissions.can(personas.stranger, "view", personas.project)
 

@@ -25,7 +25,9 @@ EXPECTED = {
 
 
 def pipeline_in(project, identifier: str = "deploy") -> Pipeline:
-    return make_pipeline(project, serial_pipeline(identifier, [shell_stage("build", "echo building")]))
+    return make_pipeline(
+        project, serial_pipeline(identifier, [shell_stage("build", "echo building")])
+    )
 
 
 def held(user, obj) -> set[str]:
@@ -42,7 +44,9 @@ def world(personas):
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_each_role_holds_exactly_its_actions_on_the_project_its_pipelines_and_executions(world, name):
+def test_each_role_holds_exactly_its_actions_on_the_project_its_pipelines_and_executions(
+    world, name
+):
     personas, pipeline, _, execution, _ = world
     user = personas.all()[name]
     assert held(user, personas.project) == EXPECTED[name]
@@ -83,7 +87,14 @@ def test_the_queryset_methods_ask_the_permissions_module(world):
 def test_a_superuser_may_do_everything_everywhere_without_any_role(world):
     personas, pipeline, other_pipeline, execution, other_execution = world
     root = make_user("root", is_superuser=True)
-    for obj in (personas.project, personas.other_project, pipeline, other_pipeline, execution, other_execution):
+    for obj in (
+        personas.project,
+        personas.other_project,
+        pipeline,
+        other_pipeline,
+        execution,
+        other_execution,
+    ):
         assert held(root, obj) == EXPECTED["admin"]
     assert permissions.visible_projects(root).count() == 2
     assert permissions.visible_executions(root).count() == 2
@@ -191,7 +202,9 @@ def test_a_permission_granted_on_guardians_object_page_counts(world):
 def test_require_answers_404_for_what_the_user_may_not_see_and_403_with_the_reason_otherwise(world):
     personas, pipeline, _, execution, _ = world
     permissions.require(personas.viewer, "view", execution)
-    with pytest.raises(PermissionDenied, match="You need the Execute permission on pipeline deploy"):
+    with pytest.raises(
+        PermissionDenied, match="You need the Execute permission on pipeline deploy"
+    ):
         permissions.require(personas.viewer, "execute", execution)
     with pytest.raises(Http404):
         permissions.require(personas.stranger, "execute", execution)
@@ -226,7 +239,9 @@ def test_an_unknown_action_is_a_programming_error(world):
         permissions.can(personas.admin, "delete", pipeline)
 
 
-def test_checking_one_object_costs_one_query_and_asking_again_costs_none(world, django_assert_num_queries):
+def test_checking_one_object_costs_one_query_and_asking_again_costs_none(
+    world, django_assert_num_queries
+):
     personas, pipeline, _, _, _ = world
     user = make_user("frank")
     assign_role(project=personas.project, role="viewer", user=user)
@@ -237,7 +252,9 @@ def test_checking_one_object_costs_one_query_and_asking_again_costs_none(world, 
         assert permissions.can(user, "view", pipeline)
 
 
-def test_prefetch_answers_for_a_whole_list_of_pipelines_in_one_query(personas, django_assert_num_queries):
+def test_prefetch_answers_for_a_whole_list_of_pipelines_in_one_query(
+    personas, django_assert_num_queries
+):
     pipelines = [pipeline_in(personas.project, f"p{i}") for i in range(12)]
     granted = pipelines[3]
     user = make_user("grace")

@@ -20,7 +20,9 @@ from tests.factories import make_pipeline, make_user, serial_pipeline, shell_sta
 
 
 def pipeline_in(project, identifier: str = "deploy") -> Pipeline:
-    return make_pipeline(project, serial_pipeline(identifier, [shell_stage("build", "echo building")]))
+    return make_pipeline(
+        project, serial_pipeline(identifier, [shell_stage("build", "echo building")])
+    )
 
 
 def project_perms(user, project) -> set[str]:
@@ -35,7 +37,13 @@ def project_perms(user, project) -> set[str]:
         ("approver", {"view_project", "approve_project"}),
         (
             "admin",
-            {"view_project", "execute_project", "approve_project", "change_project", "manage_access_project"},
+            {
+                "view_project",
+                "execute_project",
+                "approve_project",
+                "change_project",
+                "manage_access_project",
+            },
         ),
     ],
 )
@@ -165,10 +173,16 @@ def test_an_assignment_is_all_or_nothing_when_something_fails_midway(personas, m
 
 def test_every_change_is_written_to_the_audit_trail_with_who_did_it(personas):
     bob = make_user("bob")
-    assignment = assign_role(project=personas.project, role="viewer", user=bob, granted_by=personas.admin)
+    assignment = assign_role(
+        project=personas.project, role="viewer", user=bob, granted_by=personas.admin
+    )
     change_role(assignment=assignment, role="executor", changed_by=personas.admin)
     revoke_role(assignment=assignment, revoked_by=personas.admin)
-    trail = list(AuditEvent.objects.filter(actor=personas.admin).order_by("id").values_list("action", "detail"))
+    trail = list(
+        AuditEvent.objects.filter(actor=personas.admin)
+        .order_by("id")
+        .values_list("action", "detail")
+    )
     assert trail == [
         ("role.assigned", "user bob as Project Viewer on the whole project"),
         ("role.changed", "user bob as Pipeline Executor on the whole project (was Project Viewer)"),
@@ -193,4 +207,6 @@ def test_another_project_admin_by_group_lets_the_last_user_admin_go(personas):
 def test_a_pipeline_admin_does_not_count_as_a_project_admin(personas):
     pipeline = pipeline_in(personas.project)
     assign_role(project=personas.project, role="admin", user=personas.viewer, pipeline=pipeline)
-    assert "no Project Admin left" in last_admin_problem(RoleAssignment.objects.get(user=personas.admin))
+    assert "no Project Admin left" in last_admin_problem(
+        RoleAssignment.objects.get(user=personas.admin)
+    )

@@ -1,0 +1,628 @@
+"""The execution page: the stage graph, live updates, logs, the action bar, Abort, and access.
+
+Executions here are real: ``run_pipeline`` creates them and ``drive`` runs their steps with the
+real engine and runners in this thread (the test transaction never commits, so nothing reaches a
+broker). The helpers at the top are shared by the other view test modules.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from executions import engine
+from executions.models import Execution, LogChunk, StageRun, Status, StepRun
+from executions.retry import create_retry
+from executions.runners.shell import LogWriter
+from executions.services import run_pipeline
+from tests.factories import make_pipeline
+
+# --- shared helpers ---------------------------------------------------------------------------
+
+SERIAL_YAML = """
+pipeline:
+  name: Web deploy
+  identifier: web
+  variables:
+    - {name: version, type: String, value: <+input>, default: "1.0", allowed_values: ["1.0", "2.0"]}
+  stages:
+    - stage:
+        identifier: build
+        name: Build
+        variables:
+          - {name: flavour, type: String, value: <+input>, default: plain}
+        steps:
+          - step:
+              identifier: compile
+              name: Compile
+              type: ShellScript
+              spec:
+                script: |
+                  echo "building <+pipeline.variables.version>-<+stage.variables.flavour>"
+                  echo "image=app:<+pipeline.variables.version>" >> "$STAGELINE_OUTPUT"
+    - stage:
+        identifier: test
+        name: Test
+        variables:
+          - {name: suite, type: String, value: <+input>, default: smoke, allowed_values: [smoke, full]}
+        steps:
+          - step:
+              identifier: unit
+              name: Unit tests
+              type: ShellScript
+              spec:
+                script: |
+                  echo "testing <+pipeline.stages.build.output.image> with <+stage.variables.suite>"
+    - stage:
+        identifier: deploy
+        name: Deploy
+        variables:
+          - {name: fail, type: String, value: <+input>, default: "no", allowed_values: ["no", "yes"]}
+          - {name: token, type: Secret, value: <+input>}
+        steps:
+          - step:
+              identifier: rollout
+              name: Roll out
+              type: ShellScript
+              spec:
+                script: |
+                  echo "deploying <+pipeline.stages.build.output.image> with token <+stage.variables.token>"
+                  echo '<script>alert("x")</script> <b hx-get="/admin/">bold</b>'
+                  if [ "<+stage.variables.fail>" = "yes" ]; then echo "health check failed"; exit 3; fi
+"""
+
+PARALLEL_YAML = """
+pipeline:
+  name: Regions
+  identifier: regions
+  stages:
+    - stage:
+        identifier: build
+        name: Build
+        steps:
+          - step: {identifier: s, name: Compile, type: ShellScript, spec: {script: 'echo "v=9" >> "$STAGELINE_OUTPUT"'}}
+    - parallel:
+        - stage:
+            identifier: eu
+            name: Deploy EU
+            variables:
+              - {name: fail, type: String, value: <+input>, default: "no", allowed_values: ["no", "yes"]}
+            steps:
+              - step: {identifier: s, name: Roll out, type: ShellScript, spec: {script: 'echo eu; [ "<+stage.variables.fail>" = "no" ]'}}
+        - stage:
+            identifier: us
+            name: Deploy US
+            steps:
+              - step: {identifier: s, name: Roll out, type: ShellScript, spec: {script: 'echo us'}}
+    - stage:
+        identifier: release
+        name: Release
+        steps:
+          - step: {identifier: s, name: Publish, type: ShellScript, spec: {script: 'echo release'}}
+"""
+
+APPROVAL_YAML = """
+pipeline:
+  name: Gated
+  identifier: gated
+  stages:
+    - stage:
+        identifier: build
+        name: Build
+        steps:
+          - step: {identifier: s, name: Compile, type: ShellScript, spec: {script: 'echo "v=7" >> "$STAGELINE_OUTPUT"'}}
+    - stage:
+        identifier: approve
+        name: Approve production
+        steps:
+          - step: {identifier: gate, name: Release manager, type: Approval, timeout: 1h, spec: {message: "Ship v<+pipeline.stages.build.output.v> <b>now</b>?"}}
+    - stage:
+        identifier: ship
+        name: Ship
+        steps:
+          - step: {identifier: s, name: Publish, type: ShellScript, spec: {script: 'echo shipped'}}
+"""
+
+
+def many_stages_yaml(count: int) -> str:
+    """``count`` serial stages, each with a runtime input; the last one fails."""
+    stages = "".join(
+        textwrap.dedent(
+            f"""
+            - stage:
+                identifier: s{index}
+                name: Stage {index}
+                variables:
+                  - {{name: note, type: String, value: <+input>, default: "n{index}"}}
+                steps:
+                  - step: {{identifier: run, name: Run, type: ShellScript, spec: {{script: "echo stage {index}{"; exit 1" if index == count - 1 else ""}"}}}}
+            """
+        )
+        for index in range(count)
+    )
+    return (
+        f"pipeline:\n  name: Many {count}\n  identifier: many_{count}\n  stages:"
+        + textwrap.indent(stages, "  ")
+    )
+
+
+def drive(execution: Execution) -> Execution:
+    """Run every queued step of ``execution`` here with the real engine, until none is left
+    (the execution has ended, or waits for an approval). Returns the fresh row."""
+    for _ in range(500):
+        step = (
+            StepRun.objects.filter(execution=execution, status=Status.QUEUED).order_by("id").first()
+        )
+        if step is None:
+            break
+        engine.run_step(step.pk)
+    return Execution.objects.get(pk=execution.pk)
+
+
+def run(pipeline, user, **inputs) -> Execution:
+    """Start ``pipeline`` and run it to its end (or to a waiting approval)."""
+    return drive(run_pipeline(pipeline=pipeline, user=user, inputs=inputs))
+
+
+def failed_serial(personas) -> Execution:
+    """The serial pipeline, failed at deploy (with a secret token)."""
+    pipeline = make_pipeline(personas.project, SERIAL_YAML)
+    execution = run(
+        pipeline,
+        personas.executor,
+        **{"deploy.fail": "yes", "build.flavour": "gold", "deploy.token": "s3cr3t-t0ken"},
+    )
+    assert execution.status == Status.FAILED
+    return execution
+
+
+def failed_parallel(personas) -> Execution:
+    execution = run(
+        make_pipeline(personas.project, PARALLEL_YAML), personas.executor, **{"eu.fail": "yes"}
+    )
+    assert execution.status == Status.FAILED
+    return execution
+
+
+def htmx(target: str | None = None) -> dict[str, str]:
+    headers = {"HX-Request": "true"}
+    if target:
+        headers["HX-Target"] = target
+    return headers
+
+
+def page_url(execution: Execution) -> str:
+    return reverse("execution", args=[execution.pk])
+
+
+def as_user(client, user):
+    client.force_login(user)
+    return client
+
+
+def graph_columns(html: str) -> list[list[str]]:
+    """The stage identifiers of each column of the stage graph, left to right."""
+    graph = html[html.index('<ol class="graph">') :]
+    graph = graph[: graph.index("</ol>\n  </section>")]
+    return [
+        re.findall(r'data-stage="([^"]+)"', part)
+        for part in graph.split('<li class="graph-column')[1:]
+    ]
+
+
+def stage_card(html: str, identifier: str) -> str:
+    start = html.index(f'id="stage-{identifier}"')
+    return html[start : html.index("</article>", start)]
+
+
+def action_html(html: str, name: str) -> str:
+    """The markup of one action button (and its disabled reason)."""
+    start = html.index('id="actions"')
+    bar = html[start : html.index("</div>", start)]
+    for piece in re.split(r"(?=<span class=\"action-disabled\">|<button)", bar):
+        if f'id="{name}-button"' in piece or f'id="{name}-reason"' in piece:
+            return piece
+    raise AssertionError(f"no action {name} in {bar}")
+
+
+# --- the stage graph ----------------------------------------------------------------------------
+
+
+def test_the_page_draws_each_stage_with_its_status_duration_and_steps(client, personas):
+    execution = failed_serial(personas)
+    html = as_user(client, personas.viewer).get(page_url(execution)).content.decode()
+    assert graph_columns(html) == [["build"], ["test"], ["deploy"]]
+    assert (
+        '<section class="graph-wrap scroll-x" aria-label="Stages" id="stage-graph" hx-disable>'
+        in html
+    )
+    build, deploy = stage_card(html, "build"), stage_card(html, "deploy")
+    assert 'data-status="SUCCESS"' in build and "Compile" in build
+    assert re.search(r'class="stage-duration muted" title="Duration">\d+\.\d s<', build)
+    assert 'data-status="FAILED"' in deploy and "exit code 3" in deploy
+    step = StepRun.objects.get(execution=execution, identifier="rollout")
+    assert f'data-log-url="{reverse("execution-step-log", args=[execution.pk, step.pk])}"' in deploy
+    assert "Roll out" in deploy
+
+
+def test_a_parallel_group_is_stacked_in_one_column(client, personas):
+    execution = failed_parallel(personas)
+    html = as_user(client, personas.viewer).get(page_url(execution)).content.decode()
+    assert graph_columns(html) == [["build"], ["eu", "us"], ["release"]]
+    assert 'data-status="NOT_STARTED"' in stage_card(html, "release")
+
+
+def test_progress_counts_finished_stages_and_shows_the_time_taken(client, personas):
+    execution = failed_serial(personas)
+    html = as_user(client, personas.viewer).get(page_url(execution)).content.decode()
+    assert "<strong>3 / 3</strong> stages done" in html
+    assert re.search(r'took <strong class="elapsed">\d+\.\d s</strong>', html)
+
+    running = run_pipeline(
+        pipeline=execution.pipeline, user=personas.executor, inputs={"deploy.fail": "no"}
+    )
+    html = client.get(page_url(running)).content.decode()
+    assert "<strong>0 / 3</strong> stages done" in html and "elapsed" in html
+
+
+def test_carried_over_stages_say_where_they_came_from_and_link_there(client, personas):
+    execution = failed_serial(personas)
+    retry = drive(create_retry(execution=execution, user=personas.executor, from_stage="deploy"))
+    html = as_user(client, personas.viewer).get(page_url(retry)).content.decode()
+    build = stage_card(html, "build")
+    assert "carried" in html[html.index('id="stage-build"') - 120 : html.index('id="stage-build"')]
+    assert f'<a class="carried-from" href="{page_url(execution)}"' in build
+    assert f"from #{execution.sequence}" in build
+    assert "from #" not in stage_card(html, "deploy")
+
+
+# --- live updates ---------------------------------------------------------------------------------
+
+
+def test_a_running_execution_polls_every_two_seconds_and_a_finished_one_does_not(client, personas):
+    pipeline = make_pipeline(personas.project, SERIAL_YAML)
+    running = run_pipeline(pipeline=pipeline, user=personas.executor, inputs={})
+    as_user(client, personas.viewer)
+    html = client.get(page_url(running)).content.decode()
+    assert (
+        f'<div id="execution-live" class="execution-live" hx-get="{page_url(running)}" hx-trigger="every 2s"'
+        in html
+    )
+    # The buttons inside must not inherit the poll's target and swap (a dialog would replace #modal-body).
+    assert 'hx-swap="outerHTML" hx-disinherit="*"' in html
+
+    finished = drive(running)
+    assert finished.status == Status.SUCCESS
+    html = client.get(page_url(finished)).content.decode()
+    assert 'id="execution-live"' in html
+    assert 'hx-trigger="every 2s"' not in html
+
+
+def test_the_poll_gets_only_the_live_fragment_until_the_execution_ends(client, personas):
+    pipeline = make_pipeline(personas.project, SERIAL_YAML)
+    running = run_pipeline(pipeline=pipeline, user=personas.executor, inputs={})
+    as_user(client, personas.viewer)
+    response = client.get(page_url(running), headers=htmx("execution-live"))
+    html = response.content.decode()
+    assert response.status_code == 200 and "HX-Request" in response["Vary"]
+    assert html.startswith('<div id="execution-live"') and "<html" not in html
+    assert 'hx-trigger="every 2s"' in html and 'data-status="RUNNING"' in stage_card(html, "build")
+
+    drive(running)
+    html = client.get(page_url(running), headers=htmx("execution-live")).content.decode()
+    assert html.startswith('<div id="execution-live"') and 'hx-trigger="every 2s"' not in html
+    assert 'data-status="SUCCESS"' in stage_card(html, "deploy")
+
+
+# --- logs -----------------------------------------------------------------------------------------
+
+
+def test_the_failed_steps_log_opens_escaped_inside_an_hx_disable_region(client, personas):
+    execution = failed_serial(personas)
+    html = as_user(client, personas.viewer).get(page_url(execution)).content.decode()
+    log = html[
+        html.index('<pre id="log-lines"') : html.index("</pre>", html.index('<pre id="log-lines"'))
+    ]
+    assert log.startswith('<pre id="log-lines" class="log" hx-disable>')
+    assert "health check failed" in log
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in log
+    assert '<b hx-get="/admin/">' not in html and "<script>alert" not in html
+    assert "End of the log." in html and 'id="log-poller"' in html
+
+
+def test_a_step_log_fragment_follows_a_running_step_from_its_cursor(client, personas):
+    pipeline = make_pipeline(personas.project, SERIAL_YAML)
+    execution = run_pipeline(pipeline=pipeline, user=personas.executor, inputs={})
+    step = StepRun.objects.get(execution=execution, identifier="compile")
+    engine.transition(step, Status.RUNNING, [Status.QUEUED])
+    writer = LogWriter(step, [])
+    writer.feed(b"first line\n")
+    writer.flush(final=True)
+    url = reverse("execution-step-log", args=[execution.pk, step.pk])
+    as_user(client, personas.viewer)
+
+    panel = client.get(url, headers=htmx("log-panel")).content.decode()
+    assert panel.startswith('<section id="log-panel"') and "first line" in panel
+    first_seq = LogChunk.objects.get(step_run=step).seq
+    assert (
+        f'hx-get="{url}?after={first_seq}" hx-trigger="every 2s" hx-target="#log-lines" hx-swap="beforeend"'
+        in panel
+    )
+
+    writer.feed(b"second <line>\n")
+    writer.flush(final=True)
+    update = client.get(f"{url}?after={first_seq}", headers=htmx("log-lines")).content.decode()
+    assert "second &lt;line&gt;" in update and "first line" not in update
+    assert (
+        f'?after={first_seq + 1}" hx-trigger="every 2s"' in update
+        and 'hx-swap-oob="true"' in update
+    )
+    # What is not out of band (the poller, the status) lands in the <pre>: the new text alone.
+    out_of_band = r'<p id="log-poller" [^>]*hx-swap-oob="true".*?</p>|<span id="log-status" [^>]*hx-swap-oob="true">.*</span>$'
+    assert re.sub(out_of_band, "", update, flags=re.S) == "<span>second &lt;line&gt;\n</span>"
+
+    nothing_new = client.get(
+        f"{url}?after={first_seq + 1}", headers=htmx("log-lines")
+    ).content.decode()
+    assert "<span>" not in nothing_new and f"?after={first_seq + 1}" in nothing_new
+
+    assert '<span class="badge status-running">Running</span>' in update
+
+    engine.transition(step, Status.SUCCESS, [Status.RUNNING])
+    done = client.get(f"{url}?after={first_seq + 1}", headers=htmx("log-lines")).content.decode()
+    assert "hx-trigger" not in done and "End of the log." in done
+    assert '<span class="badge status-success">Success</span>' in done, (
+        "the panel's status follows the step"
+    )
+
+
+def test_a_log_cursor_that_is_not_a_number_is_refused(client, personas):
+    execution = failed_serial(personas)
+    step = StepRun.objects.get(execution=execution, identifier="rollout")
+    url = reverse("execution-step-log", args=[execution.pk, step.pk])
+    response = as_user(client, personas.viewer).get(f"{url}?after=abc", headers=htmx("log-lines"))
+    assert response.status_code == 400
+    assert "whole number" in response.content.decode()
+
+
+def test_a_carried_over_step_shows_the_log_of_the_run_it_came_from(client, personas):
+    execution = failed_serial(personas)
+    retry = drive(create_retry(execution=execution, user=personas.executor, from_stage="deploy"))
+    carried = StepRun.objects.get(execution=retry, identifier="compile")
+    assert not LogChunk.objects.filter(step_run=carried).exists()
+    url = reverse("execution-step-log", args=[retry.pk, carried.pk])
+    html = as_user(client, personas.viewer).get(url, headers=htmx("log-panel")).content.decode()
+    assert "building 1.0-gold" in html
+    assert f"from #{execution.sequence}" in html and "hx-trigger" not in html
+
+
+def test_the_log_link_without_htmx_opens_the_page_at_that_step(client, personas):
+    execution = failed_serial(personas)
+    step = StepRun.objects.get(execution=execution, identifier="compile")
+    as_user(client, personas.viewer)
+    response = client.get(reverse("execution-step-log", args=[execution.pk, step.pk]))
+    assert response.status_code == 302 and response["Location"].endswith(
+        f"?step={step.pk}#log-panel"
+    )
+    html = client.get(response["Location"]).content.decode()
+    assert "building 1.0-gold" in html and "health check failed" not in html
+
+
+def test_a_step_of_another_execution_is_not_found(client, personas):
+    execution = failed_serial(personas)
+    other = run(execution.pipeline, personas.executor)
+    step = StepRun.objects.get(execution=other, identifier="compile")
+    as_user(client, personas.viewer)
+    assert (
+        client.get(
+            reverse("execution-step-log", args=[execution.pk, step.pk]), headers=htmx()
+        ).status_code
+        == 404
+    )
+    assert client.get(page_url(execution) + f"?step={step.pk}").status_code == 200
+
+
+def test_secret_inputs_are_never_shown(client, personas):
+    execution = failed_serial(personas)
+    html = as_user(client, personas.admin).get(page_url(execution)).content.decode()
+    assert "s3cr3t-t0ken" not in html
+    assert "deploying app:1.0 with token ***" in html
+    assert '<dt>deploy.token</dt><dd class="muted">*** (secret)</dd>' in html
+
+
+# --- actions --------------------------------------------------------------------------------------
+
+
+def test_an_executor_may_retry_and_rerun_a_failed_execution_but_not_abort_it(client, personas):
+    execution = failed_serial(personas)
+    html = as_user(client, personas.executor).get(page_url(execution)).content.decode()
+    retry = action_html(html, "retry")
+    assert (
+        f'hx-get="{reverse("execution-retry", args=[execution.pk])}" hx-target="#modal-body"'
+        in retry
+    )
+    assert "disabled" not in retry
+    assert "disabled" not in action_html(html, "rerun")
+    abort = action_html(html, "abort")
+    assert "disabled" in abort and "has ended (Failed): there is nothing to abort" in abort
+
+
+def test_a_viewer_sees_retry_disabled_with_the_reason(client, personas):
+    execution = failed_serial(personas)
+    html = as_user(client, personas.viewer).get(page_url(execution)).content.decode()
+    retry = action_html(html, "retry")
+    assert (
+        "Retry Failed Pipeline</button>" in retry and "disabled" in retry and "hx-get" not in retry
+    )
+    assert "You need the Execute permission on pipeline web." in retry
+    assert "You need the Execute permission" in action_html(html, "rerun")
+
+
+def test_a_successful_execution_offers_rerun_and_says_why_it_cannot_be_retried(client, personas):
+    execution = run(make_pipeline(personas.project, SERIAL_YAML), personas.executor)
+    html = as_user(client, personas.executor).get(page_url(execution)).content.decode()
+    assert (
+        "succeeded: only a failed, aborted, expired or rejected execution can be retried"
+        in action_html(html, "retry")
+    )
+    assert "disabled" not in action_html(html, "rerun")
+
+
+def test_a_retried_execution_links_to_its_latest_retry_and_shows_the_history(client, personas):
+    execution = failed_serial(personas)
+    first = drive(
+        create_retry(
+            execution=execution,
+            user=personas.executor,
+            from_stage="deploy",
+            reason="flaky <network>",
+        )
+    )
+    second = drive(
+        create_retry(
+            execution=first, user=personas.admin, from_stage="deploy", inputs={"deploy.fail": "no"}
+        )
+    )
+    assert second.status == Status.SUCCESS
+    as_user(client, personas.viewer)
+    html = client.get(page_url(execution)).content.decode()
+    banner = html[
+        html.index('id="retried-banner"') : html.index("</p>", html.index('id="retried-banner"'))
+    ]
+    assert f'retried as <a href="{page_url(first)}">#{first.sequence}</a>' in banner
+    assert f'the latest attempt is <a href="{page_url(second)}">#{second.sequence}</a>' in banner
+    assert "(Success)" in banner
+    assert "already retried" in action_html(html, "retry")
+
+    html = client.get(page_url(second)).content.decode()
+    assert 'id="retried-banner"' not in html
+    history = html[
+        html.index('id="retry-history"') : html.index("</nav>", html.index('id="retry-history"'))
+    ]
+    assert [int(n) for n in re.findall(r'<span class="seq">#(\d+)</span>', history)] == [
+        execution.sequence,
+        first.sequence,
+        second.sequence,
+    ]
+    assert "Original" in history and "Retry 1" in history and "Retry 2" in history
+    assert f'<a href="{page_url(second)}" aria-current="page">' in history
+    assert "by admin · from Deploy · changed deploy.fail" in history
+    assert "flaky &lt;network&gt;" in history
+
+
+# --- abort ----------------------------------------------------------------------------------------
+
+
+def test_an_executor_aborts_a_running_execution_from_its_dialog(client, personas):
+    running = run_pipeline(
+        pipeline=make_pipeline(personas.project, SERIAL_YAML), user=personas.executor, inputs={}
+    )
+    as_user(client, personas.executor)
+    page = client.get(page_url(running)).content.decode()
+    assert "disabled" not in action_html(page, "abort")
+    url = reverse("execution-abort", args=[running.pk])
+    dialog = client.get(url, headers=htmx("modal-body")).content.decode()
+    assert 'id="modal-title"' in dialog and f'hx-post="{url}"' in dialog
+
+    response = client.post(url, headers=htmx("modal-body"))
+    assert response.status_code == 200 and response["HX-Redirect"] == page_url(running)
+    running.refresh_from_db()
+    assert running.status == Status.ABORTED
+    assert StageRun.objects.get(execution=running, identifier="build").status == Status.ABORTED
+    assert (
+        f"Execution #{running.sequence} aborted." in client.get(page_url(running)).content.decode()
+    )
+
+
+def test_aborting_a_finished_execution_is_refused_with_the_reason(client, personas):
+    execution = failed_serial(personas)
+    url = reverse("execution-abort", args=[execution.pk])
+    as_user(client, personas.executor)
+    response = client.post(url, headers=htmx("modal-body"))
+    assert response.status_code == 409 and response["HX-Retarget"] == "#modal-body"
+    assert "already ended Failed" in response.content.decode()
+    assert client.get(url).status_code == 409
+    execution.refresh_from_db()
+    assert execution.status == Status.FAILED
+
+
+# --- access ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("hx", [False, True], ids=["page", "htmx"])
+def test_each_persona_sees_the_page_or_a_404(client, personas, hx):
+    execution = failed_serial(personas)
+    step = StepRun.objects.get(execution=execution, identifier="rollout")
+    headers = htmx("execution-live") if hx else {}
+    for name, user in personas.all().items():
+        as_user(client, user)
+        expected = 404 if name == "stranger" else 200
+        assert client.get(page_url(execution), headers=headers).status_code == expected, name
+        log = client.get(
+            reverse("execution-step-log", args=[execution.pk, step.pk]), headers=htmx()
+        )
+        assert log.status_code == expected, name
+    client.logout()
+    assert client.get(page_url(execution)).status_code == 302
+
+
+@pytest.mark.parametrize("hx", [False, True], ids=["form", "htmx"])
+def test_only_executors_and_admins_may_abort(client, personas, hx):
+    pipeline = make_pipeline(personas.project, SERIAL_YAML)
+    expected = {"viewer": 403, "approver": 403, "stranger": 404}
+    headers = htmx("modal-body") if hx else {}
+    for name, status in expected.items():
+        running = run_pipeline(pipeline=pipeline, user=personas.executor, inputs={})
+        url = reverse("execution-abort", args=[running.pk])
+        as_user(client, getattr(personas, name))
+        assert client.get(url, headers=headers).status_code == status, name
+        response = client.post(url, headers=headers)
+        assert response.status_code == status, name
+        if status == 403:
+            assert "You need the Execute permission on pipeline web." in response.content.decode()
+        running.refresh_from_db()
+        assert running.status == Status.RUNNING
+    for name in ("executor", "admin"):
+        running = run_pipeline(pipeline=pipeline, user=personas.executor, inputs={})
+        as_user(client, getattr(personas, name))
+        response = client.post(reverse("execution-abort", args=[running.pk]), headers=headers)
+        assert response.status_code == (200 if hx else 302), name
+        running.refresh_from_db()
+        assert running.status == Status.ABORTED
+
+
+# --- query counts -----------------------------------------------------------------------------------
+
+
+def retried_many(personas, count: int) -> Execution:
+    """A failed execution of ``count`` stages, retried from its last stage (failing again): its
+    page shows ``count - 1`` carried-over stages and a retry history."""
+    pipeline = make_pipeline(personas.project, many_stages_yaml(count))
+    first = run(pipeline, personas.executor)
+    retry = drive(create_retry(execution=first, user=personas.executor, from_stage=f"s{count - 1}"))
+    assert retry.status == Status.FAILED
+    return retry
+
+
+def count_queries(client, url: str, **kwargs) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(url, **kwargs)
+    assert response.status_code == 200
+    return len(queries)
+
+
+def test_the_page_costs_the_same_queries_for_5_and_50_stages(client, personas):
+    small, large = retried_many(personas, 5), retried_many(personas, 50)
+    as_user(client, personas.executor)
+    counts = [count_queries(client, page_url(e)) for e in (small, large)]
+    assert counts[0] == counts[1], counts
+    polls = [
+        count_queries(client, page_url(e), headers=htmx("execution-live")) for e in (small, large)
+    ]
+    assert polls[0] == polls[1], polls
+    assert counts[0] <= 25
