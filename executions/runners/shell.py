@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import selectors
@@ -127,6 +128,28 @@ class LogWriter:
         self._write(f"[stageline] {text}\n".encode(), count=False)
 
 
+# The step's process group is led by a small bash that runs the script and, when told to stop
+# (SIGTERM: an abort, a timeout, or the death of the worker that started it), kills the whole
+# group at once, so that no process of a step outlives its worker.
+GROUP_LEADER = 'trap "trap - TERM; kill -KILL 0" TERM; bash --noprofile --norc -e "$0" & wait $!'
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent_pid: int):
+    """A ``preexec_fn`` asking the kernel to SIGTERM the child when the worker dies (SIGKILL too)."""
+
+    def preexec() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        except (OSError, AttributeError):  # not Linux: the reaper still fails the step
+            return
+        if os.getppid() != parent_pid:  # the worker died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
     """SIGTERM the step's whole process group, then SIGKILL whatever is left."""
     try:
@@ -192,13 +215,14 @@ def run(step: StepRun, step_spec, stage, execution) -> StepResult:
     writer = LogWriter(step, secrets)
     lease = Lease(step)
     proc = subprocess.Popen(
-        ["bash", "--noprofile", "--norc", "-e", str(script_file)],
+        ["bash", "--noprofile", "--norc", "-c", GROUP_LEADER, str(script_file)],
         cwd=workdir,
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=_die_with(os.getpid()),
     )
     StepRun.objects.filter(pk=step.pk).update(pid=proc.pid)
     deadline = time.monotonic() + step_spec.timeout
