@@ -44,6 +44,16 @@ def pytest_configure(config):
             raise pytest.UsageError(f"STAGELINE_TEST_WORKERS=process, but {problem}")
 
 
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("integration") and not PROCESS_MODE:
+        pytest.fail(
+            "integration tests need worker processes on PostgreSQL and Redis or RabbitMQ: run them "
+            "with STAGELINE_TEST_WORKERS=process DATABASE_URL=postgres://… CELERY_BROKER_URL=redis://… "
+            "(see docs/testing.md)",
+            pytrace=False,
+        )
+
+
 def _safe_url(url: str) -> str:
     """``url`` with its password replaced by ***, for messages."""
     parsed = urlsplit(url)
@@ -116,7 +126,10 @@ class Personas:
 def personas(db) -> Personas:
     project = factories.make_project("acme", "web")
     other = factories.make_project("globex", "ops")
-    users = {name: factories.make_user(name) for name in ("admin", "executor", "viewer", "approver", "stranger")}
+    users = {
+        name: factories.make_user(name)
+        for name in ("admin", "executor", "viewer", "approver", "stranger")
+    }
     users["admin"].is_staff = True
     users["admin"].save(update_fields=["is_staff"])
     factories.grant(users["admin"], project, "admin")
@@ -180,7 +193,9 @@ def wait_for_stage(execution, stage: str, statuses, timeout: float = 60.0):
     if isinstance(statuses, str):
         statuses = {statuses}
     return wait_for(
-        lambda: StageRun.objects.filter(execution=execution, identifier=stage, status__in=statuses).first(),
+        lambda: StageRun.objects.filter(
+            execution=execution, identifier=stage, status__in=statuses
+        ).first(),
         timeout,
         message=f"stage {stage} to reach {statuses}",
     )

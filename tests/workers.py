@@ -31,7 +31,11 @@ def thread_worker(queues: str = "default"):
     app.conf.broker_url = "memory://"
     app.conf.broker_transport_options = {"polling_interval": 0.01}
     with start_worker(
-        app, pool="threads", concurrency=4, perform_ping_check=False, queues=queues.split(","),
+        app,
+        pool="threads",
+        concurrency=4,
+        perform_ping_check=False,
+        queues=queues.split(","),
         shutdown_timeout=30,
     ) as worker:
         yield worker
@@ -107,7 +111,9 @@ class ProcessWorkers:
 
     # --- processes -------------------------------------------------------------------------
 
-    def _spawn(self, name: str, args: list[str], env: dict[str, str], ready: re.Pattern | str) -> subprocess.Popen:
+    def _spawn(
+        self, name: str, args: list[str], env: dict[str, str], ready: re.Pattern | str
+    ) -> subprocess.Popen:
         if name in self.procs:
             raise RuntimeError(f"a test worker named {name} is already running")
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -139,10 +145,14 @@ class ProcessWorkers:
                     break
                 if proc.poll() is not None:
                     self._forget(name)
-                    raise RuntimeError(f"test worker {name} exited with {proc.returncode}:\n{text[-3000:]}")
+                    raise RuntimeError(
+                        f"test worker {name} exited with {proc.returncode}:\n{text[-3000:]}"
+                    )
                 if time.monotonic() > deadline:
                     self.stop(name)
-                    raise RuntimeError(f"test worker {name} did not start within {timeout}s:\n{text[-3000:]}")
+                    raise RuntimeError(
+                        f"test worker {name} did not start within {timeout}s:\n{text[-3000:]}"
+                    )
                 time.sleep(0.1)
 
     def start(
@@ -164,8 +174,20 @@ class ProcessWorkers:
         proc = self._spawn(
             name,
             [
-                "worker", "-n", f"{name}@%h", "-Q", queues, "-c", str(concurrency), "-P", "prefork",
-                "-l", "info", "--without-gossip", "--without-mingle", "--without-heartbeat",
+                "worker",
+                "-n",
+                f"{name}@%h",
+                "-Q",
+                queues,
+                "-c",
+                str(concurrency),
+                "-P",
+                "prefork",
+                "-l",
+                "info",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
             ],
             env,
             READY,
@@ -180,7 +202,9 @@ class ProcessWorkers:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for stale in self.log_dir.glob("celerybeat-schedule*"):
             stale.unlink()
-        proc = self._spawn(name, ["beat", "-s", str(schedule), "-l", "info"], self.env(), BEAT_READY)
+        proc = self._spawn(
+            name, ["beat", "-s", str(schedule), "-l", "info"], self.env(), BEAT_READY
+        )
         if wait:
             self.wait_until_ready(name)
         return proc
@@ -238,7 +262,12 @@ class ProcessWorkers:
                 pid = int(pidfile.read_text().strip())
             except ValueError:
                 pid = 0
-            if pid and is_alive(pid) and process_group_of(pid) == pid and "celery" in command_line(pid):
+            if (
+                pid
+                and is_alive(pid)
+                and process_group_of(pid) == pid
+                and "celery" in command_line(pid)
+            ):
                 try:
                     os.killpg(pid, signal.SIGKILL)
                 except ProcessLookupError:

@@ -30,7 +30,9 @@ def on(queue: str) -> str:
 
 
 def log_of(execution: Execution, stage: str) -> str:
-    chunks = LogChunk.objects.filter(step_run__execution=execution, step_run__stage_run__identifier=stage)
+    chunks = LogChunk.objects.filter(
+        step_run__execution=execution, step_run__stage_run__identifier=stage
+    )
     return "".join(chunk.text for chunk in chunks.order_by("step_run__position", "seq"))
 
 
@@ -54,27 +56,42 @@ def test_each_stage_runs_on_a_worker_of_the_pool_named_by_runs_on(workers, perso
         serial_pipeline(
             "pools",
             [
-                shell_stage("build", 'echo "artifact=built-on-a" >> "$STAGELINE_OUTPUT"', extra=on("pool_a")),
-                shell_stage("deploy", 'echo "deploying <+pipeline.stages.build.output.artifact>"', extra=on("pool_b")),
+                shell_stage(
+                    "build", 'echo "artifact=built-on-a" >> "$STAGELINE_OUTPUT"', extra=on("pool_a")
+                ),
+                shell_stage(
+                    "deploy",
+                    'echo "deploying <+pipeline.stages.build.output.artifact>"',
+                    extra=on("pool_b"),
+                ),
                 shell_stage("notify", "echo done"),
             ],
         ),
     )
-    execution = wait_for_status(run_pipeline(pipeline=pipeline, user=personas.executor, inputs={}), Status.SUCCESS)
+    execution = wait_for_status(
+        run_pipeline(pipeline=pipeline, user=personas.executor, inputs={}), Status.SUCCESS
+    )
 
-    ran_on = {stage: workers.owner_of(worker_pid(step_of(execution, stage))) for stage in ("build", "deploy", "notify")}
+    ran_on = {
+        stage: workers.owner_of(worker_pid(step_of(execution, stage)))
+        for stage in ("build", "deploy", "notify")
+    }
     assert ran_on == {"build": "pool_a", "deploy": "pool_b", "notify": "w1"}
     assert "deploying built-on-a" in log_of(execution, "deploy")
 
 
-def test_a_worker_killed_mid_step_is_reaped_within_the_lease_and_a_fresh_run_then_succeeds(workers, personas):
+def test_a_worker_killed_mid_step_is_reaped_within_the_lease_and_a_fresh_run_then_succeeds(
+    workers, personas
+):
     workers.start("doomed", "doomed", concurrency=1)
     pipeline = make_pipeline(
         personas.project,
         serial_pipeline(
             "fragile",
             [
-                shell_stage("hold", "echo started; sleep <+pipeline.variables.seconds>", extra=on("doomed")),
+                shell_stage(
+                    "hold", "echo started; sleep <+pipeline.variables.seconds>", extra=on("doomed")
+                ),
                 shell_stage("after", "echo after"),
             ],
             variables='- {name: seconds, type: String, value: <+input>, default: "60"}',
@@ -82,7 +99,9 @@ def test_a_worker_killed_mid_step_is_reaped_within_the_lease_and_a_fresh_run_the
     )
     execution = run_pipeline(pipeline=pipeline, user=personas.executor, inputs={})
     wait_for(lambda: "started" in log_of(execution, "hold"), message="the step to start")
-    step = wait_for(lambda: StepRun.objects.filter(pk=step_of(execution, "hold").pk, pid__isnull=False).first())
+    step = wait_for(
+        lambda: StepRun.objects.filter(pk=step_of(execution, "hold").pk, pid__isnull=False).first()
+    )
     assert workers.owner_of(worker_pid(step)) == "doomed"
 
     killed_at = time.monotonic()
@@ -128,17 +147,31 @@ def test_abort_kills_the_whole_process_group_of_a_step_in_another_process(worker
     )
     execution = run_pipeline(pipeline=pipeline, user=personas.executor, inputs={})
     wait_for(lambda: "started" in log_of(execution, "sleepy"), message="the step to start")
-    step = wait_for(lambda: StepRun.objects.filter(pk=step_of(execution, "sleepy").pk, pid__isnull=False).first())
+    step = wait_for(
+        lambda: StepRun.objects.filter(
+            pk=step_of(execution, "sleepy").pk, pid__isnull=False
+        ).first()
+    )
     shell = step.pid
-    assert workers.owner_of(parent_of(shell)) == "w1", "the step's shell is not a child of the worker"
+    assert workers.owner_of(parent_of(shell)) == "w1", (
+        "the step's shell is not a child of the worker"
+    )
     assert workers.owner_of(worker_pid(step)) == "w1"
-    wait_for(lambda: len(live_processes_in_group(shell)) >= 3, timeout=10, message="bash and both sleeps")
+    wait_for(
+        lambda: len(live_processes_in_group(shell)) >= 3, timeout=10, message="bash and both sleeps"
+    )
 
     abort_execution(execution=execution, user=personas.executor)
 
     execution = wait_for_status(execution, Status.ABORTED, timeout=15)
-    wait_for(lambda: not live_processes_in_group(shell), timeout=15, message="no process left of the step")
-    wait_for(lambda: "aborted" in log_of(execution, "sleepy"), timeout=15, message="the worker's note")
+    wait_for(
+        lambda: not live_processes_in_group(shell),
+        timeout=15,
+        message="no process left of the step",
+    )
+    wait_for(
+        lambda: "aborted" in log_of(execution, "sleepy"), timeout=15, message="the worker's note"
+    )
     step.refresh_from_db()
     assert step.status == Status.ABORTED
     assert is_alive(workers.procs["w1"].pid), "aborting a step must not take its worker down"
@@ -152,14 +185,26 @@ def test_a_pipeline_runs_end_to_end_with_rabbitmq_as_the_broker(workers, persona
         serial_pipeline(
             "rabbit",
             [
-                shell_stage("hop", 'echo "greeting=hello over amqp" >> "$STAGELINE_OUTPUT"', extra=on(queue)),
-                shell_stage("land", 'echo "<+pipeline.stages.hop.output.greeting>"', extra=on(queue)),
+                shell_stage(
+                    "hop", 'echo "greeting=hello over amqp" >> "$STAGELINE_OUTPUT"', extra=on(queue)
+                ),
+                shell_stage(
+                    "land", 'echo "<+pipeline.stages.hop.output.greeting>"', extra=on(queue)
+                ),
             ],
         ),
     )
     # Dispatch from another process configured for RabbitMQ, as a web server would.
     command = subprocess.run(
-        [sys.executable, "manage.py", "run_pipeline", f"acme/web/{pipeline.identifier}", "--as", "executor", "--wait"],
+        [
+            sys.executable,
+            "manage.py",
+            "run_pipeline",
+            f"acme/web/{pipeline.identifier}",
+            "--as",
+            "executor",
+            "--wait",
+        ],
         cwd=ROOT,
         env=workers.env(CELERY_BROKER_URL=AMQP_URL),
         stdin=subprocess.DEVNULL,
@@ -171,4 +216,6 @@ def test_a_pipeline_runs_end_to_end_with_rabbitmq_as_the_broker(workers, persona
     execution = Execution.objects.get(pk=int(command.stdout.split()[0]))
     assert execution.status == Status.SUCCESS
     assert "hello over amqp" in log_of(execution, "land")
-    assert {workers.owner_of(worker_pid(step)) for step in StepRun.objects.filter(execution=execution)} == {"rabbit"}
+    assert {
+        workers.owner_of(worker_pid(step)) for step in StepRun.objects.filter(execution=execution)
+    } == {"rabbit"}
