@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from config.auth import RateLimitedLoginView
+from config.views import RateLimitedLoginView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -12,3 +12,5 @@ urlpatterns = [
     path("", include("pipelines.access_urls")),
     path("", include("executions.urls")),
 ]
+
+handler400 = "config.views.bad_request"

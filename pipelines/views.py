@@ -253,6 +253,8 @@ def pipeline_edit(request: HttpRequest, org: str, project: str, identifier: str)
             form.data = form.data.copy()
             form.data["base_version"] = str(current_number)
             status = 409
+        elif form.has_error("yaml"):
+            status = 400  # the field already says what is wrong (a NUL character, say)
         elif not text.strip():
             form.add_error("yaml", "The definition is empty. Paste or write the pipeline's YAML.")
             status = 400

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import codecs
 import ctypes
 import os
 import re
@@ -42,11 +43,20 @@ MAX_OUTPUT_VALUE = 64 * 1024
 
 
 class LogWriter:
-    """Appends masked output to a step's log in chunks; keeps head and tail past the limit."""
+    """Appends masked output to a step's log in chunks; keeps head and tail past the limit.
+
+    Secrets are masked in the bytes as they arrive; the last ``len(longest secret) - 1`` bytes
+    wait for the next read, so that a secret cut by a read boundary is masked all the same.
+    The head is decoded incrementally and every cut is made where a character starts, so that
+    a multi-byte character cut by a boundary is stored whole.
+    """
 
     def __init__(self, step: StepRun, secrets: list[str]):
         self.step_id = step.pk
-        self.secrets = secrets
+        self.secrets = [secret.encode() for secret in secrets if secret]
+        self.keep = max((len(secret) for secret in self.secrets), default=1) - 1
+        self.carry = b""  # masked already, but may hold the start of a secret
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.seq = LogChunk.objects.filter(step_run_id=step.pk).count()
         self.pending = b""
         self.stored = 0
@@ -57,75 +67,103 @@ class LogWriter:
         self.truncated = False
         self.last_flush = time.monotonic()
 
-    def feed(self, data: bytes) -> None:
+    def _mask(self, data: bytes, final: bool = False) -> bytes:
+        data = self.carry + data
+        for secret in self.secrets:
+            data = data.replace(secret, b"***")
+        cut = len(data) if final else max(0, len(data) - self.keep)
+        data, self.carry = data[:cut], data[cut:]
+        return data
+
+    def feed(self, data: bytes, final: bool = False) -> None:
+        data = self._mask(data, final)
         if self.truncated:
-            self.tail.append(data)
-            self.tail_size += len(data)
-            while self.tail_size - len(self.tail[0]) >= TAIL_BYTES:
-                gone = self.tail.popleft()
-                self.tail_size -= len(gone)
-                self.dropped += len(gone)
+            self._to_tail(data)
             return
         self.pending += data
         if len(self.pending) >= READ_SIZE or time.monotonic() - self.last_flush >= FLUSH_SECONDS:
             self.flush()
 
-    def flush(self, final: bool = False) -> None:
+    def _to_tail(self, data: bytes) -> None:
+        if not data:
+            return
+        self.tail.append(data)
+        self.tail_size += len(data)
+        while self.tail_size - len(self.tail[0]) >= TAIL_BYTES:
+            gone = self.tail.popleft()
+            self.tail_size -= len(gone)
+            self.dropped += len(gone)
+
+    def flush(self, final: bool = False, whole_lines: bool = True) -> None:
+        if final:
+            self.feed(b"", final=True)  # what waited for the rest of a possible secret
         self.last_flush = time.monotonic()
-        data = self.pending
-        if not final and not self.truncated:
-            # Hold back a partial line (up to 4 KiB) so that a secret is not split in two.
+        if self.truncated:
+            if final:
+                self._write_tail()
+            return
+        data, self.pending = self.pending, b""
+        if not final and whole_lines:
+            # Hold back a partial line (up to 4 KiB), so that chunks end at line ends.
             cut = data.rfind(b"\n") + 1
             if 0 < cut < len(data) and len(data) - cut < 4096:
                 data, self.pending = data[:cut], data[cut:]
-            else:
-                self.pending = b""
-        else:
-            self.pending = b""
-        if data:
-            room = self.limit - self.stored
-            if len(data) > room:
-                head, rest = data[:room], data[room:]
-                self._write(head)
-                self.truncated = True
-                self._write(
-                    f"\n[stageline: the log passed {self.limit} bytes; the middle is left out and "
-                    f"the last {TAIL_BYTES // 1024} KiB are kept]\n".encode(),
-                    count=False,
-                )
-                self.tail.append(rest)
-                self.tail_size = len(rest)
-                self.feed(b"")
-            else:
-                self._write(data)
-        if final and self.truncated:
-            tail = b"".join(self.tail)
-            if len(tail) > TAIL_BYTES:
-                self.dropped += len(tail) - TAIL_BYTES
-                tail = tail[-TAIL_BYTES:]
-            self._write(f"[stageline: {self.dropped} bytes left out]\n".encode(), count=False)
-            self._write(tail, count=False)
-            StepRun.objects.filter(pk=self.step_id).update(log_truncated=True)
-
-    def _write(self, data: bytes, count: bool = True) -> None:
-        if not data:
+        room = self.limit - self.stored
+        if len(data) <= room:
+            self._write(data)
+            if final:
+                self._store(self.decoder.decode(b"", final=True), 0)
             return
-        text = mask(data.decode("utf-8", errors="replace").replace("\x00", "\ufffd"), self.secrets)
+        cut = room
+        while 0 < cut < len(data) and data[cut] & 0xC0 == 0x80:  # not inside a character
+            cut -= 1
+        self._write(data[:cut])
+        self._store(self.decoder.decode(b"", final=True), 0)
+        self.truncated = True
+        self._store(
+            f"\n[stageline: the log passed {self.limit} bytes; the middle is left out and "
+            f"the last {TAIL_BYTES // 1024} KiB are kept]\n",
+            0,
+        )
+        self._to_tail(data[cut:] + self.pending)  # the held-back partial line comes after
+        self.pending = b""
+        if final:
+            self._write_tail()
+
+    def _write_tail(self) -> None:
+        tail = b"".join(self.tail)
+        start = max(0, len(tail) - TAIL_BYTES)
+        while 0 < start < len(tail) and tail[start] & 0xC0 == 0x80:
+            start += 1
+        self.dropped += start
+        self._store(f"[stageline: {self.dropped} bytes left out]\n", 0)
+        self._store(tail[start:].decode("utf-8", errors="replace"), len(tail) - start)
+        self.tail.clear()
+        StepRun.objects.filter(pk=self.step_id).update(log_truncated=True)
+
+    def _write(self, data: bytes) -> None:
+        """Store the next piece of the head (masked bytes, in order)."""
+        self._store(self.decoder.decode(data), len(data))
+        self.stored += len(data)
+
+    def _store(self, text: str, size: int) -> None:
+        text = text.replace("\x00", "\ufffd")
+        if not text:
+            return
 
         def store() -> None:
             with transaction.atomic():
                 LogChunk.objects.create(step_run_id=self.step_id, seq=self.seq, text=text)
-                StepRun.objects.filter(pk=self.step_id).update(log_bytes=F("log_bytes") + len(data))
+                StepRun.objects.filter(pk=self.step_id).update(log_bytes=F("log_bytes") + size)
 
         # Across a short database outage the output waits (the step blocks on its full pipe).
         with_db_retry(store, seconds=60)
         self.seq += 1
-        if count:
-            self.stored += len(data)
 
     def note(self, text: str) -> None:
-        self.flush(final=False)
-        self._write(f"[stageline] {text}\n".encode(), count=False)
+        self.feed(b"", final=True)
+        self.flush(whole_lines=False)
+        self._store(f"[stageline] {text}\n", 0)
 
 
 # The step's process group is led by a small bash that runs the script and, when told to stop

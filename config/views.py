@@ -1,4 +1,4 @@
-"""Log in with a brake on password guessing.
+"""Site-wide views: log in with a brake on password guessing, and the 400 page.
 
 After ``STAGELINE_LOGIN_MAX_FAILURES`` failed attempts for one username from one address (or
 ten times as many from one address for any usernames) within ``STAGELINE_LOGIN_LOCKOUT_SECONDS``,
@@ -50,3 +50,20 @@ class RateLimitedLoginView(LoginView):
     def form_valid(self, form):
         cache.delete(self._keys()[0])
         return super().form_valid(form)
+
+
+def bad_request(request, exception=None, template_name="400.html"):
+    """The 400 page, naming the problem when Django knows it (a body past the upload limit)."""
+    from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
+    from django.shortcuts import render
+
+    if isinstance(exception, RequestDataTooBig):
+        reason = (
+            "The request is too large: at most "
+            f"{settings.DATA_UPLOAD_MAX_MEMORY_SIZE // (1024 * 1024)} MB can be sent at once. Nothing was saved."
+        )
+    elif isinstance(exception, TooManyFieldsSent):
+        reason = "The form sent too many fields. Nothing was saved."
+    else:
+        reason = "The request could not be understood. Nothing was changed."
+    return render(request, template_name, {"reason": reason}, status=400)
