@@ -204,7 +204,8 @@ def _start_stage(execution: Execution, run: StageRun, spec, stage_runs: list[Sta
             return
         if not go:
             if transition(run, Status.SKIPPED, [run.status], message=f"condition is false: {stage.when}"):
-                run.step_runs.filter(status=Status.NOT_STARTED).update(status=Status.SKIPPED)
+                for step in run.step_runs.filter(status=Status.NOT_STARTED):
+                    transition(step, Status.SKIPPED, [Status.NOT_STARTED])
             return
     if transition(run, Status.RUNNING, [Status.NOT_STARTED, Status.QUEUED]):
         _advance_stage(execution, run, spec, stage_runs)
