@@ -2,7 +2,7 @@
 
 import os
 
-from celery import Celery
+from celery import Celery, signals
 
 import config.broker  # noqa: F401  (registers the embedded localfs:// broker)
 
@@ -11,3 +11,14 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 app = Celery("stageline")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@signals.task_prerun.connect
+@signals.task_postrun.connect
+def _recycle_database_connections(**kwargs) -> None:
+    """Between tasks, close connections the way Django does between requests (too old, or
+    broken): with CELERY_DB_REUSE_MAX set, Celery's Django fix-up no longer closes every
+    connection around every task, so a step claim does not open a new PostgreSQL connection."""
+    from django.db import close_old_connections
+
+    close_old_connections()

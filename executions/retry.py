@@ -235,9 +235,8 @@ def plan_retry(execution: Execution, user, *, from_stage: str | None = None, mod
     spec = execution.version.spec
     runs = {
         r.identifier: r
-        for r in execution.stage_runs.select_related("carried_from__execution", "execution").prefetch_related(
-            "step_runs"
-        )
+        # The related manager already sets run.execution; step runs are not used here.
+        for r in execution.stage_runs.select_related("carried_from__execution")
     }
     plan.options = stage_options(execution, spec, runs)
     if not plan.options:

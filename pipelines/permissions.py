@@ -133,7 +133,9 @@ def visible_executions(user, queryset: QuerySet | None = None) -> QuerySet:
         return queryset.none()
     if user.is_superuser:
         return queryset
-    return queryset.filter(pipeline__in=visible_pipelines(user).values("id"))
+    # A list of ids, not a sub-select: the permission sub-selects cost the planner 7-20 ms on
+    # every list query; the ids cost one small query.
+    return queryset.filter(pipeline__in=list(visible_pipelines(user).values_list("id", flat=True)))
 
 
 # --- what a user may do to one object -------------------------------------------------------

@@ -307,7 +307,12 @@ def _supervise(proc, fd, selector, writer, lease, step_spec, deadline, output_fi
         _kill_group(proc)
     else:
         # Output closed; the process may still be exiting (or a background child holds on).
-        while proc.poll() is None:
+        while True:
+            try:
+                proc.wait(timeout=0.05)  # returns within a millisecond of the exit, not at the next tick
+                break
+            except subprocess.TimeoutExpired:
+                pass
             if time.monotonic() > deadline:
                 outcome = Status.EXPIRED
                 _kill_group(proc)
@@ -316,7 +321,6 @@ def _supervise(proc, fd, selector, writer, lease, step_spec, deadline, output_fi
                 outcome = Status.ABORTED
                 _kill_group(proc)
                 break
-            time.sleep(0.05)
     # Leftover processes of the group (daemons started by the script) do not outlive the step.
     try:
         os.killpg(proc.pid, signal.SIGKILL)
