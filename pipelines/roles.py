@@ -68,7 +68,7 @@ def _check_role(role: str) -> None:
 def _stored(assignment: RoleAssignment) -> RoleAssignment:
     """The saved row, locked; refuses an in-memory change of who or what it applies to."""
     stored = (
-        RoleAssignment.objects.select_for_update()
+        RoleAssignment.objects.select_for_update(of=("self",))
         .select_related("user", "group", "pipeline", "project")
         .filter(pk=assignment.pk)
         .first()

@@ -14,6 +14,10 @@ from pipelines.models import AuditEvent, Pipeline, RoleAssignment
 from pipelines.roles import assign_role
 from tests.factories import make_pipeline, make_user, serial_pipeline, shell_stage
 
+# Row locks and constraints differ between SQLite and PostgreSQL: the integration suite runs
+# these again on PostgreSQL.
+pytestmark = pytest.mark.database
+
 
 def pipeline_in(project, identifier: str = "deploy") -> Pipeline:
     return make_pipeline(

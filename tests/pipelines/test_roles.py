@@ -18,6 +18,10 @@ from pipelines.roles import (
 )
 from tests.factories import make_pipeline, make_user, serial_pipeline, shell_stage
 
+# Row locks and constraints differ between SQLite and PostgreSQL: the integration suite runs
+# these again on PostgreSQL.
+pytestmark = pytest.mark.database
+
 
 def pipeline_in(project, identifier: str = "deploy") -> Pipeline:
     return make_pipeline(
