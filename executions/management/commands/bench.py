@@ -6,6 +6,9 @@ starts and stops its own worker processes, and prints; it asserts nothing about 
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -24,6 +27,10 @@ def _broker_name(url: str) -> str:
         return "embedded (files in $STAGELINE_VAR_DIR/broker)"
     host = url.split("@")[-1]
     return f"{scheme} ({host})"
+
+
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 class Command(BaseCommand):
@@ -87,7 +94,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         from benchmarks import database, report
-        from benchmarks.workers import Workers, purge
+        from benchmarks.workers import Workers
+
+        # A polite kill (SIGTERM) unwinds like Ctrl-C, so the workers are stopped on the way out.
+        signal.signal(signal.SIGTERM, _terminate)
 
         quick = options["quick"]
         sizes = {
@@ -147,49 +157,55 @@ class Command(BaseCommand):
                 f"-c {options['concurrency']}, no beat"
             )
         started = time.monotonic()
-        if "engine" in only or "throughput" in only:
-            from benchmarks import engine, throughput
+        try:
+            if "engine" in only or "throughput" in only:
+                from benchmarks import engine, throughput
 
-            self.progress(f"starting {options['workers']} worker(s)")
-            with Workers(
-                url,
-                count=options["workers"],
-                concurrency=options["concurrency"],
-                app=options["worker_app"],
-            ):
-                if "engine" in only:
-                    self.progress(
-                        f"engine: {sizes['serial']} serial stages, {sizes['groups']}x{sizes['width']} parallel, "
-                        f"bare chain; {sizes['repeat']} run(s) each"
-                    )
-                    engine.measure(
-                        table,
-                        serial=sizes["serial"],
-                        groups=sizes["groups"],
-                        width=sizes["width"],
-                        repeat=sizes["repeat"],
-                        timeout=options["timeout"],
-                    )
-                if "throughput" in only:
-                    self.progress(
-                        f"throughput: {sizes['executions']} executions of {sizes['stages']} stages at once"
-                    )
-                    throughput.measure(
-                        table,
-                        executions=sizes["executions"],
-                        stages=sizes["stages"],
-                        workers=options["workers"] * options["concurrency"],
-                        timeout=options["timeout"],
-                    )
-        if "dashboard" in only:
-            from benchmarks import dashboard, dataset
+                # A queue of this run's own: other workers on the same broker (a deployment, another
+                # benchmark) neither take its tasks nor lose theirs to it.
+                queue = f"bench_{socket.gethostname()}_{os.getpid()}"[:64]
+                self.progress(f"starting {options['workers']} worker(s) on queue {queue}")
+                with Workers(
+                    url,
+                    count=options["workers"],
+                    concurrency=options["concurrency"],
+                    app=options["worker_app"],
+                    queues=queue,
+                ):
+                    if "engine" in only:
+                        self.progress(
+                            f"engine: {sizes['serial']} serial stages, {sizes['groups']}x{sizes['width']} parallel, "
+                            f"bare chain; {sizes['repeat']} run(s) each"
+                        )
+                        engine.measure(
+                            table,
+                            serial=sizes["serial"],
+                            groups=sizes["groups"],
+                            width=sizes["width"],
+                            repeat=sizes["repeat"],
+                            timeout=options["timeout"],
+                            queue=queue,
+                        )
+                    if "throughput" in only:
+                        self.progress(
+                            f"throughput: {sizes['executions']} executions of {sizes['stages']} stages at once"
+                        )
+                        throughput.measure(
+                            table,
+                            executions=sizes["executions"],
+                            stages=sizes["stages"],
+                            workers=options["workers"] * options["concurrency"],
+                            timeout=options["timeout"],
+                            queue=queue,
+                        )
+            if "dashboard" in only:
+                from benchmarks import dashboard, dataset
 
-            self.progress(f"dashboard: a dataset of {sizes['dataset']:,} executions")
-            data = dataset.ensure(
-                sizes["dataset"], table, pipelines=sizes["pipelines"], progress=self.progress
-            )
-            self.progress(f"dashboard: {sizes['requests']} requests per page")
-            try:
+                self.progress(f"dashboard: a dataset of {sizes['dataset']:,} executions")
+                data = dataset.ensure(
+                    sizes["dataset"], table, pipelines=sizes["pipelines"], progress=self.progress
+                )
+                self.progress(f"dashboard: {sizes['requests']} requests per page")
                 dashboard.measure(
                     table,
                     data,
@@ -197,20 +213,20 @@ class Command(BaseCommand):
                     warmup=1 if quick else dashboard.WARMUP,
                     progress=self.progress,
                 )
-            finally:
-                purge(["default"])  # the retries' first steps: no worker runs them here
-        table.context["took"] = f"{time.monotonic() - started:.0f} s"
-
-        text = table.as_text()
-        self.stdout.write("")
-        self.stdout.write(text)
-        if options["markdown"]:
-            path = Path(options["markdown"])
-            lines = [f"- {key}: {value}" for key, value in table.context.items()]
-            path.write_text(
-                table.title + "\n\n" + "\n".join(lines) + "\n\n" + table.as_markdown() + "\n"
-            )
-            self.progress(f"wrote {path}")
+        except BaseException:
+            table.title += " (INCOMPLETE: a part failed, see the error below)"
+            raise
+        finally:
+            table.context["took"] = f"{time.monotonic() - started:.0f} s"
+            self.stdout.write("")
+            self.stdout.write(table.as_text())
+            if options["markdown"]:
+                path = Path(options["markdown"])
+                lines = [f"- {key}: {value}" for key, value in table.context.items()]
+                path.write_text(
+                    table.title + "\n\n" + "\n".join(lines) + "\n\n" + table.as_markdown() + "\n"
+                )
+                self.progress(f"wrote {path}")
 
     def progress(self, message: str) -> None:
         self.stdout.write(f"== {message}")

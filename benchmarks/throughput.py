@@ -1,0 +1,122 @@
+"""Throughput: many executions of a short pipeline at once, on the benchmark's workers.
+
+All executions are created in one transaction, so their first steps are dispatched together
+when it commits (the burst starts then). Each step appends ``execution stage`` to a ledger
+file outside the database, which is how "none lost, none run twice" is checked without
+trusting the engine's own rows: every (execution, stage) must appear in it exactly once.
+
+- *stage transitions/s*: stages that ended SUCCESS, divided by the time from the commit to
+  the last execution's ``finished_at`` (the engine moves from one stage to the next once per
+  stage); status changes/s counts every ``Event`` of these executions instead.
+- *dispatch latency*: a step's ``queued_at`` → ``started_at``. In a burst it includes the
+  wait for a free worker slot: it says how long a dispatched step waits, not what the broker
+  adds (the engine benchmark measures that without a backlog).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, Max, Q
+
+from benchmarks import fixtures
+from benchmarks.report import Report, ms, percentile, spread
+from executions.models import ACTIVE, Event, Execution, StageRun, Status, StepRun
+from executions.services import run_pipeline
+
+TRANSITIONS_TARGET = 200.0
+
+
+def measure(
+    report: Report, *, executions: int, stages: int, workers: int, timeout: float, queue: str
+) -> dict:
+    project = fixtures.project("throughput", "Throughput benchmark")
+    user = fixtures.runner()
+    ledger = Path(settings.VAR_DIR) / "bench" / "ledger.txt"
+    ledger.parent.mkdir(parents=True, exist_ok=True)
+    script = f'echo "$STAGELINE_EXECUTION_ID $STAGELINE_STAGE" >> {ledger}'
+    pipeline = fixtures.pipeline(
+        project, f"burst_{stages}", fixtures.serial_groups(stages), script=script, runs_on=queue
+    )
+    ledger.write_text("")
+
+    committed: list[float] = []
+    with transaction.atomic():
+        transaction.on_commit(lambda: committed.append(time.time()))
+        ids = [run_pipeline(pipeline=pipeline, user=user, inputs={}).pk for _ in range(executions)]
+    start = committed[0]
+
+    deadline = time.monotonic() + timeout
+    while Execution.objects.filter(pk__in=ids, status__in=list(ACTIVE)).exists():
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    waited = time.time() - start
+
+    rows = Execution.objects.filter(pk__in=ids)
+    by_status = Counter(rows.values_list("status", flat=True))
+    last = rows.aggregate(last=Max("finished_at"))["last"]
+    wall = (last.timestamp() - start) if last else waited
+    stage_successes = StageRun.objects.filter(execution_id__in=ids, status=Status.SUCCESS).count()
+    events = Event.objects.filter(execution_id__in=ids).count()
+    steps = StepRun.objects.filter(execution_id__in=ids)
+    dispatch = [
+        (started - queued).total_seconds()
+        for queued, started in steps.filter(
+            queued_at__isnull=False, started_at__isnull=False
+        ).values_list("queued_at", "started_at")
+    ]
+    redelivered = steps.filter(attempts__gt=1).count()
+    claimed_twice = (
+        Event.objects.filter(execution_id__in=ids, step_run__isnull=False, to_status=Status.RUNNING)
+        .values("step_run")
+        .annotate(n=Count("id"))
+        .filter(n__gt=1)
+        .count()
+    )
+    seen = Counter(tuple(line.split()) for line in ledger.read_text().splitlines() if line.strip())
+    expected = {
+        (str(pk), identifier)
+        for pk, identifier in StageRun.objects.filter(execution_id__in=ids).values_list(
+            "execution_id", "identifier"
+        )
+    }
+    missing = len(expected - set(seen))
+    twice = sum(1 for key, count in seen.items() if count > 1)
+    unfinished = rows.filter(~Q(status=Status.SUCCESS)).count()
+
+    section = f"throughput: {executions} x {stages} stages, {workers} workers"
+    rate = stage_successes / wall if wall > 0 else 0.0
+    report.add(
+        section,
+        "stage transitions/s",
+        f"{rate:,.1f}/s ({stage_successes} stages in {wall:.1f} s)",
+        f">= {TRANSITIONS_TARGET:.0f}/s",
+        rate >= TRANSITIONS_TARGET,
+    )
+    report.add(section, "status changes/s (every Event)", f"{events / wall if wall else 0:,.1f}/s")
+    report.add(section, "executions per second", f"{executions / wall if wall else 0:,.2f}/s")
+    report.add(section, "dispatch latency (queued -> started), p95", ms(percentile(dispatch, 95)))
+    report.add(section, "dispatch latency", spread(dispatch))
+    statuses = ", ".join(f"{count} {status}" for status, count in sorted(by_status.items()))
+    report.add(
+        section,
+        "executions that did not succeed",
+        f"{unfinished} ({statuses})",
+        "0",
+        unfinished == 0,
+    )
+    report.add(section, "steps lost (never ran)", str(missing), "0", missing == 0)
+    report.add(
+        section,
+        "steps run twice",
+        f"{twice} (ledger), {claimed_twice} (claims)",
+        "0",
+        twice == 0 and claimed_twice == 0,
+    )
+    report.add(section, "task redeliveries (attempts > 1)", str(redelivered))
+    return {"wall": wall, "rate": rate, "ids": ids}
