@@ -25,7 +25,6 @@ from django.views.decorators.http import require_GET, require_http_methods
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
 
-from executions.context import mask
 from executions.forms import ApprovalForm, RerunForm, RetryForm, posted_inputs
 from executions.listing import format_duration
 from executions.models import (
@@ -59,7 +58,7 @@ from executions.services import (
     ensure,
 )
 from pipelines import permissions
-from pipelines.spec import RUNTIME_INPUT
+from pipelines.diffs import diff_rows
 
 LIVE_TARGET = "execution-live"
 RETRY_MODE_LABELS = {FAILED_ONLY: "failed stages only", ALL: "all stages of the group"}
@@ -373,50 +372,14 @@ def _retry_context(
             for option in plan.options
         ],
         "run_again": [(stage, label(stage.previous_status)) for stage in plan.run_again],
-        "diff_lines": _diff_lines(mask(plan.diff, _secret_literals(execution)))
-        if plan.diff
-        else [],
+        # The planner masks Secret values in the diff already.
+        "diff_lines": diff_rows(plan.diff),
     }
-
-
-def _secret_literals(execution: Execution) -> list[str]:
-    """Fixed values and defaults of Secret variables, in this execution's version and the
-    pipeline's current one: the diff of the two must not show them."""
-    specs = [execution.version.spec]
-    current = execution.pipeline.current_version
-    if current is not None and current.pk != execution.version_id:
-        specs.append(current.spec)
-    literals = {
-        str(value)
-        for spec in specs
-        for var in spec.secret_variables
-        for value in (var.value, var.default)
-        if value not in (None, "", RUNTIME_INPUT)
-    }
-    return sorted(literals, key=len, reverse=True)
 
 
 def label(status: str) -> str:
     """``NOT_STARTED`` → ``not started``."""
     return Status(status).label.lower() if status in Status.values else status
-
-
-def _diff_lines(diff: str) -> list[tuple[str, str]]:
-    """(css class, text) per line of a unified diff."""
-    lines = []
-    for line in diff.splitlines():
-        if line.startswith(("---", "+++")):
-            css = "diff-meta"
-        elif line.startswith("@@"):
-            css = "diff-hunk"
-        elif line.startswith("+"):
-            css = "diff-add"
-        elif line.startswith("-"):
-            css = "diff-del"
-        else:
-            css = "diff-ctx"
-        lines.append((css, line))
-    return lines
 
 
 def _changed_inputs(plan, values: dict[str, str]) -> list[tuple[str, str, str]]:

@@ -10,8 +10,6 @@ also serves its HTMX fragment (``template#partial``) when asked by htmx.
 
 from __future__ import annotations
 
-import difflib
-
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -27,6 +25,7 @@ from executions import listing
 from executions.models import Execution, Status
 from executions.services import Forbidden, Invalid, NotFound, ServiceError, run_pipeline
 from pipelines import permissions
+from pipelines.diffs import unified_rows
 from pipelines.forms import (
     ExecutionFilterForm,
     PipelineEditForm,
@@ -97,23 +96,7 @@ def _readable_yaml(version: PipelineVersion | None) -> str:
 
 
 def _diff(old: str, new: str, old_label: str, new_label: str) -> list[tuple[str, str]]:
-    """A unified diff as (css class, text) rows."""
-    rows: list[tuple[str, str]] = []
-    for line in difflib.unified_diff(
-        old.splitlines(), new.splitlines(), fromfile=old_label, tofile=new_label, lineterm="", n=3
-    ):
-        if line.startswith(("---", "+++")):
-            kind = "diff-meta"
-        elif line.startswith("@@"):
-            kind = "diff-hunk"
-        elif line.startswith("+"):
-            kind = "diff-add"
-        elif line.startswith("-"):
-            kind = "diff-del"
-        else:
-            kind = "diff-ctx"
-        rows.append((kind, line))
-    return rows
+    return unified_rows(old, new, old_label, new_label)
 
 
 # --- shared pieces of the pipeline pages ------------------------------------------------------
