@@ -145,27 +145,17 @@ def _granted(user, project_ids: Iterable[int], pipeline_ids: Iterable[int]) -> t
     """Actions held per project id and per pipeline id, read in one query (a UNION of four)."""
     project_ids, pipeline_ids = set(project_ids), set(pipeline_ids)
     parts = []
-    if project_ids:
-        for model, who in (
-            (ProjectUserObjectPermission, "user"),
-            (ProjectGroupObjectPermission, "group__user"),
-        ):
+    for ids, models in (
+        (project_ids, (ProjectUserObjectPermission, ProjectGroupObjectPermission)),
+        (pipeline_ids, (PipelineUserObjectPermission, PipelineGroupObjectPermission)),
+    ):
+        if not ids:
+            continue
+        for model, who in zip(models, ("user", "group__user"), strict=True):
             parts.append(
                 model.objects.filter(
                     permission__content_type__app_label=_APP,
-                    content_object_id__in=project_ids,
-                    **{who: user},
-                ).values_list("content_object_id", "permission__codename")
-            )
-    if pipeline_ids:
-        for model, who in (
-            (PipelineUserObjectPermission, "user"),
-            (PipelineGroupObjectPermission, "group__user"),
-        ):
-            parts.append(
-                model.objects.filter(
-                    permission__content_type__app_label=_APP,
-                    content_object_id__in=pipeline_ids,
+                    content_object_id__in=ids,
                     **{who: user},
                 ).values_list("content_object_id", "permission__codename")
             )
