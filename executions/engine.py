@@ -16,12 +16,14 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import timedelta
 from functools import partial
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Exists, F, OuterRef, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -38,6 +40,7 @@ from executions.models import (
     StepRun,
 )
 from pipelines.conditions import evaluate_condition
+from pipelines.models import PipelineVersion
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,32 @@ def worker_name() -> str:
 
 
 # --- compare-and-set transitions ------------------------------------------------------------
+
+_batch = threading.local()
+
+
+@contextmanager
+def events_batched() -> Iterator[None]:
+    """Collect the events of the transitions made inside, and write them in one INSERT at the
+    end (call inside the transaction that makes the transitions, so they commit together)."""
+    if getattr(_batch, "events", None) is not None:  # nested: the outer batch writes them
+        yield
+        return
+    _batch.events = []
+    try:
+        yield
+        if _batch.events:
+            Event.objects.bulk_create(_batch.events)
+    finally:
+        _batch.events = None
+
+
+def _record_event(**fields) -> None:
+    events = getattr(_batch, "events", None)
+    if events is None:
+        Event.objects.create(**fields)
+    else:
+        events.append(Event(**fields))
 
 
 def transition(
@@ -87,7 +116,7 @@ def transition(
         execution_id, stage_run, step_run = obj.execution_id, obj, None
     else:
         execution_id, stage_run, step_run = obj.execution_id, None, obj
-    Event.objects.create(
+    _record_event(
         execution_id=execution_id,
         stage_run=stage_run,
         step_run=step_run,
@@ -101,7 +130,7 @@ def transition(
 
 
 def record(execution: Execution, action: str, *, actor=None, message: str = "") -> None:
-    Event.objects.create(execution=execution, action=action, actor=actor, message=message[:2000])
+    _record_event(execution_id=execution.pk, action=action, actor=actor, message=message[:2000])
 
 
 # --- dispatch -------------------------------------------------------------------------------
@@ -129,35 +158,103 @@ def _send(step_id: int, queue: str, task_id: str) -> None:
 # --- the reconciler -------------------------------------------------------------------------
 
 
+class _StageOutputs(Mapping):
+    """Stage id → outputs of the execution's succeeded stages, read on first use: most steps
+    never refer to another stage's output, and then the query is never made."""
+
+    def __init__(self, execution_id: int):
+        self.execution_id = execution_id
+        self._loaded: dict[str, dict[str, str]] | None = None
+
+    def _data(self) -> dict[str, dict[str, str]]:
+        if self._loaded is None:
+            rows = StageRun.objects.filter(execution_id=self.execution_id, status=Status.SUCCESS)
+            self._loaded = {identifier: outputs or {} for identifier, outputs in rows.values_list("identifier", "outputs")}
+        return self._loaded
+
+    def __getitem__(self, key):
+        return self._data()[key]
+
+    def __iter__(self):
+        return iter(self._data())
+
+    def __len__(self) -> int:
+        return len(self._data())
+
+
 def build_context(execution: Execution, stage_runs: list[StageRun] | None = None) -> RunContext:
     if stage_runs is None:
-        stage_runs = list(execution.stage_runs.all())
+        outputs: Mapping = _StageOutputs(execution.pk)
+    else:
+        outputs = {run.identifier: run.outputs or {} for run in stage_runs if run.status == Status.SUCCESS}
     return RunContext(
         spec=execution.version.spec,
         execution_id=execution.pk,
         sequence=execution.sequence,
         inputs={**(execution.inputs or {}), **(execution.secret_inputs or {})},
-        outputs={run.identifier: run.outputs or {} for run in stage_runs if run.status == Status.SUCCESS},
+        outputs=outputs,
     )
+
+
+def _lock_execution(execution_id: int, version: PipelineVersion | None = None) -> Execution | None:
+    """The execution, locked. ``version``: its version, when the caller has it already (a
+    version never changes), so that it is not read again."""
+    queryset = Execution.objects.filter(pk=execution_id)
+    if version is None:
+        queryset = queryset.select_related("version")
+    # of=("self",): lock the execution row only, not its (shared, immutable) version, which
+    # every execution of the pipeline version would otherwise queue behind.
+    execution = queryset.select_for_update(of=("self",)).first()
+    if execution is not None and version is not None:
+        execution.version = version
+    return execution
 
 
 def advance(execution_id: int) -> None:
     """Do whatever is due for one execution. Safe to call any number of times, concurrently."""
-    with transaction.atomic():
-        execution = (
-            Execution.objects.select_for_update()
-            .select_related("version")
-            .filter(pk=execution_id)
-            .first()
-        )
+    with transaction.atomic(), events_batched():
+        execution = _lock_execution(execution_id)
         if execution is None or execution.status not in ACTIVE:
             return
         _advance_locked(execution)
 
 
+class _Steps:
+    """The step runs of the stages being advanced, read a few groups at a time (one query for
+    the group in progress and the next, instead of one per stage)."""
+
+    AHEAD = 2
+
+    def __init__(self, stage_runs: list[StageRun]):
+        self.stage_runs = stage_runs
+        self.by_stage: dict[int, list[StepRun]] = {}
+
+    def of(self, run: StageRun) -> list[StepRun]:
+        if run.pk not in self.by_stage:
+            groups: list[int] = []
+            wanted: list[int] = []
+            for other in self.stage_runs:
+                if other.group_index < run.group_index or other.pk in self.by_stage:
+                    continue
+                if other.group_index not in groups:
+                    if len(groups) == self.AHEAD:
+                        break
+                    groups.append(other.group_index)
+                wanted.append(other.pk)
+            for pk in wanted:
+                self.by_stage[pk] = []
+            for step in StepRun.objects.filter(stage_run_id__in=wanted).order_by("stage_run_id", "position"):
+                self.by_stage[step.stage_run_id].append(step)
+        return self.by_stage[run.pk]
+
+
 def _advance_locked(execution: Execution) -> None:
-    stage_runs = list(execution.stage_runs.order_by("position"))
+    # Stages that succeeded (or were skipped) change nothing here: a group whose members all
+    # did is passed over, so only the others are read (a few rows, not every stage of a long
+    # pipeline; their outputs, for conditions, are read only when a condition asks).
+    stage_runs = list(execution.stage_runs.exclude(status__in=list(SUCCEEDED)).order_by("position"))
     spec = execution.version.spec
+    steps = _Steps(stage_runs)
     groups: dict[int, list[StageRun]] = {}
     for run in stage_runs:
         groups.setdefault(run.group_index, []).append(run)
@@ -166,9 +263,9 @@ def _advance_locked(execution: Execution) -> None:
         members = groups[group_index]
         for run in members:
             if run.status in (Status.NOT_STARTED, Status.QUEUED):
-                _start_stage(execution, run, spec, stage_runs)
+                _start_stage(execution, run, spec, steps)
             elif run.status in (Status.RUNNING, Status.WAITING):
-                _advance_stage(execution, run, spec, stage_runs)
+                _advance_stage(execution, run, spec, steps)
         if not all(run.status in TERMINAL for run in members):
             waiting = any(r.status == Status.WAITING for r in members)
             busy = any(r.status in (Status.RUNNING, Status.QUEUED) for r in members)
@@ -190,13 +287,13 @@ def _advance_locked(execution: Execution) -> None:
     transition(execution, Status.SUCCESS, ACTIVE)
 
 
-def _start_stage(execution: Execution, run: StageRun, spec, stage_runs: list[StageRun]) -> None:
+def _start_stage(execution: Execution, run: StageRun, spec, steps: _Steps) -> None:
     stage = spec.stage(run.identifier)
     if stage is None:  # cannot happen for a validated version; fail loudly rather than hang
         transition(run, Status.FAILED, [run.status], error="stage not found in the pipeline version")
         return
     if stage.when:
-        context = build_context(execution, stage_runs)
+        context = build_context(execution)
         try:
             go = evaluate_condition(stage.when, lambda expr: context.resolve(expr, stage))
         except ValueError as exc:
@@ -204,16 +301,17 @@ def _start_stage(execution: Execution, run: StageRun, spec, stage_runs: list[Sta
             return
         if not go:
             if transition(run, Status.SKIPPED, [run.status], message=f"condition is false: {stage.when}"):
-                for step in run.step_runs.filter(status=Status.NOT_STARTED):
-                    transition(step, Status.SKIPPED, [Status.NOT_STARTED])
+                for step in steps.of(run):
+                    if step.status == Status.NOT_STARTED:
+                        transition(step, Status.SKIPPED, [Status.NOT_STARTED])
             return
     if transition(run, Status.RUNNING, [Status.NOT_STARTED, Status.QUEUED]):
-        _advance_stage(execution, run, spec, stage_runs)
+        _advance_stage(execution, run, spec, steps)
 
 
-def _advance_stage(execution: Execution, run: StageRun, spec, stage_runs: list[StageRun]) -> None:
-    steps = list(run.step_runs.order_by("position"))
-    for step in steps:
+def _advance_stage(execution: Execution, run: StageRun, spec, steps: _Steps) -> None:
+    stage_steps = steps.of(run)
+    for step in stage_steps:
         if step.status in SUCCEEDED:
             continue
         if step.status in TERMINAL:
@@ -239,7 +337,7 @@ def _advance_stage(execution: Execution, run: StageRun, spec, stage_runs: list[S
         _queue_step(execution, run, step, spec)
         return
     outputs: dict[str, str] = {}
-    for step in steps:
+    for step in stage_steps:
         outputs.update(step.outputs or {})
     transition(run, Status.SUCCESS, [Status.RUNNING, Status.WAITING], outputs=outputs)
 
@@ -272,33 +370,54 @@ def _queue_step(execution: Execution, run: StageRun, step: StepRun, spec) -> Non
 # --- running a step on a worker -------------------------------------------------------------
 
 
-def run_step(step_id: int) -> None:
-    """Claim a queued step and run it here. Called by the Celery task; idempotent."""
-    step = StepRun.objects.select_related("stage_run", "execution__version").filter(pk=step_id).first()
-    if step is None or step.status != Status.QUEUED:
-        return  # gone, already running elsewhere, or finished: a redelivery
-    limit = settings.STAGELINE_MAX_TASK_ATTEMPTS
-    StepRun.objects.filter(pk=step_id, status=Status.QUEUED).update(attempts=F("attempts") + 1)
-    step.refresh_from_db(fields=["attempts", "status"])
-    if step.attempts > limit:
-        with transaction.atomic():
-            transition(step, Status.FAILED, [Status.QUEUED], error=f"gave up after {limit} delivery attempts")
-        advance(step.execution_id)
-        return
-    lease = timezone.now() + timedelta(seconds=settings.STAGELINE_STEP_LEASE_SECONDS)
+def claim(step_id: int) -> StepRun | None:
+    """QUEUED → RUNNING for this worker, in one statement (``UPDATE … RETURNING``), with its
+    event. None when the step is not QUEUED any more (a redelivered task: it runs elsewhere or
+    has finished), so a step never runs twice."""
+    now = timezone.now()
+    lease = now + timedelta(seconds=settings.STAGELINE_STEP_LEASE_SECONDS)
+    worker = worker_name()
+    table = connection.ops.quote_name(StepRun._meta.db_table)
+    adapt = connection.ops.adapt_datetimefield_value
     with transaction.atomic():
-        won = transition(
-            step,
-            Status.RUNNING,
-            [Status.QUEUED],
-            worker=worker_name(),
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {table} SET status = %s, attempts = attempts + 1, worker = %s, "
+                "lease_expires_at = %s, started_at = %s WHERE id = %s AND status = %s "
+                "RETURNING stage_run_id, execution_id, identifier, attempts",
+                [Status.RUNNING, worker, adapt(lease), adapt(now), step_id, Status.QUEUED],
+            )
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        stage_run_id, execution_id, identifier, attempts = row
+        step = StepRun(
+            pk=step_id,
+            stage_run_id=stage_run_id,
+            execution_id=execution_id,
+            identifier=identifier,
+            status=Status.RUNNING,
+            attempts=attempts,
+            worker=worker,
             lease_expires_at=lease,
-            started_at=timezone.now(),
+            started_at=now,
         )
-    if not won:
+        Event.objects.create(
+            execution_id=execution_id, step_run=step, from_status=Status.QUEUED, to_status=Status.RUNNING
+        )
+    return step
+
+
+def run_step(step_id: int) -> None:
+    """Claim a queued step, run it here, store its result and move the execution on.
+    Called by the Celery task; idempotent."""
+    step = claim(step_id)
+    if step is None:
         return
-    execution = step.execution
-    stage = execution.version.spec.stage(step.stage_run.identifier)
+    stage_run = StageRun.objects.select_related("execution__version").get(pk=step.stage_run_id)
+    step.stage_run = stage_run
+    execution = step.execution = stage_run.execution
+    stage = execution.version.spec.stage(stage_run.identifier)
     step_spec = next(s for s in stage.steps if s.identifier == step.identifier)
     from executions.runners import run as run_with_runner
     from executions.runners.base import StepResult, with_db_retry
@@ -310,7 +429,11 @@ def run_step(step_id: int) -> None:
         result = StepResult(status=Status.FAILED, error=f"internal error: {type(exc).__name__}: {exc}")
 
     def finish() -> None:
-        with transaction.atomic():
+        # The result and what it makes due (the next stage queued, the execution finished) commit
+        # together, under the execution's lock (taken first, as every other writer does).
+        with transaction.atomic(), events_batched():
+            locked = _lock_execution(step.execution_id, version=execution.version)
+            step.status = Status.RUNNING
             transition(
                 step,
                 result.status,
@@ -319,11 +442,13 @@ def run_step(step_id: int) -> None:
                 outputs=result.outputs,
                 error=result.error[:2000],
                 lease_expires_at=None,
+                pid=result.pid,
             )
+            if locked is not None and locked.status in ACTIVE:
+                _advance_locked(locked)
 
-    # The result is written even across a short database outage; then the execution moves on.
+    # The result is written even across a short database outage.
     with_db_retry(finish)
-    with_db_retry(lambda: advance(step.execution_id))
 
 
 # --- the reaper -------------------------------------------------------------------------------

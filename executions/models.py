@@ -191,8 +191,8 @@ class StepRun(models.Model):
     """One step of a stage run: its process, its lease while running, its result.
 
     ``lease_expires_at`` is pushed forward by the worker's heartbeat while the step runs; the
-    reaper fails a RUNNING step whose lease lapsed ("worker lost"). ``attempts`` counts task
-    deliveries that tried to start the step; past ``STAGELINE_MAX_TASK_ATTEMPTS`` it fails.
+    reaper fails a RUNNING step whose lease lapsed ("worker lost"). ``attempts`` counts claims
+    (QUEUED → RUNNING): 1 for a step that ran; a redelivered task finds it claimed and stops.
     """
 
     stage_run = models.ForeignKey(StageRun, on_delete=models.CASCADE, related_name="step_runs")

@@ -125,6 +125,9 @@ class RetryPlan:
     time_saved_seconds: float = 0.0
     pipeline_changed: bool = False
     diff: str = ""
+    # The execution's stage runs by identifier, as read for the plan (those of a terminal
+    # execution do not change any more: the submit carries them over from here).
+    runs: dict[str, StageRun] = field(default_factory=dict, repr=False)
 
     @property
     def editable_inputs(self) -> list[InputField]:
@@ -238,6 +241,7 @@ def plan_retry(execution: Execution, user, *, from_stage: str | None = None, mod
         # The related manager already sets run.execution; step runs are not used here.
         for r in execution.stage_runs.select_related("carried_from__execution")
     }
+    plan.runs = runs
     plan.options = stage_options(execution, spec, runs)
     if not plan.options:
         return plan
@@ -379,12 +383,10 @@ def create_retry(
             locked = Execution.objects.select_for_update().get(pk=execution.pk)
             if locked.status not in RETRYABLE:
                 raise Conflict(f"Execution #{locked.sequence} can no longer be retried.")
-            runs = {
-                r.identifier: r
-                for r in locked.stage_runs.filter(identifier__in=carried_ids)
-                .select_related("carried_from")
-                .prefetch_related("step_runs")
-            }
+            # Its pipeline and (immutable) version, as read already.
+            locked.pipeline, locked.version = execution.pipeline, execution.version
+            # Still terminal under the lock, so the stage runs the plan read are final.
+            runs = {identifier: plan.runs[identifier] for identifier in carried_ids}
             retry = create_execution(
                 pipeline=locked.pipeline,
                 version=locked.version,
@@ -392,6 +394,7 @@ def create_retry(
                 values=values,
                 secrets=secrets,
                 carried=runs,
+                copy_from=locked,
                 selected=locked.selected_stages,
                 retry_of=locked,
                 chain_root_id=locked.root_id,

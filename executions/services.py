@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -56,6 +56,13 @@ def ensure(user, action: str, obj) -> None:
         raise Forbidden(permissions.why_not(user, action, obj))
 
 
+# What a carried-over step run copies from the original (its log is read from the original).
+CARRIED_STEP_FIELDS = (
+    "status", "started_at", "finished_at", "exit_code", "outputs", "error", "decided_by_id",
+    "decided_at", "comment", "log_bytes", "log_truncated", "carried_from_id",
+)
+
+
 def create_execution(
     *,
     pipeline: Pipeline,
@@ -65,12 +72,15 @@ def create_execution(
     secrets: Mapping[str, str],
     carried: Mapping[str, StageRun] | None = None,
     selected: list[str] | None = None,
+    copy_from: Execution | None = None,
     **links,
 ) -> Execution:
     """Create an execution with its stage and step runs, and start it after commit.
 
     ``carried`` maps stage identifiers to the stage runs whose results are carried over (a
     retry); ``selected`` limits the stages that run (a rerun; the others are SKIPPED).
+    ``copy_from``: the execution a retry retries (same version): its runs are copied in the
+    database, ``carried`` then only names the carried stages.
     ``links`` are the retry/rerun fields of ``Execution``. Call inside a transaction.
     """
     carried = carried or {}
@@ -90,6 +100,20 @@ def create_execution(
         selected_stages=list(selected or []),
         **links,
     )
+    if copy_from is not None:
+        _copy_runs(execution, copy_from, carried=set(carried), selected=selected or [])
+    else:
+        _new_runs(execution, spec, carried, selected or [])
+    with engine.events_batched():
+        engine.record(execution, "created", actor=user, message=f"started by {user}" if user else "started")
+        engine.transition(execution, Status.RUNNING, [Status.QUEUED], started_at=now)
+        engine._advance_locked(execution)
+    return execution
+
+
+def _new_runs(execution: Execution, spec, carried: Mapping[str, StageRun], selected: list[str]) -> None:
+    """The stage and step runs of ``execution``, built from the spec (``carried`` stages take
+    their results from the given stage runs)."""
     stage_runs: list[StageRun] = []
     position = 0
     for group in spec.groups:
@@ -109,18 +133,25 @@ def create_execution(
                 run.error = source.error
                 run.started_at = source.started_at
                 run.finished_at = source.finished_at
-                run.carried_from = source.carried_from or source
+                run.carried_from_id = source.carried_from_id or source.pk
             elif selected and stage.identifier not in selected:
                 run.status = Status.SKIPPED
                 run.error = "not selected for this run"
             stage_runs.append(run)
             position += 1
     StageRun.objects.bulk_create(stage_runs)
+    # The carried stages' step runs, in one query.
+    carried_steps: dict[int, dict[str, StepRun]] = {}
+    if carried:
+        for original in StepRun.objects.filter(stage_run__in=[s.pk for s in carried.values()]).only(
+            *CARRIED_STEP_FIELDS, "stage_run_id", "identifier"
+        ):
+            carried_steps.setdefault(original.stage_run_id, {})[original.identifier] = original
     step_runs: list[StepRun] = []
     for run in stage_runs:
         stage = spec.stage(run.identifier)
         source = carried.get(run.identifier)
-        source_steps = {s.identifier: s for s in source.step_runs.all()} if source is not None else {}
+        source_steps = carried_steps.get(source.pk, {}) if source is not None else {}
         for index, step in enumerate(stage.steps):
             step_run = StepRun(
                 stage_run=run,
@@ -133,24 +164,108 @@ def create_execution(
             )
             original = source_steps.get(step.identifier)
             if original is not None:
-                step_run.status = original.status
-                step_run.started_at = original.started_at
-                step_run.finished_at = original.finished_at
-                step_run.exit_code = original.exit_code
-                step_run.outputs = original.outputs
-                step_run.error = original.error
-                step_run.decided_by_id = original.decided_by_id
-                step_run.decided_at = original.decided_at
-                step_run.comment = original.comment
-                step_run.log_bytes = original.log_bytes
-                step_run.log_truncated = original.log_truncated
-                step_run.carried_from = original.carried_from or original
+                for name in CARRIED_STEP_FIELDS:
+                    setattr(step_run, name, getattr(original, name))
+                step_run.carried_from_id = original.carried_from_id or original.pk
             step_runs.append(step_run)
     StepRun.objects.bulk_create(step_runs)
-    engine.record(execution, "created", actor=user, message=f"started by {user}" if user else "started")
-    engine.transition(execution, Status.RUNNING, [Status.QUEUED], started_at=now)
-    engine._advance_locked(execution)
-    return execution
+
+
+def _copy_runs(execution: Execution, source: Execution, *, carried: set[str], selected: list[str]) -> None:
+    """The stage and step runs of ``execution`` (a retry), copied from ``source`` (the execution
+    it retries, same version) inside the database: two ``INSERT … SELECT`` statements instead
+    of building hundreds of rows in Python. A stage in ``carried`` keeps its result (and points
+    at the run it came from); the others start over as NOT_STARTED, or SKIPPED when ``selected``
+    leaves them out. Keep in step with ``_new_runs``, which builds the same rows from the spec.
+    """
+    assert source.version_id == execution.version_id
+    ops = connection.ops
+    carried_list = sorted(carried) or [""]
+    selected_list = sorted(selected) or [""]
+    marks = lambda values: ", ".join(["%s"] * len(values))  # noqa: E731
+    carried_sql = f"{{src}}.identifier IN ({marks(carried_list)})"
+    skipped_sql = f"{{src}}.identifier NOT IN ({marks(selected_list)})" if selected else "1 = 0"
+
+    def insert(model, alias: str, stage_alias: str, source_sql: str, specials: dict, kept: set[str]) -> None:
+        columns, values, params = [], [], []
+        for field in model._meta.concrete_fields:
+            if field.primary_key:
+                continue
+            columns.append(ops.quote_name(field.column))
+            if field.name in specials:
+                sql, extra = specials[field.name]
+                values.append(sql)
+                params += extra
+            elif field.attname in kept:  # a carried run copies it, a fresh one has the default
+                default = field.get_db_prep_save(field.get_default(), connection)
+                values.append(
+                    f"CASE WHEN {carried_sql.format(src=stage_alias)} THEN {alias}.{ops.quote_name(field.column)} ELSE %s END"
+                )
+                params += [*carried_list, default]
+            else:
+                values.append("%s")
+                params.append(field.get_db_prep_save(field.get_default(), connection))
+        table = ops.quote_name(model._meta.db_table)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(values)} {source_sql}",
+                [*params, source.pk] if "%s" in source_sql else params,
+            )
+
+    copied = lambda alias, name: (f"{alias}.{ops.quote_name(name)}", [])  # noqa: E731
+    stage_status = (
+        f"CASE WHEN {carried_sql.format(src='s')} THEN s.status "
+        f"WHEN {skipped_sql.format(src='s')} THEN %s ELSE %s END",
+        [*carried_list, *(selected_list if selected else []), Status.SKIPPED, Status.NOT_STARTED],
+    )
+    stage_error = (
+        f"CASE WHEN {carried_sql.format(src='s')} THEN s.error "
+        f"WHEN {skipped_sql.format(src='s')} THEN %s ELSE %s END",
+        [*carried_list, *(selected_list if selected else []), "not selected for this run", ""],
+    )
+    origin = lambda alias, stage_alias: (  # noqa: E731
+        f"CASE WHEN {carried_sql.format(src=stage_alias)} THEN COALESCE({alias}.carried_from_id, {alias}.id) END",
+        list(carried_list),
+    )
+    stage_table = ops.quote_name(StageRun._meta.db_table)
+    insert(
+        StageRun,
+        "s",
+        "s",
+        f"FROM {stage_table} s WHERE s.execution_id = %s ORDER BY s.position",
+        {
+            "execution": (str(int(execution.pk)), []),
+            **{name: copied("s", name) for name in ("identifier", "name", "group_index", "position", "queue")},
+            "status": stage_status,
+            "error": stage_error,
+            "carried_from": origin("s", "s"),
+        },
+        kept={"outputs", "started_at", "finished_at"},
+    )
+    # A step of a carried stage copies its result; the others start NOT_STARTED, or SKIPPED
+    # with their stage.
+    step_status = (
+        f"CASE WHEN {carried_sql.format(src='s')} THEN t.status "
+        f"WHEN {skipped_sql.format(src='s')} THEN %s ELSE %s END",
+        [*carried_list, *(selected_list if selected else []), Status.SKIPPED, Status.NOT_STARTED],
+    )
+    step_table = ops.quote_name(StepRun._meta.db_table)
+    insert(
+        StepRun,
+        "t",
+        "s",
+        f"FROM {step_table} t JOIN {stage_table} s ON s.id = t.stage_run_id "
+        f"JOIN {stage_table} n ON n.execution_id = {int(execution.pk)} AND n.identifier = s.identifier "
+        "WHERE t.execution_id = %s ORDER BY s.position, t.position",
+        {
+            "execution": (str(int(execution.pk)), []),
+            "stage_run": ("n.id", []),
+            **{name: copied("t", name) for name in ("identifier", "name", "type", "position")},
+            "status": step_status,
+            "carried_from": origin("t", "s"),
+        },
+        kept=set(CARRIED_STEP_FIELDS),
+    )
 
 
 def run_pipeline(

@@ -67,15 +67,18 @@ LOG_PREFERENCE = [Status.RUNNING, Status.FAILED, Status.EXPIRED, Status.ABORTED]
 
 
 def get_execution_for_user(user, pk: int) -> Execution:
+    """The execution, if ``user`` may see it; 404 otherwise (whether or not it exists).
+
+    Read by its key, then checked with ``permissions.can`` (one query, remembered for the
+    request's other checks), rather than filtered through ``visible_executions``, whose list
+    of visible pipelines costs a query of its own on every page."""
     found = (
-        permissions.visible_executions(user)
-        .select_related(
-            "pipeline__project__organization", "version", "triggered_by", "retry_of", "rerun_of"
-        )
+        # Not retry_of / rerun_of: mostly empty, and each join adds planning time (~0.3 ms).
+        Execution.objects.select_related("pipeline__project__organization", "version", "triggered_by")
         .filter(pk=pk)
         .first()
     )
-    if found is None:
+    if found is None or not permissions.can(user, "view", found):
         raise Http404("No such execution.")
     return found
 

@@ -20,6 +20,7 @@ class StepResult:
     exit_code: int | None = None
     outputs: dict[str, str] = field(default_factory=dict)
     error: str = ""
+    pid: int | None = None  # the step's process (the group leader), stored with the result
 
 
 log = logging.getLogger(__name__)
@@ -36,9 +37,12 @@ class Lease:
 
     def __init__(self, step: StepRun):
         self.step_id = step.pk
-        self.last_check = 0.0
-        self.last_renewal = time.monotonic()
+        # The claim has just written the lease: the first check is due in CHECK_EVERY, so that a
+        # step shorter than that costs no query at all.
+        self.last_check = self.last_renewal = time.monotonic()
         self.running = True
+        self.pid: int | None = None  # set by a runner that started a process: stored at the first check
+        self.pid_stored = False
 
     def still_running(self) -> bool:
         now = time.monotonic()
@@ -53,6 +57,12 @@ class Lease:
                 )
                 self.last_renewal = now
                 self.running = bool(renewed)
+            elif self.pid and not self.pid_stored:
+                # The first check of a step that runs a process stores its pid (for operators,
+                # and for what kills it) and checks the status in the same statement.
+                stored = StepRun.objects.filter(pk=self.step_id, status=Status.RUNNING).update(pid=self.pid)
+                self.pid_stored = True
+                self.running = bool(stored)
             else:
                 self.running = StepRun.objects.filter(pk=self.step_id, status=Status.RUNNING).exists()
         except DatabaseError:

@@ -1,0 +1,193 @@
+"""What one stage and one retry cost the database, and that the cheaper paths behave exactly
+like the plain ones: statement counts do not grow with the pipeline, a condition still sees
+earlier stages' outputs, and a retry copied inside the database has the rows the spec builds.
+
+Counts, not timings: the timings are the benchmark's (``manage.py bench``, docs/performance.md).
+Steps run here, in the test process, with the real engine (``drive``).
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+
+from executions import engine
+from executions.models import Event, Execution, StageRun, Status, StepRun
+from executions.retry import create_retry, plan_retry
+from executions.services import _new_runs, run_pipeline
+from tests.executions.test_execution_page import drive, many_stages_yaml
+from tests.factories import make_pipeline, serial_pipeline, shell_stage
+
+# Run again on PostgreSQL by the integration suite: the retry's copy is SQL of its own there.
+pytestmark = pytest.mark.database
+
+# The claim (UPDATE … RETURNING and its event), reading the step's stage and execution, and one
+# transaction for the result and the advance (lock, step, stage runs, step runs, stage done,
+# next stage started, next step queued, the events in one INSERT).
+STATEMENTS_PER_STAGE = 15
+
+
+def statements_of_a_middle_stage(execution: Execution) -> int:
+    counts = []
+    while step := StepRun.objects.filter(execution=execution, status=Status.QUEUED).first():
+        with CaptureQueriesContext(connection) as captured:
+            engine.run_step(step.pk)
+        counts.append(len(captured.captured_queries))
+    assert len(counts) >= 3
+    return counts[len(counts) // 2]
+
+
+@pytest.mark.parametrize("stages", [4, 40])
+def test_a_stage_costs_the_same_few_statements_however_long_the_pipeline(personas, stages):
+    yaml_text = serial_pipeline("costs", [shell_stage(f"s{i}", "true") for i in range(stages)])
+    pipeline = make_pipeline(personas.project, yaml_text)
+    execution = run_pipeline(pipeline=pipeline, user=personas.executor, inputs={})
+
+    assert statements_of_a_middle_stage(execution) <= STATEMENTS_PER_STAGE
+    execution.refresh_from_db()
+    assert execution.status == Status.SUCCESS
+
+
+def test_every_transition_of_a_stage_still_has_its_event_in_order(personas):
+    pipeline = make_pipeline(
+        personas.project, serial_pipeline("events", [shell_stage("a", "true"), shell_stage("b", "true")])
+    )
+    execution = drive(run_pipeline(pipeline=pipeline, user=personas.executor, inputs={}))
+    assert execution.status == Status.SUCCESS
+    b_step = StepRun.objects.get(execution=execution, stage_run__identifier="b")
+    step_events = [
+        (e.from_status, e.to_status) for e in Event.objects.filter(step_run=b_step).order_by("id")
+    ]
+    assert step_events == [
+        (Status.NOT_STARTED, Status.QUEUED),
+        (Status.QUEUED, Status.RUNNING),
+        (Status.RUNNING, Status.SUCCESS),
+    ]
+    # The batch keeps the order of the transitions: stage a done before stage b starts.
+    stage_events = list(
+        Event.objects.filter(execution=execution, step_run=None)
+        .exclude(stage_run=None)
+        .order_by("id")
+        .values_list("stage_run__identifier", "to_status")
+    )
+    assert stage_events == [
+        ("a", Status.RUNNING),
+        ("a", Status.SUCCESS),
+        ("b", Status.RUNNING),
+        ("b", Status.SUCCESS),
+    ]
+
+
+def test_a_condition_sees_the_outputs_of_stages_that_succeeded_before(personas):
+    yaml_text = serial_pipeline(
+        "conditions",
+        [
+            shell_stage("probe", 'echo "go=yes" >> "$STAGELINE_OUTPUT"'),
+            shell_stage("middle", "true"),
+            shell_stage("when_yes", "true", extra='\n        when: <+pipeline.stages.probe.output.go> == "yes"'),
+            shell_stage("when_no", "true", extra='\n        when: <+pipeline.stages.probe.output.go> == "no"'),
+        ],
+    )
+    pipeline = make_pipeline(personas.project, yaml_text)
+    execution = drive(run_pipeline(pipeline=pipeline, user=personas.executor, inputs={}))
+
+    statuses = dict(execution.stage_runs.values_list("identifier", "status"))
+    assert statuses == {
+        "probe": Status.SUCCESS,
+        "middle": Status.SUCCESS,
+        "when_yes": Status.SUCCESS,
+        "when_no": Status.SKIPPED,
+    }
+    assert execution.status == Status.SUCCESS
+
+
+PARALLEL_FAILING = """
+pipeline:
+  name: Copy
+  identifier: copy
+  stages:
+    - stage:
+        identifier: build
+        name: Build
+        steps:
+          - step: {identifier: compile, name: Compile, type: ShellScript, spec: {script: 'echo "v=7" >> "$STAGELINE_OUTPUT"; echo built'}}
+          - step: {identifier: test, name: Test, type: ShellScript, spec: {script: 'echo tested'}}
+    - parallel:
+        - stage:
+            identifier: eu
+            name: EU
+            steps:
+              - step: {identifier: s, name: Deploy EU, type: ShellScript, spec: {script: 'echo eu'}}
+        - stage:
+            identifier: us
+            name: US
+            steps:
+              - step: {identifier: s, name: Deploy US, type: ShellScript, spec: {script: 'echo us; exit 3'}}
+    - stage:
+        identifier: verify
+        name: Verify
+        steps:
+          - step: {identifier: s, name: Verify, type: ShellScript, spec: {script: 'echo verified'}}
+"""
+
+# Everything a stage or step run holds except its own key and the execution it belongs to.
+SKIP = {"id", "execution", "stage_run"}
+
+
+def rows(execution: Execution) -> list[dict]:
+    stage_fields = [f.attname for f in StageRun._meta.concrete_fields if f.name not in SKIP]
+    step_fields = [f.attname for f in StepRun._meta.concrete_fields if f.name not in SKIP]
+    result = []
+    for run in execution.stage_runs.order_by("position"):
+        result.append({name: getattr(run, name) for name in stage_fields})
+        for step in run.step_runs.order_by("position"):
+            result.append({"stage": run.identifier, **{name: getattr(step, name) for name in step_fields}})
+    return result
+
+
+@pytest.mark.parametrize("mode", ["failed_only", "all"])
+def test_a_retry_copied_in_the_database_has_the_rows_the_spec_would_build(personas, mode):
+    pipeline = make_pipeline(personas.project, PARALLEL_FAILING)
+    failed = drive(run_pipeline(pipeline=pipeline, user=personas.executor, inputs={}))
+    assert failed.status == Status.FAILED
+
+    plan = plan_retry(failed, personas.executor, from_stage="us", mode=mode)
+    carried = {c.identifier: plan.runs[c.identifier] for c in plan.carried}
+    # The same execution built the plain way (from the spec, in Python), then thrown away.
+    with transaction.atomic():
+        twin = Execution.objects.create(
+            pipeline=pipeline, version=failed.version, sequence=999, status=Status.QUEUED
+        )
+        _new_runs(twin, failed.version.spec, carried, [])
+        expected = rows(twin)
+        transaction.set_rollback(True)
+
+    retry = create_retry(execution=failed, user=personas.executor, from_stage="us", mode=mode)
+    # Compare before the retry moves on: create_retry has started its first stage already.
+    got = rows(retry)
+    started = {r["identifier"] for r in got if "stage" not in r and r["status"] != Status.NOT_STARTED}
+    for row, want in zip(got, expected, strict=True):
+        identifier = row.get("stage", row["identifier"])
+        if identifier in started and identifier not in carried:
+            continue  # the retry's first stage has started: its rows moved on, by design
+        assert row == want, identifier
+    assert {c for c in carried} == ({"build", "eu"} if mode == "failed_only" else {"build"})
+
+    finished = drive(retry)
+    assert finished.status == Status.FAILED  # us fails again, as it should
+    assert finished.stage_runs.get(identifier="build").carried_from_id == failed.stage_runs.get(identifier="build").pk
+
+
+def test_a_retry_submit_costs_the_same_queries_for_a_long_pipeline(personas):
+    counts = {}
+    for stages in (5, 60):
+        pipeline = make_pipeline(personas.project, many_stages_yaml(stages))
+        failed = drive(run_pipeline(pipeline=pipeline, user=personas.executor, inputs={}))
+        assert failed.status == Status.FAILED
+        with CaptureQueriesContext(connection) as captured:
+            retry = create_retry(execution=failed, user=personas.executor, from_stage=f"s{stages - 1}")
+        counts[stages] = len(captured.captured_queries)
+        assert retry.stage_runs.filter(carried_from__isnull=False).count() == stages - 1
+        assert StepRun.objects.filter(execution=retry).count() == stages
+    assert counts[60] == counts[5], counts
