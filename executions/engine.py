@@ -24,7 +24,7 @@ from functools import partial
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Exists, F, OuterRef, Value
+from django.db.models import Exists, F, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -248,42 +248,53 @@ class _Steps:
         return self.by_stage[run.pk]
 
 
+def _unfinished_groups(execution: Execution, after: int) -> list[StageRun]:
+    """The stage runs of the first two groups after group ``after`` that have a stage which has
+    not succeeded (nor been skipped), without those that have: one query of a few rows, however
+    long the pipeline."""
+    unfinished = execution.stage_runs.exclude(status__in=list(SUCCEEDED)).filter(group_index__gt=after)
+    first = unfinished.order_by("group_index").values("group_index")[:1]
+    return list(unfinished.filter(group_index__lte=Subquery(first) + 1).order_by("position"))
+
+
 def _advance_locked(execution: Execution) -> None:
     # Stages that succeeded (or were skipped) change nothing here: a group whose members all
-    # did is passed over, so only the others are read (a few rows, not every stage of a long
-    # pipeline; their outputs, for conditions, are read only when a condition asks).
-    stage_runs = list(execution.stage_runs.exclude(status__in=list(SUCCEEDED)).order_by("position"))
+    # did is passed over, so only the others are read, two groups at a time (their outputs,
+    # for conditions, are read only when a condition asks).
     spec = execution.version.spec
-    steps = _Steps(stage_runs)
-    groups: dict[int, list[StageRun]] = {}
-    for run in stage_runs:
-        groups.setdefault(run.group_index, []).append(run)
+    after = -1
+    while stage_runs := _unfinished_groups(execution, after):
+        steps = _Steps(stage_runs)
+        groups: dict[int, list[StageRun]] = {}
+        for run in stage_runs:
+            groups.setdefault(run.group_index, []).append(run)
 
-    for group_index in sorted(groups):
-        members = groups[group_index]
-        for run in members:
-            if run.status in (Status.NOT_STARTED, Status.QUEUED):
-                _start_stage(execution, run, spec, steps)
-            elif run.status in (Status.RUNNING, Status.WAITING):
-                _advance_stage(execution, run, spec, steps)
-        if not all(run.status in TERMINAL for run in members):
-            waiting = any(r.status == Status.WAITING for r in members)
-            busy = any(r.status in (Status.RUNNING, Status.QUEUED) for r in members)
-            target = Status.WAITING if waiting and not busy else Status.RUNNING
-            if execution.status != target:
-                transition(execution, target, [Status.RUNNING, Status.WAITING, Status.QUEUED])
-            return
-        bad = [run.status for run in members if run.status not in SUCCEEDED]
-        if bad:
-            status = next(s for s in FAILURE_PRIORITY if s in bad)
-            failed = [run for run in members if run.status == status]
-            reason = "; ".join(
-                f"stage '{run.identifier}' {run.get_status_display().lower()}"
-                + (f": {run.error}" if run.error else "")
-                for run in failed
-            )
-            transition(execution, status, ACTIVE, error=reason)
-            return
+        for group_index in sorted(groups):
+            members = groups[group_index]
+            for run in members:
+                if run.status in (Status.NOT_STARTED, Status.QUEUED):
+                    _start_stage(execution, run, spec, steps)
+                elif run.status in (Status.RUNNING, Status.WAITING):
+                    _advance_stage(execution, run, spec, steps)
+            if not all(run.status in TERMINAL for run in members):
+                waiting = any(r.status == Status.WAITING for r in members)
+                busy = any(r.status in (Status.RUNNING, Status.QUEUED) for r in members)
+                target = Status.WAITING if waiting and not busy else Status.RUNNING
+                if execution.status != target:
+                    transition(execution, target, [Status.RUNNING, Status.WAITING, Status.QUEUED])
+                return
+            bad = [run.status for run in members if run.status not in SUCCEEDED]
+            if bad:
+                status = next(s for s in FAILURE_PRIORITY if s in bad)
+                failed = [run for run in members if run.status == status]
+                reason = "; ".join(
+                    f"stage '{run.identifier}' {run.get_status_display().lower()}"
+                    + (f": {run.error}" if run.error else "")
+                    for run in failed
+                )
+                transition(execution, status, ACTIVE, error=reason)
+                return
+        after = max(groups)  # every group read has succeeded now: read the next ones
     transition(execution, Status.SUCCESS, ACTIVE)
 
 

@@ -102,6 +102,31 @@ def test_a_condition_sees_the_outputs_of_stages_that_succeeded_before(personas):
     assert execution.status == Status.SUCCESS
 
 
+def test_the_advance_reads_past_groups_that_are_all_skipped(personas):
+    # The advance reads two groups at a time: three skipped groups in a row make it read on.
+    never = '\n        when: <+pipeline.variables.env> == "prod"'
+    yaml_text = serial_pipeline(
+        "skips",
+        [
+            shell_stage("first", "true"),
+            *[shell_stage(f"skip{i}", "echo should not run", extra=never) for i in range(3)],
+            shell_stage("last", 'echo "last ran"'),
+        ],
+        variables="- {name: env, type: String, value: <+input>, default: dev}",
+    )
+    pipeline = make_pipeline(personas.project, yaml_text)
+    execution = drive(run_pipeline(pipeline=pipeline, user=personas.executor, inputs={}))
+    statuses = dict(execution.stage_runs.values_list("identifier", "status"))
+    assert statuses == {
+        "first": Status.SUCCESS,
+        "skip0": Status.SKIPPED,
+        "skip1": Status.SKIPPED,
+        "skip2": Status.SKIPPED,
+        "last": Status.SUCCESS,
+    }
+    assert execution.status == Status.SUCCESS
+
+
 PARALLEL_FAILING = """
 pipeline:
   name: Copy
@@ -191,3 +216,20 @@ def test_a_retry_submit_costs_the_same_queries_for_a_long_pipeline(personas):
         assert retry.stage_runs.filter(carried_from__isnull=False).count() == stages - 1
         assert StepRun.objects.filter(execution=retry).count() == stages
     assert counts[60] == counts[5], counts
+
+
+def test_steps_also_run_where_setpriv_is_missing(personas, monkeypatch):
+    from executions.runners import shell
+
+    monkeypatch.setattr(shell, "SETPRIV", None)  # the preexec_fn path: a full fork, same result
+    yaml_text = serial_pipeline(
+        "fallback", [shell_stage("a", 'echo "pid=$$ parent=$PPID"; echo "ok=yes" >> "$STAGELINE_OUTPUT"; false; echo never')]
+    )
+    pipeline = make_pipeline(personas.project, yaml_text)
+    execution = drive(run_pipeline(pipeline=pipeline, user=personas.executor, inputs={}))
+    step = StepRun.objects.get(execution=execution)
+    assert (execution.status, step.status, step.exit_code) == (Status.FAILED, Status.FAILED, 1)
+    assert step.outputs == {"ok": "yes"} and step.pid
+    log = "".join(step.log_chunks.order_by("seq").values_list("text", flat=True))
+    assert f"pid={step.pid} " in log  # $$ is the group leader, whose pid the step stores
+    assert "never" not in log  # set -e: the script stops at the first failing command
