@@ -248,22 +248,30 @@ class _Steps:
         return self.by_stage[run.pk]
 
 
-def _unfinished_groups(execution: Execution, after: int) -> list[StageRun]:
+def _unfinished_groups(execution: Execution, after: int, near: int | None = None) -> list[StageRun]:
     """The stage runs of the first two groups after group ``after`` that have a stage which has
     not succeeded (nor been skipped), without those that have: one query of a few rows, however
-    long the pipeline."""
-    unfinished = execution.stage_runs.exclude(status__in=list(SUCCEEDED)).filter(group_index__gt=after)
+    long the pipeline. ``near``: the group the caller knows to be in progress (every group
+    before it has succeeded): then a plain range is read first, a cheaper query."""
+    unfinished = execution.stage_runs.exclude(status__in=list(SUCCEEDED))
+    if near is not None:
+        rows = list(unfinished.filter(group_index__gte=near, group_index__lte=near + 1).order_by("position"))
+        if rows:
+            return rows
+        after = max(after, near + 1)
+    unfinished = unfinished.filter(group_index__gt=after)
     first = unfinished.order_by("group_index").values("group_index")[:1]
     return list(unfinished.filter(group_index__lte=Subquery(first) + 1).order_by("position"))
 
 
-def _advance_locked(execution: Execution) -> None:
+def _advance_locked(execution: Execution, near: int | None = None) -> None:
     # Stages that succeeded (or were skipped) change nothing here: a group whose members all
     # did is passed over, so only the others are read, two groups at a time (their outputs,
     # for conditions, are read only when a condition asks).
     spec = execution.version.spec
     after = -1
-    while stage_runs := _unfinished_groups(execution, after):
+    while stage_runs := _unfinished_groups(execution, after, near):
+        near = None
         steps = _Steps(stage_runs)
         groups: dict[int, list[StageRun]] = {}
         for run in stage_runs:
@@ -456,7 +464,8 @@ def run_step(step_id: int) -> None:
                 pid=result.pid,
             )
             if locked is not None and locked.status in ACTIVE:
-                _advance_locked(locked)
+                # The step's group is the one in progress: every group before it has succeeded.
+                _advance_locked(locked, near=step.stage_run.group_index)
 
     # The result is written even across a short database outage.
     with_db_retry(finish)
