@@ -13,6 +13,14 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
+@signals.worker_process_init.connect
+def _freeze_startup_heap(**kwargs) -> None:
+    """A pool process starts with Django and the apps loaded: keep full collections off them."""
+    from config.runtime import freeze_startup_heap
+
+    freeze_startup_heap()
+
+
 @signals.task_prerun.connect
 @signals.task_postrun.connect
 def _recycle_database_connections(**kwargs) -> None:
