@@ -13,6 +13,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.db import connection
 from django.db.models import OuterRef, Subquery
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -129,9 +130,18 @@ def _executions_listing(
     if not form.is_valid():
         return form, None
     queryset = listing.visible_executions(request.user, project=project, pipeline=pipeline)
-    queryset = listing.apply_filters(queryset, form.filters(pipeline=pipeline))
+    filters = form.filters(pipeline=pipeline)
+    queryset = listing.apply_filters(queryset, filters)
+    only_pipelines = None
+    if filters == listing.Filters(pipeline=filters.pipeline) and connection.vendor == "sqlite":
+        only_pipelines = listing.pipelines_of_list(
+            request.user, project=project, pipeline=filters.pipeline
+        )
     page = listing.page_of(
-        queryset, before=form.cleaned_data["before"], after=form.cleaned_data["after"]
+        queryset,
+        before=form.cleaned_data["before"],
+        after=form.cleaned_data["after"],
+        only_pipelines=only_pipelines,
     )
     listing.with_durations(page.rows)
     return form, page

@@ -367,3 +367,38 @@ def test_the_list_costs_the_same_queries_for_5_and_40_executions(
         "pipeline": count_queries(client, reverse("pipeline", args=["acme", "web", "web_deploy"])),
     }
     assert small == large
+
+
+@pytest.mark.parametrize("terms_per_query", [200, 2])
+def test_the_newest_pages_read_pipeline_by_pipeline_are_the_same_pages(
+    personas, pipelines, monkeypatch, terms_per_query
+):
+    """SQLite reads an unfiltered list pipeline by pipeline (``only_pipelines``): the pages,
+    their order and their cursors are those of the plain query, hidden pipelines stay out."""
+    monkeypatch.setattr(listing, "_TERMS_PER_QUERY", terms_per_query)
+    web, data = pipelines
+    hidden = factories.make_pipeline(personas.other_project, pipeline_yaml("hidden"))
+    for _ in range(4):  # interleaved, in uneven runs
+        add_executions(web, 3)
+        add_executions(data, 5)
+        add_executions(hidden, 2)
+    user = personas.viewer
+    queryset = listing.visible_executions(user, project=personas.project)
+    only = listing.pipelines_of_list(user, project=personas.project)
+    assert sorted(only) == sorted([web.pk, data.pk])
+
+    before = None
+    walked = []
+    while True:
+        plain = listing.page_of(queryset, before=before, size=7)
+        fast = listing.page_of(queryset, before=before, size=7, only_pipelines=only)
+        assert [r.pk for r in fast.rows] == [r.pk for r in plain.rows]
+        assert (fast.older, fast.newer) == (plain.older, plain.newer)
+        walked += [r.pk for r in fast.rows]
+        if fast.older is None:
+            break
+        before = fast.older
+    expected = list(
+        Execution.objects.filter(pipeline__in=[web, data]).order_by("-id").values_list("pk", flat=True)
+    )
+    assert walked == expected and len(walked) == 32
