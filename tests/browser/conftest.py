@@ -17,7 +17,6 @@ from django.conf import settings
 from django.test import Client
 
 
-
 @pytest.fixture(scope="session", autouse=True)
 def _allow_orm_beside_playwright():
     """Playwright's sync API runs an event loop in this thread; Django refuses ORM calls from a

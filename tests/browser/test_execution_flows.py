@@ -14,7 +14,7 @@ from executions.retry import create_retry
 from executions.services import answer_approval, run_pipeline
 from tests.browser.conftest import ROOT, screenshot
 from tests.conftest import wait_for, wait_for_stage, wait_for_status
-from tests.executions.test_execution_page import APPROVAL_YAML
+from tests.executions.pages import APPROVAL_YAML
 from tests.factories import make_pipeline
 
 pytestmark = pytest.mark.browser

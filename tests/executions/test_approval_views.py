@@ -6,7 +6,7 @@ import pytest
 from django.urls import reverse
 
 from executions.models import Execution, Status, StepRun
-from tests.executions.test_execution_page import (
+from tests.executions.pages import (
     APPROVAL_YAML,
     action_html,
     as_user,

@@ -16,7 +16,7 @@ from executions import engine
 from executions.models import Event, Execution, StageRun, Status, StepRun
 from executions.retry import create_retry, plan_retry
 from executions.services import _new_runs, run_pipeline
-from tests.executions.test_execution_page import drive, many_stages_yaml
+from tests.executions.pages import drive, many_stages_yaml
 from tests.factories import make_pipeline, serial_pipeline, shell_stage
 
 # Run again on PostgreSQL by the integration suite: the retry's copy is SQL of its own there.

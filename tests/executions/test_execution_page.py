@@ -2,233 +2,37 @@
 
 Executions here are real: ``run_pipeline`` creates them and ``drive`` runs their steps with the
 real engine and runners in this thread (the test transaction never commits, so nothing reaches a
-broker). The helpers at the top are shared by the other view test modules.
+broker); the helpers are in ``tests/executions/pages.py``.
 """
 
 from __future__ import annotations
 
 import re
-import textwrap
 
 import pytest
-from django.db import connection
-from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from executions import engine
-from executions.models import Execution, LogChunk, StageRun, Status, StepRun
+from executions.models import LogChunk, StageRun, Status, StepRun
 from executions.retry import create_retry
 from executions.runners.shell import LogWriter
 from executions.services import run_pipeline
+from tests.executions.pages import (
+    SERIAL_YAML,
+    action_html,
+    as_user,
+    count_queries,
+    drive,
+    failed_parallel,
+    failed_serial,
+    graph_columns,
+    htmx,
+    page_url,
+    retried_many,
+    run,
+    stage_card,
+)
 from tests.factories import make_pipeline
-
-# --- shared helpers ---------------------------------------------------------------------------
-
-SERIAL_YAML = """
-pipeline:
-  name: Web deploy
-  identifier: web
-  variables:
-    - {name: version, type: String, value: <+input>, default: "1.0", allowed_values: ["1.0", "2.0"]}
-  stages:
-    - stage:
-        identifier: build
-        name: Build
-        variables:
-          - {name: flavour, type: String, value: <+input>, default: plain}
-        steps:
-          - step:
-              identifier: compile
-              name: Compile
-              type: ShellScript
-              spec:
-                script: |
-                  echo "building <+pipeline.variables.version>-<+stage.variables.flavour>"
-                  echo "image=app:<+pipeline.variables.version>" >> "$STAGELINE_OUTPUT"
-    - stage:
-        identifier: test
-        name: Test
-        variables:
-          - {name: suite, type: String, value: <+input>, default: smoke, allowed_values: [smoke, full]}
-        steps:
-          - step:
-              identifier: unit
-              name: Unit tests
-              type: ShellScript
-              spec:
-                script: |
-                  echo "testing <+pipeline.stages.build.output.image> with <+stage.variables.suite>"
-    - stage:
-        identifier: deploy
-        name: Deploy
-        variables:
-          - {name: fail, type: String, value: <+input>, default: "no", allowed_values: ["no", "yes"]}
-          - {name: token, type: Secret, value: <+input>}
-        steps:
-          - step:
-              identifier: rollout
-              name: Roll out
-              type: ShellScript
-              spec:
-                script: |
-                  echo "deploying <+pipeline.stages.build.output.image> with token <+stage.variables.token>"
-                  echo '<script>alert("x")</script> <b hx-get="/admin/">bold</b>'
-                  if [ "<+stage.variables.fail>" = "yes" ]; then echo "health check failed"; exit 3; fi
-"""
-
-PARALLEL_YAML = """
-pipeline:
-  name: Regions
-  identifier: regions
-  stages:
-    - stage:
-        identifier: build
-        name: Build
-        steps:
-          - step: {identifier: s, name: Compile, type: ShellScript, spec: {script: 'echo "v=9" >> "$STAGELINE_OUTPUT"'}}
-    - parallel:
-        - stage:
-            identifier: eu
-            name: Deploy EU
-            variables:
-              - {name: fail, type: String, value: <+input>, default: "no", allowed_values: ["no", "yes"]}
-            steps:
-              - step: {identifier: s, name: Roll out, type: ShellScript, spec: {script: 'echo eu; [ "<+stage.variables.fail>" = "no" ]'}}
-        - stage:
-            identifier: us
-            name: Deploy US
-            steps:
-              - step: {identifier: s, name: Roll out, type: ShellScript, spec: {script: 'echo us'}}
-    - stage:
-        identifier: release
-        name: Release
-        steps:
-          - step: {identifier: s, name: Publish, type: ShellScript, spec: {script: 'echo release'}}
-"""
-
-APPROVAL_YAML = """
-pipeline:
-  name: Gated
-  identifier: gated
-  stages:
-    - stage:
-        identifier: build
-        name: Build
-        steps:
-          - step: {identifier: s, name: Compile, type: ShellScript, spec: {script: 'echo "v=7" >> "$STAGELINE_OUTPUT"'}}
-    - stage:
-        identifier: approve
-        name: Approve production
-        steps:
-          - step: {identifier: gate, name: Release manager, type: Approval, timeout: 1h, spec: {message: "Ship v<+pipeline.stages.build.output.v> <b>now</b>?"}}
-    - stage:
-        identifier: ship
-        name: Ship
-        steps:
-          - step: {identifier: s, name: Publish, type: ShellScript, spec: {script: 'echo shipped'}}
-"""
-
-
-def many_stages_yaml(count: int) -> str:
-    """``count`` serial stages, each with a runtime input; the last one fails."""
-    stages = "".join(
-        textwrap.dedent(
-            f"""
-            - stage:
-                identifier: s{index}
-                name: Stage {index}
-                variables:
-                  - {{name: note, type: String, value: <+input>, default: "n{index}"}}
-                steps:
-                  - step: {{identifier: run, name: Run, type: ShellScript, spec: {{script: "echo stage {index}{"; exit 1" if index == count - 1 else ""}"}}}}
-            """
-        )
-        for index in range(count)
-    )
-    return (
-        f"pipeline:\n  name: Many {count}\n  identifier: many_{count}\n  stages:"
-        + textwrap.indent(stages, "  ")
-    )
-
-
-def drive(execution: Execution) -> Execution:
-    """Run every queued step of ``execution`` here with the real engine, until none is left
-    (the execution has ended, or waits for an approval). Returns the fresh row."""
-    for _ in range(500):
-        step = (
-            StepRun.objects.filter(execution=execution, status=Status.QUEUED).order_by("id").first()
-        )
-        if step is None:
-            break
-        engine.run_step(step.pk)
-    return Execution.objects.get(pk=execution.pk)
-
-
-def run(pipeline, user, **inputs) -> Execution:
-    """Start ``pipeline`` and run it to its end (or to a waiting approval)."""
-    return drive(run_pipeline(pipeline=pipeline, user=user, inputs=inputs))
-
-
-def failed_serial(personas) -> Execution:
-    """The serial pipeline, failed at deploy (with a secret token)."""
-    pipeline = make_pipeline(personas.project, SERIAL_YAML)
-    execution = run(
-        pipeline,
-        personas.executor,
-        **{"deploy.fail": "yes", "build.flavour": "gold", "deploy.token": "s3cr3t-t0ken"},
-    )
-    assert execution.status == Status.FAILED
-    return execution
-
-
-def failed_parallel(personas) -> Execution:
-    execution = run(
-        make_pipeline(personas.project, PARALLEL_YAML), personas.executor, **{"eu.fail": "yes"}
-    )
-    assert execution.status == Status.FAILED
-    return execution
-
-
-def htmx(target: str | None = None) -> dict[str, str]:
-    headers = {"HX-Request": "true"}
-    if target:
-        headers["HX-Target"] = target
-    return headers
-
-
-def page_url(execution: Execution) -> str:
-    return reverse("execution", args=[execution.pk])
-
-
-def as_user(client, user):
-    client.force_login(user)
-    return client
-
-
-def graph_columns(html: str) -> list[list[str]]:
-    """The stage identifiers of each column of the stage graph, left to right."""
-    graph = html[html.index('<ol class="graph">') :]
-    graph = graph[: graph.index("</ol>\n  </section>")]
-    return [
-        re.findall(r'data-stage="([^"]+)"', part)
-        for part in graph.split('<li class="graph-column')[1:]
-    ]
-
-
-def stage_card(html: str, identifier: str) -> str:
-    start = html.index(f'id="stage-{identifier}"')
-    return html[start : html.index("</article>", start)]
-
-
-def action_html(html: str, name: str) -> str:
-    """The markup of one action button (and its disabled reason)."""
-    start = html.index('id="actions"')
-    bar = html[start : html.index("</div>", start)]
-    for piece in re.split(r"(?=<span class=\"action-disabled\">|<button)", bar):
-        if f'id="{name}-button"' in piece or f'id="{name}-reason"' in piece:
-            return piece
-    raise AssertionError(f"no action {name} in {bar}")
-
 
 # --- the stage graph ----------------------------------------------------------------------------
 
@@ -597,23 +401,6 @@ def test_only_executors_and_admins_may_abort(client, personas, hx):
 
 
 # --- query counts -----------------------------------------------------------------------------------
-
-
-def retried_many(personas, count: int) -> Execution:
-    """A failed execution of ``count`` stages, retried from its last stage (failing again): its
-    page shows ``count - 1`` carried-over stages and a retry history."""
-    pipeline = make_pipeline(personas.project, many_stages_yaml(count))
-    first = run(pipeline, personas.executor)
-    retry = drive(create_retry(execution=first, user=personas.executor, from_stage=f"s{count - 1}"))
-    assert retry.status == Status.FAILED
-    return retry
-
-
-def count_queries(client, url: str, **kwargs) -> int:
-    with CaptureQueriesContext(connection) as queries:
-        response = client.get(url, **kwargs)
-    assert response.status_code == 200
-    return len(queries)
 
 
 def test_the_page_costs_the_same_queries_for_5_and_50_stages(client, personas):

@@ -10,7 +10,7 @@ from django.urls import reverse
 from executions.models import Execution, Status
 from executions.services import run_pipeline
 from pipelines.services import save_pipeline
-from tests.executions.test_execution_page import (
+from tests.executions.pages import (
     SERIAL_YAML,
     as_user,
     drive,

@@ -11,7 +11,7 @@ from executions.models import Execution, Status
 from executions.retry import create_retry
 from executions.services import run_pipeline
 from pipelines.services import save_pipeline
-from tests.executions.test_execution_page import (
+from tests.executions.pages import (
     SERIAL_YAML,
     as_user,
     count_queries,
