@@ -4,6 +4,7 @@ parallel group's failed stage, approvals, a live log, refusals. Pipelines run on
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from django.urls import reverse
@@ -105,6 +106,22 @@ def open_retry_dialog(page):
     expect(page.locator("#retry-form")).to_be_visible()
 
 
+def settling(page, action) -> None:
+    """Do ``action`` and wait until the htmx swap it causes has settled: the new content is in
+    the page and htmx listens to it (a value chosen in an element that a swap is about to
+    replace, or before htmx has processed the new one, is lost)."""
+    page.evaluate(
+        "if (!window.stagelineSettles) { window.stagelineSettles = 0;"
+        " document.body.addEventListener('htmx:afterSettle', () => window.stagelineSettles++); }"
+    )
+    before = page.evaluate("window.stagelineSettles")
+    action()
+    deadline = time.monotonic() + 10  # polled from here: the page's CSP forbids wait_for_function
+    while page.evaluate("window.stagelineSettles") <= before:
+        assert time.monotonic() < deadline, "the htmx swap did not settle"
+        page.wait_for_timeout(20)
+
+
 def mark_page(page) -> None:
     """Leave a mark in the page's window: it survives everything but a reload."""
     page.evaluate("window.stagelineMark = 'still here'")
@@ -171,9 +188,9 @@ def test_retrying_a_parallel_group_runs_only_its_failed_stage(session, personas)
     expect(page.locator("[name=mode][value=failed_only]")).to_be_checked()
     expect(page.locator(".carried-list")).to_contain_text("Deploy US")
 
-    page.locator(".mode-picker .option", has_text="All stages of the group").click()
+    settling(page, page.locator(".mode-picker .option", has_text="All stages of the group").click)
     expect(page.locator(".run-list")).to_contain_text("Deploy US")
-    page.locator(".mode-picker .option", has_text="Failed stages only").click()
+    settling(page, page.locator(".mode-picker .option", has_text="Failed stages only").click)
     expect(page.locator(".carried-list")).to_contain_text("Deploy US")
     page.select_option("[name='input-deploy_eu.fail']", "no")
     expect(page.locator(".changed-inputs")).to_contain_text("deploy_eu.fail")
