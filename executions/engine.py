@@ -182,17 +182,13 @@ class _StageOutputs(Mapping):
         return len(self._data())
 
 
-def build_context(execution: Execution, stage_runs: list[StageRun] | None = None) -> RunContext:
-    if stage_runs is None:
-        outputs: Mapping = _StageOutputs(execution.pk)
-    else:
-        outputs = {run.identifier: run.outputs or {} for run in stage_runs if run.status == Status.SUCCESS}
+def build_context(execution: Execution) -> RunContext:
     return RunContext(
         spec=execution.version.spec,
         execution_id=execution.pk,
         sequence=execution.sequence,
         inputs={**(execution.inputs or {}), **(execution.secret_inputs or {})},
-        outputs=outputs,
+        outputs=_StageOutputs(execution.pk),
     )
 
 
@@ -220,30 +216,17 @@ def advance(execution_id: int) -> None:
 
 
 class _Steps:
-    """The step runs of the stages being advanced, read a few groups at a time (one query for
-    the group in progress and the next, instead of one per stage)."""
-
-    AHEAD = 2
+    """The step runs of the stage runs being advanced (at most two groups' worth), read in one
+    query the first time one is asked for."""
 
     def __init__(self, stage_runs: list[StageRun]):
         self.stage_runs = stage_runs
-        self.by_stage: dict[int, list[StepRun]] = {}
+        self.by_stage: dict[int, list[StepRun]] | None = None
 
     def of(self, run: StageRun) -> list[StepRun]:
-        if run.pk not in self.by_stage:
-            groups: list[int] = []
-            wanted: list[int] = []
-            for other in self.stage_runs:
-                if other.group_index < run.group_index or other.pk in self.by_stage:
-                    continue
-                if other.group_index not in groups:
-                    if len(groups) == self.AHEAD:
-                        break
-                    groups.append(other.group_index)
-                wanted.append(other.pk)
-            for pk in wanted:
-                self.by_stage[pk] = []
-            for step in StepRun.objects.filter(stage_run_id__in=wanted).order_by("stage_run_id", "position"):
+        if self.by_stage is None:
+            self.by_stage = {other.pk: [] for other in self.stage_runs}
+            for step in StepRun.objects.filter(stage_run_id__in=list(self.by_stage)).order_by("position"):
                 self.by_stage[step.stage_run_id].append(step)
         return self.by_stage[run.pk]
 

@@ -61,6 +61,15 @@ def visible_executions(user, *, project=None, pipeline=None) -> QuerySet:
     return queryset
 
 
+def pipelines_for_newest_page(user, filters: Filters, *, project=None) -> list[int] | None:
+    """What ``page_of(only_pipelines=…)`` needs for the list of ``visible_executions(user,
+    project=…, pipeline=filters.pipeline)`` narrowed by ``filters``: the ids of its pipelines on
+    SQLite when nothing else narrows it; None otherwise (PostgreSQL needs no help)."""
+    if connection.vendor != "sqlite" or filters != Filters(pipeline=filters.pipeline):
+        return None
+    return pipelines_of_list(user, project=project, pipeline=filters.pipeline)
+
+
 def pipelines_of_list(user, *, project=None, pipeline=None) -> list[int]:
     """The ids of the pipelines whose executions ``visible_executions`` (same arguments) holds."""
     if pipeline is not None:
@@ -84,9 +93,10 @@ def _newest_ids(pipeline_ids: list[int], before: int | None, count: int) -> list
     for start in range(0, len(pipeline_ids), _TERMS_PER_QUERY):
         chunk = pipeline_ids[start : start + _TERMS_PER_QUERY]
         terms, params = [], []
-        for pipeline_id in chunk:
+        for index, pipeline_id in enumerate(chunk):
             terms.append(
-                f"SELECT * FROM (SELECT id FROM {table} WHERE pipeline_id = %s{older} ORDER BY id DESC LIMIT %s)"
+                f"SELECT * FROM (SELECT id FROM {table} WHERE pipeline_id = %s{older}"
+                f" ORDER BY id DESC LIMIT %s) AS p{index}"
             )
             params += [pipeline_id, *([before] if before is not None else []), count]
         with connection.cursor() as cursor:
@@ -125,11 +135,10 @@ def page_of(
     newest page when neither is given. One query.
 
     ``only_pipelines``: the ids of exactly the pipelines ``queryset`` holds executions of,
-    when nothing else narrows it (``pipelines_of_list``). On SQLite the page's ids are then
-    read pipeline by pipeline through the ``(pipeline, -id)`` index (one more query): SQLite
-    would otherwise read every execution of the project and sort them to keep 26 (0.5 s at a
-    million executions, docs/performance.md). PostgreSQL walks the primary key backwards
-    already and needs no help."""
+    when nothing else narrows it (``pipelines_for_newest_page``). The page's ids are then read
+    pipeline by pipeline through the ``(pipeline, -id)`` index (one more query): SQLite would
+    otherwise read every execution of the project and sort them to keep 26 (0.5 s at a
+    million executions, docs/performance.md)."""
     queryset = queryset.select_related("pipeline", "triggered_by", "retry_of", "retry")
     if after is not None:
         rows = list(queryset.filter(id__gt=after).order_by("id")[: size + 1])
@@ -138,7 +147,7 @@ def page_of(
             return page_of(queryset, size=size)
         rows = rows[:size][::-1]
         return Page(rows=rows, older=rows[-1].id, newer=rows[0].id)
-    if only_pipelines is not None and connection.vendor == "sqlite":
+    if only_pipelines is not None:
         queryset = queryset.filter(id__in=_newest_ids(only_pipelines, before, size + 1))
     elif before is not None:
         queryset = queryset.filter(id__lt=before)

@@ -166,6 +166,7 @@ def _new_runs(execution: Execution, spec, carried: Mapping[str, StageRun], selec
             if original is not None:
                 for name in CARRIED_STEP_FIELDS:
                     setattr(step_run, name, getattr(original, name))
+                # A copy points at the first run of the result, not at a copy of it.
                 step_run.carried_from_id = original.carried_from_id or original.pk
             step_runs.append(step_run)
     StepRun.objects.bulk_create(step_runs)
@@ -180,11 +181,27 @@ def _copy_runs(execution: Execution, source: Execution, *, carried: set[str], se
     """
     assert source.version_id == execution.version_id
     ops = connection.ops
-    carried_list = sorted(carried) or [""]
-    selected_list = sorted(selected) or [""]
-    marks = lambda values: ", ".join(["%s"] * len(values))  # noqa: E731
-    carried_sql = f"{{src}}.identifier IN ({marks(carried_list)})"
-    skipped_sql = f"{{src}}.identifier NOT IN ({marks(selected_list)})" if selected else "1 = 0"
+    carried_ids = sorted(carried) or [""]
+    selected_ids = sorted(selected)
+
+    def is_carried(stage_alias: str) -> tuple[str, list]:
+        return f"{stage_alias}.identifier IN ({', '.join(['%s'] * len(carried_ids))})", list(carried_ids)
+
+    def by_stage(stage_alias: str, if_carried: str, if_left_out, otherwise) -> tuple[str, list]:
+        """A CASE on the stage: carried over, left out by the selection (SKIPPED), or neither."""
+        carried_sql, params = is_carried(stage_alias)
+        sql = f"CASE WHEN {carried_sql} THEN {if_carried} "
+        if selected_ids:
+            sql += f"WHEN {stage_alias}.identifier NOT IN ({', '.join(['%s'] * len(selected_ids))}) THEN %s "
+            params += [*selected_ids, if_left_out]
+        return sql + "ELSE %s END", [*params, otherwise]
+
+    def column(alias: str, name: str) -> tuple[str, list]:
+        return f"{alias}.{ops.quote_name(name)}", []
+
+    def origin(alias: str, stage_alias: str) -> tuple[str, list]:
+        carried_sql, params = is_carried(stage_alias)
+        return f"CASE WHEN {carried_sql} THEN COALESCE({alias}.carried_from_id, {alias}.id) END", params
 
     def insert(model, alias: str, stage_alias: str, source_sql: str, specials: dict, kept: set[str]) -> None:
         columns, values, params = [], [], []
@@ -192,41 +209,23 @@ def _copy_runs(execution: Execution, source: Execution, *, carried: set[str], se
             if field.primary_key:
                 continue
             columns.append(ops.quote_name(field.column))
+            default = field.get_db_prep_save(field.get_default(), connection)
             if field.name in specials:
                 sql, extra = specials[field.name]
-                values.append(sql)
-                params += extra
             elif field.attname in kept:  # a carried run copies it, a fresh one has the default
-                default = field.get_db_prep_save(field.get_default(), connection)
-                values.append(
-                    f"CASE WHEN {carried_sql.format(src=stage_alias)} THEN {alias}.{ops.quote_name(field.column)} ELSE %s END"
-                )
-                params += [*carried_list, default]
+                sql, extra = by_stage(stage_alias, f"{alias}.{ops.quote_name(field.column)}", default, default)
             else:
-                values.append("%s")
-                params.append(field.get_db_prep_save(field.get_default(), connection))
-        table = ops.quote_name(model._meta.db_table)
+                sql, extra = "%s", [default]
+            values.append(sql)
+            params += extra
         with connection.cursor() as cursor:
             cursor.execute(
-                f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(values)} {source_sql}",
-                [*params, source.pk] if "%s" in source_sql else params,
+                f"INSERT INTO {ops.quote_name(model._meta.db_table)} ({', '.join(columns)}) "
+                f"SELECT {', '.join(values)} {source_sql}",
+                [*params, source.pk],
             )
 
-    copied = lambda alias, name: (f"{alias}.{ops.quote_name(name)}", [])  # noqa: E731
-    stage_status = (
-        f"CASE WHEN {carried_sql.format(src='s')} THEN s.status "
-        f"WHEN {skipped_sql.format(src='s')} THEN %s ELSE %s END",
-        [*carried_list, *(selected_list if selected else []), Status.SKIPPED, Status.NOT_STARTED],
-    )
-    stage_error = (
-        f"CASE WHEN {carried_sql.format(src='s')} THEN s.error "
-        f"WHEN {skipped_sql.format(src='s')} THEN %s ELSE %s END",
-        [*carried_list, *(selected_list if selected else []), "not selected for this run", ""],
-    )
-    origin = lambda alias, stage_alias: (  # noqa: E731
-        f"CASE WHEN {carried_sql.format(src=stage_alias)} THEN COALESCE({alias}.carried_from_id, {alias}.id) END",
-        list(carried_list),
-    )
+    new_id = (str(int(execution.pk)), [])
     stage_table = ops.quote_name(StageRun._meta.db_table)
     insert(
         StageRun,
@@ -234,34 +233,28 @@ def _copy_runs(execution: Execution, source: Execution, *, carried: set[str], se
         "s",
         f"FROM {stage_table} s WHERE s.execution_id = %s ORDER BY s.position",
         {
-            "execution": (str(int(execution.pk)), []),
-            **{name: copied("s", name) for name in ("identifier", "name", "group_index", "position", "queue")},
-            "status": stage_status,
-            "error": stage_error,
+            "execution": new_id,
+            **{name: column("s", name) for name in ("identifier", "name", "group_index", "position", "queue")},
+            "status": by_stage("s", "s.status", Status.SKIPPED, Status.NOT_STARTED),
+            "error": by_stage("s", "s.error", "not selected for this run", ""),
             "carried_from": origin("s", "s"),
         },
         kept={"outputs", "started_at", "finished_at"},
     )
     # A step of a carried stage copies its result; the others start NOT_STARTED, or SKIPPED
     # with their stage.
-    step_status = (
-        f"CASE WHEN {carried_sql.format(src='s')} THEN t.status "
-        f"WHEN {skipped_sql.format(src='s')} THEN %s ELSE %s END",
-        [*carried_list, *(selected_list if selected else []), Status.SKIPPED, Status.NOT_STARTED],
-    )
-    step_table = ops.quote_name(StepRun._meta.db_table)
     insert(
         StepRun,
         "t",
         "s",
-        f"FROM {step_table} t JOIN {stage_table} s ON s.id = t.stage_run_id "
+        f"FROM {ops.quote_name(StepRun._meta.db_table)} t JOIN {stage_table} s ON s.id = t.stage_run_id "
         f"JOIN {stage_table} n ON n.execution_id = {int(execution.pk)} AND n.identifier = s.identifier "
         "WHERE t.execution_id = %s ORDER BY s.position, t.position",
         {
-            "execution": (str(int(execution.pk)), []),
+            "execution": new_id,
             "stage_run": ("n.id", []),
-            **{name: copied("t", name) for name in ("identifier", "name", "type", "position")},
-            "status": step_status,
+            **{name: column("t", name) for name in ("identifier", "name", "type", "position")},
+            "status": by_stage("s", "t.status", Status.SKIPPED, Status.NOT_STARTED),
             "carried_from": origin("t", "s"),
         },
         kept=set(CARRIED_STEP_FIELDS),

@@ -13,7 +13,6 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.db import connection
 from django.db.models import OuterRef, Subquery
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -132,16 +131,11 @@ def _executions_listing(
     queryset = listing.visible_executions(request.user, project=project, pipeline=pipeline)
     filters = form.filters(pipeline=pipeline)
     queryset = listing.apply_filters(queryset, filters)
-    only_pipelines = None
-    if filters == listing.Filters(pipeline=filters.pipeline) and connection.vendor == "sqlite":
-        only_pipelines = listing.pipelines_of_list(
-            request.user, project=project, pipeline=filters.pipeline
-        )
     page = listing.page_of(
         queryset,
         before=form.cleaned_data["before"],
         after=form.cleaned_data["after"],
-        only_pipelines=only_pipelines,
+        only_pipelines=listing.pipelines_for_newest_page(request.user, filters, project=project),
     )
     listing.with_durations(page.rows)
     return form, page

@@ -369,6 +369,7 @@ def test_the_list_costs_the_same_queries_for_5_and_40_executions(
     assert small == large
 
 
+@pytest.mark.database  # the compound query runs on PostgreSQL too
 @pytest.mark.parametrize("terms_per_query", [200, 2])
 def test_the_newest_pages_read_pipeline_by_pipeline_are_the_same_pages(
     personas, pipelines, monkeypatch, terms_per_query
