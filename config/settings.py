@@ -158,7 +158,10 @@ ANONYMOUS_USER_NAME = None  # no guardian anonymous user: strangers see nothing
 
 CACHES = {
     # The database cache: shared by every web process (login rate limits) with no extra server.
-    "default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "stageline_cache"}
+    "default": {
+        "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+        "LOCATION": "stageline_cache",
+    }
 }
 STAGELINE_LOGIN_MAX_FAILURES = env_int("STAGELINE_LOGIN_MAX_FAILURES", 5)
 STAGELINE_LOGIN_LOCKOUT_SECONDS = env_int("STAGELINE_LOGIN_LOCKOUT_SECONDS", 300)

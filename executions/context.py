@@ -87,9 +87,15 @@ class RunContext:
 
     def stage_environment(self, stage: Stage) -> dict[str, str]:
         """Every variable the stage can see, as ``SL_PIPELINE_VARIABLES_X`` / ``SL_STAGE_VARIABLES_X``."""
-        env = {env_name(f"pipeline.variables.{v.name}"): self.variable_value(v.name) for v in self.spec.variables}
+        env = {
+            env_name(f"pipeline.variables.{v.name}"): self.variable_value(v.name)
+            for v in self.spec.variables
+        }
         env.update(
-            {env_name(f"stage.variables.{v.name}"): self.variable_value(v.name, stage) for v in stage.variables}
+            {
+                env_name(f"stage.variables.{v.name}"): self.variable_value(v.name, stage)
+                for v in stage.variables
+            }
         )
         return env
 

@@ -152,7 +152,12 @@ def _send(step_id: int, queue: str, task_id: str) -> None:
     try:
         run_step.apply_async(args=[step_id], queue=queue, task_id=task_id, retry=False)
     except Exception:  # noqa: BLE001 - any broker failure: the reaper re-sends from the database
-        log.warning("could not send step %s to queue %s; the reaper will re-send it", step_id, queue, exc_info=True)
+        log.warning(
+            "could not send step %s to queue %s; the reaper will re-send it",
+            step_id,
+            queue,
+            exc_info=True,
+        )
 
 
 # --- the reconciler -------------------------------------------------------------------------
@@ -169,7 +174,10 @@ class _StageOutputs(Mapping):
     def _data(self) -> dict[str, dict[str, str]]:
         if self._loaded is None:
             rows = StageRun.objects.filter(execution_id=self.execution_id, status=Status.SUCCESS)
-            self._loaded = {identifier: outputs or {} for identifier, outputs in rows.values_list("identifier", "outputs")}
+            self._loaded = {
+                identifier: outputs or {}
+                for identifier, outputs in rows.values_list("identifier", "outputs")
+            }
         return self._loaded
 
     def __getitem__(self, key):
@@ -226,7 +234,9 @@ class _Steps:
     def of(self, run: StageRun) -> list[StepRun]:
         if self.by_stage is None:
             self.by_stage = {other.pk: [] for other in self.stage_runs}
-            for step in StepRun.objects.filter(stage_run_id__in=list(self.by_stage)).order_by("position"):
+            for step in StepRun.objects.filter(stage_run_id__in=list(self.by_stage)).order_by(
+                "position"
+            ):
                 self.by_stage[step.stage_run_id].append(step)
         return self.by_stage[run.pk]
 
@@ -238,7 +248,9 @@ def _unfinished_groups(execution: Execution, after: int, near: int | None = None
     before it has succeeded): then a plain range is read first, a cheaper query."""
     unfinished = execution.stage_runs.exclude(status__in=list(SUCCEEDED))
     if near is not None:
-        rows = list(unfinished.filter(group_index__gte=near, group_index__lte=near + 1).order_by("position"))
+        rows = list(
+            unfinished.filter(group_index__gte=near, group_index__lte=near + 1).order_by("position")
+        )
         if rows:
             return rows
         after = max(after, near + 1)
@@ -292,17 +304,23 @@ def _advance_locked(execution: Execution, near: int | None = None) -> None:
 def _start_stage(execution: Execution, run: StageRun, spec, steps: _Steps) -> None:
     stage = spec.stage(run.identifier)
     if stage is None:  # cannot happen for a validated version; fail loudly rather than hang
-        transition(run, Status.FAILED, [run.status], error="stage not found in the pipeline version")
+        transition(
+            run, Status.FAILED, [run.status], error="stage not found in the pipeline version"
+        )
         return
     if stage.when:
         context = build_context(execution)
         try:
             go = evaluate_condition(stage.when, lambda expr: context.resolve(expr, stage))
         except ValueError as exc:
-            transition(run, Status.FAILED, [run.status], error=f"condition could not be evaluated: {exc}")
+            transition(
+                run, Status.FAILED, [run.status], error=f"condition could not be evaluated: {exc}"
+            )
             return
         if not go:
-            if transition(run, Status.SKIPPED, [run.status], message=f"condition is false: {stage.when}"):
+            if transition(
+                run, Status.SKIPPED, [run.status], message=f"condition is false: {stage.when}"
+            ):
                 for step in steps.of(run):
                     if step.status == Status.NOT_STARTED:
                         transition(step, Status.SKIPPED, [Status.NOT_STARTED])
@@ -405,7 +423,10 @@ def claim(step_id: int) -> StepRun | None:
             started_at=now,
         )
         Event.objects.create(
-            execution_id=execution_id, step_run=step, from_status=Status.QUEUED, to_status=Status.RUNNING
+            execution_id=execution_id,
+            step_run=step,
+            from_status=Status.QUEUED,
+            to_status=Status.RUNNING,
         )
     return step
 
@@ -428,7 +449,9 @@ def run_step(step_id: int) -> None:
         result = run_with_runner(step, step_spec, stage, execution)
     except Exception as exc:  # a bug in a runner must not leave the step RUNNING
         log.exception("step %s crashed its runner", step_id)
-        result = StepResult(status=Status.FAILED, error=f"internal error: {type(exc).__name__}: {exc}")
+        result = StepResult(
+            status=Status.FAILED, error=f"internal error: {type(exc).__name__}: {exc}"
+        )
 
     def finish() -> None:
         # The result and what it makes due (the next stage queued, the execution finished) commit
@@ -479,16 +502,20 @@ def reap() -> dict[str, int]:
 
     for step in StepRun.objects.filter(status=Status.WAITING, deadline__lt=now):
         with transaction.atomic():
-            if transition(step, Status.EXPIRED, [Status.WAITING], error="nobody answered the approval in time"):
+            if transition(
+                step, Status.EXPIRED, [Status.WAITING], error="nobody answered the approval in time"
+            ):
                 counts["approvals_expired"] += 1
                 touched.add(step.execution_id)
 
     stale = now - timedelta(seconds=settings.STAGELINE_REDISPATCH_AFTER_SECONDS)
-    for step in StepRun.objects.filter(status=Status.QUEUED, queued_at__lt=stale).select_related("stage_run"):
+    for step in StepRun.objects.filter(status=Status.QUEUED, queued_at__lt=stale).select_related(
+        "stage_run"
+    ):
         with transaction.atomic():
-            if StepRun.objects.filter(pk=step.pk, status=Status.QUEUED, queued_at=step.queued_at).update(
-                queued_at=now
-            ):
+            if StepRun.objects.filter(
+                pk=step.pk, status=Status.QUEUED, queued_at=step.queued_at
+            ).update(queued_at=now):
                 dispatch_step(step, step.stage_run.queue)
                 counts["redispatched"] += 1
 

@@ -100,7 +100,9 @@ def _newest_ids(pipeline_ids: list[int], before: int | None, count: int) -> list
             )
             params += [pipeline_id, *([before] if before is not None else []), count]
         with connection.cursor() as cursor:
-            cursor.execute(" UNION ALL ".join(terms) + " ORDER BY id DESC LIMIT %s", [*params, count])
+            cursor.execute(
+                " UNION ALL ".join(terms) + " ORDER BY id DESC LIMIT %s", [*params, count]
+            )
             found += [row[0] for row in cursor.fetchall()]
     return sorted(found, reverse=True)[:count]
 

@@ -44,10 +44,24 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     Status.NOT_STARTED: frozenset({Status.QUEUED, Status.RUNNING, Status.SKIPPED, Status.ABORTED}),
     Status.QUEUED: frozenset({Status.RUNNING, Status.ABORTED, Status.FAILED, Status.SKIPPED}),
     Status.RUNNING: frozenset(
-        {Status.WAITING, Status.SUCCESS, Status.FAILED, Status.ABORTED, Status.EXPIRED, Status.REJECTED}
+        {
+            Status.WAITING,
+            Status.SUCCESS,
+            Status.FAILED,
+            Status.ABORTED,
+            Status.EXPIRED,
+            Status.REJECTED,
+        }
     ),
     Status.WAITING: frozenset(
-        {Status.RUNNING, Status.SUCCESS, Status.REJECTED, Status.EXPIRED, Status.ABORTED, Status.FAILED}
+        {
+            Status.RUNNING,
+            Status.SUCCESS,
+            Status.REJECTED,
+            Status.EXPIRED,
+            Status.ABORTED,
+            Status.FAILED,
+        }
     ),
 }
 
@@ -78,8 +92,12 @@ class Execution(models.Model):
     chain's original execution (the retry window is measured from there).
     """
 
-    pipeline = models.ForeignKey("pipelines.Pipeline", on_delete=models.PROTECT, related_name="executions")
-    version = models.ForeignKey("pipelines.PipelineVersion", on_delete=models.PROTECT, related_name="executions")
+    pipeline = models.ForeignKey(
+        "pipelines.Pipeline", on_delete=models.PROTECT, related_name="executions"
+    )
+    version = models.ForeignKey(
+        "pipelines.PipelineVersion", on_delete=models.PROTECT, related_name="executions"
+    )
     sequence = models.PositiveIntegerField()
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
     triggered_by = models.ForeignKey(
@@ -88,7 +106,9 @@ class Execution(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
-    inputs = models.JSONField(default=dict, blank=True, help_text="Runtime input values (no secrets).")
+    inputs = models.JSONField(
+        default=dict, blank=True, help_text="Runtime input values (no secrets)."
+    )
     secret_inputs = models.JSONField(default=dict, blank=True, editable=False)
     error = models.TextField(blank=True)
 
@@ -113,7 +133,9 @@ class Execution(models.Model):
     class Meta:
         ordering = ["-id"]
         constraints = [
-            models.UniqueConstraint(fields=["pipeline", "sequence"], name="execution_sequence_unique"),
+            models.UniqueConstraint(
+                fields=["pipeline", "sequence"], name="execution_sequence_unique"
+            ),
         ]
         indexes = [
             models.Index(fields=["pipeline", "-id"], name="execution_pipeline_id_idx"),
@@ -212,7 +234,9 @@ class StepRun(models.Model):
     worker = models.CharField(max_length=200, blank=True)
     pid = models.IntegerField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
-    deadline = models.DateTimeField(null=True, blank=True, help_text="When a waiting approval expires.")
+    deadline = models.DateTimeField(
+        null=True, blank=True, help_text="When a waiting approval expires."
+    )
     decided_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -272,8 +296,12 @@ class Event(models.Model):
     """A status transition or an operator action: the history and audit trail of an execution."""
 
     execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="events")
-    stage_run = models.ForeignKey(StageRun, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
-    step_run = models.ForeignKey(StepRun, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    stage_run = models.ForeignKey(
+        StageRun, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    step_run = models.ForeignKey(
+        StepRun, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
     from_status = models.CharField(max_length=12, blank=True)
     to_status = models.CharField(max_length=12, blank=True)
     action = models.CharField(max_length=40, blank=True)

@@ -44,8 +44,18 @@ from pipelines.spec import PipelineSpec, Variable, secret_literals
 FAILED_ONLY = "failed_only"
 ALL = "all"
 MODES = (FAILED_ONLY, ALL)
-SEVERITY = [Status.FAILED, Status.EXPIRED, Status.REJECTED, Status.ABORTED, Status.RUNNING, Status.WAITING,
-            Status.QUEUED, Status.NOT_STARTED, Status.SKIPPED, Status.SUCCESS]
+SEVERITY = [
+    Status.FAILED,
+    Status.EXPIRED,
+    Status.REJECTED,
+    Status.ABORTED,
+    Status.RUNNING,
+    Status.WAITING,
+    Status.QUEUED,
+    Status.NOT_STARTED,
+    Status.SKIPPED,
+    Status.SUCCESS,
+]
 
 
 class AlreadyRetried(Conflict):
@@ -158,7 +168,10 @@ def retry_blocker(execution: Execution, user) -> tuple[str, Execution | None]:
             None,
         )
     if execution.status not in RETRYABLE:
-        return f"Execution {number} is {execution.get_status_display().lower()} and cannot be retried.", None
+        return (
+            f"Execution {number} is {execution.get_status_display().lower()} and cannot be retried.",
+            None,
+        )
     retry = Execution.objects.filter(retry_of=execution).first()
     if retry is not None:
         latest = chain_latest(execution)
@@ -187,10 +200,14 @@ def _worst(statuses: list[str]) -> str:
     return min(statuses, key=lambda s: SEVERITY.index(s) if s in SEVERITY else 0)
 
 
-def stage_options(execution: Execution, spec: PipelineSpec, runs: dict[str, StageRun]) -> list[StageOption]:
+def stage_options(
+    execution: Execution, spec: PipelineSpec, runs: dict[str, StageRun]
+) -> list[StageOption]:
     options: list[StageOption] = []
     for group in spec.groups:
-        members = {s.identifier: runs[s.identifier].status for s in group.stages if s.identifier in runs}
+        members = {
+            s.identifier: runs[s.identifier].status for s in group.stages if s.identifier in runs
+        }
         durations = [runs[s].duration_seconds or 0.0 for s in members if runs[s].started_at]
         option = StageOption(
             key=group.identifier,
@@ -212,7 +229,9 @@ def _find_option(options: list[StageOption], spec: PipelineSpec, key: str) -> St
         if key == option.key or key in option.stages:
             return option
     if spec.stage(key) is None and spec.group(key) is None:
-        raise Invalid(f"Stage '{key}' is not in this pipeline.", field_errors={"from_stage": "unknown stage"})
+        raise Invalid(
+            f"Stage '{key}' is not in this pipeline.", field_errors={"from_stage": "unknown stage"}
+        )
     offered = ", ".join(o.key for o in options)
     raise Invalid(
         f"Stage '{key}' cannot be retried from: it did not run. Pick one of: {offered}.",
@@ -227,7 +246,9 @@ def _source(run: StageRun) -> tuple[int, int]:
     return run.execution_id, run.execution.sequence
 
 
-def plan_retry(execution: Execution, user, *, from_stage: str | None = None, mode: str | None = None) -> RetryPlan:
+def plan_retry(
+    execution: Execution, user, *, from_stage: str | None = None, mode: str | None = None
+) -> RetryPlan:
     """Everything the retry dialog shows, for ``from_stage`` (default: the first failed one)."""
     if not permissions.can(user, "view", execution):
         raise NotFound("Not found, or you may not see it.")
@@ -248,7 +269,10 @@ def plan_retry(execution: Execution, user, *, from_stage: str | None = None, mod
     option = _find_option(plan.options, spec, from_stage) if from_stage else plan.options[-1]
     plan.selected = option
     if mode not in (None, "", *MODES):
-        raise Invalid(f"Unknown retry mode '{mode}': use failed_only or all.", field_errors={"mode": "unknown"})
+        raise Invalid(
+            f"Unknown retry mode '{mode}': use failed_only or all.",
+            field_errors={"mode": "unknown"},
+        )
     plan.mode = (mode or FAILED_ONLY) if option.has_failed_member else ""
 
     selected_index = next(g.index for g in spec.groups if g.identifier == option.key)
@@ -259,12 +283,16 @@ def plan_retry(execution: Execution, user, *, from_stage: str | None = None, mod
         run = runs[identifier]
         source_id, source_seq = _source(run)
         plan.carried.append(
-            CarriedStage(identifier, run.name, run.status, source_seq, source_id, run.duration_seconds)
+            CarriedStage(
+                identifier, run.name, run.status, source_seq, source_id, run.duration_seconds
+            )
         )
     carried_set = set(carried_ids)
     for stage in spec.stages:
         if stage.identifier not in carried_set:
-            previous = runs[stage.identifier].status if stage.identifier in runs else Status.NOT_STARTED
+            previous = (
+                runs[stage.identifier].status if stage.identifier in runs else Status.NOT_STARTED
+            )
             plan.run_again.append(
                 RunAgainStage(stage.identifier, stage.name, [s.name for s in stage.steps], previous)
             )
@@ -291,13 +319,21 @@ def _input_fields(execution: Execution, spec: PipelineSpec, carried: set[str]) -
     fields: list[InputField] = []
     for var in spec.inputs:
         if var.stage is None:
-            editable, reason = False, "a pipeline-level input cannot change on retry: use Rerun to change it"
+            editable, reason = (
+                False,
+                "a pipeline-level input cannot change on retry: use Rerun to change it",
+            )
         elif var.stage in carried:
-            editable, reason = False, f"stage '{var.stage}' is carried over: use Rerun to change its inputs"
+            editable, reason = (
+                False,
+                f"stage '{var.stage}' is carried over: use Rerun to change its inputs",
+            )
         else:
             editable, reason = True, ""
         if var.is_secret:
-            fields.append(InputField(var, "", editable, reason, has_value=var.key in execution.secret_inputs))
+            fields.append(
+                InputField(var, "", editable, reason, has_value=var.key in execution.secret_inputs)
+            )
         else:
             fields.append(InputField(var, str(execution.inputs.get(var.key, "")), editable, reason))
     return fields
@@ -337,10 +373,14 @@ def _resolve_inputs(plan: RetryPlan, submitted: dict[str, object]) -> tuple[dict
         edited[entry.key] = raw
     try:
         new_values, new_secrets = validate_inputs(
-            execution.version.spec, edited, editable=[e.variable for e in plan.editable_inputs if e.key in edited]
+            execution.version.spec,
+            edited,
+            editable=[e.variable for e in plan.editable_inputs if e.key in edited],
         )
     except InputErrors as exc:
-        raise Invalid("Some runtime inputs are not valid: " + str(exc), field_errors=exc.errors) from None
+        raise Invalid(
+            "Some runtime inputs are not valid: " + str(exc), field_errors=exc.errors
+        ) from None
     changed = [k for k, v in new_values.items() if values.get(k) != v]
     changed += [k for k, v in new_secrets.items() if secrets.get(k) != v]
     values.update(new_values)
@@ -351,7 +391,9 @@ def _resolve_inputs(plan: RetryPlan, submitted: dict[str, object]) -> tuple[dict
         if entry.key not in store:
             value, error = check_value(entry.variable, None)
             if error:
-                raise Invalid(f"{entry.key} {error}", field_errors={entry.key: f"{entry.key} {error}"})
+                raise Invalid(
+                    f"{entry.key} {error}", field_errors={entry.key: f"{entry.key} {error}"}
+                )
             store[entry.key] = value
     return values, secrets, sorted(changed)
 
@@ -476,17 +518,27 @@ def plan_rerun(execution: Execution, user) -> RerunPlan:
     spec = version.spec
     for var in spec.inputs:
         if var.is_secret:
-            plan.inputs.append(InputField(var, "", True, has_value=var.key in execution.secret_inputs))
+            plan.inputs.append(
+                InputField(var, "", True, has_value=var.key in execution.secret_inputs)
+            )
         else:
             previous = execution.inputs.get(var.key)
-            plan.inputs.append(InputField(var, str(previous if previous is not None else (var.default or "")), True))
+            plan.inputs.append(
+                InputField(
+                    var, str(previous if previous is not None else (var.default or "")), True
+                )
+            )
     plan.stage_selection = spec.allow_stage_selection
     plan.stages = [(s.identifier, s.name) for s in spec.stages]
     return plan
 
 
 def create_rerun(
-    *, execution: Execution, user, inputs: dict[str, object] | None = None, stages: list[str] | None = None
+    *,
+    execution: Execution,
+    user,
+    inputs: dict[str, object] | None = None,
+    stages: list[str] | None = None,
 ) -> Execution:
     """Run the pipeline's current version again, linked to ``execution`` (SPEC §5)."""
     ensure(user, "execute", execution)
@@ -499,5 +551,9 @@ def create_rerun(
         if var.is_secret and not submitted.get(var.key) and var.key in execution.secret_inputs:
             submitted[var.key] = execution.secret_inputs[var.key]
     return run_pipeline(
-        pipeline=execution.pipeline, user=user, inputs=submitted, stages=stages or None, rerun_of=execution
+        pipeline=execution.pipeline,
+        user=user,
+        inputs=submitted,
+        stages=stages or None,
+        rerun_of=execution,
     )

@@ -58,8 +58,18 @@ def ensure(user, action: str, obj) -> None:
 
 # What a carried-over step run copies from the original (its log is read from the original).
 CARRIED_STEP_FIELDS = (
-    "status", "started_at", "finished_at", "exit_code", "outputs", "error", "decided_by_id",
-    "decided_at", "comment", "log_bytes", "log_truncated", "carried_from_id",
+    "status",
+    "started_at",
+    "finished_at",
+    "exit_code",
+    "outputs",
+    "error",
+    "decided_by_id",
+    "decided_at",
+    "comment",
+    "log_bytes",
+    "log_truncated",
+    "carried_from_id",
 )
 
 
@@ -105,13 +115,17 @@ def create_execution(
     else:
         _new_runs(execution, spec, carried, selected or [])
     with engine.events_batched():
-        engine.record(execution, "created", actor=user, message=f"started by {user}" if user else "started")
+        engine.record(
+            execution, "created", actor=user, message=f"started by {user}" if user else "started"
+        )
         engine.transition(execution, Status.RUNNING, [Status.QUEUED], started_at=now)
         engine._advance_locked(execution)
     return execution
 
 
-def _new_runs(execution: Execution, spec, carried: Mapping[str, StageRun], selected: list[str]) -> None:
+def _new_runs(
+    execution: Execution, spec, carried: Mapping[str, StageRun], selected: list[str]
+) -> None:
     """The stage and step runs of ``execution``, built from the spec (``carried`` stages take
     their results from the given stage runs)."""
     stage_runs: list[StageRun] = []
@@ -172,7 +186,9 @@ def _new_runs(execution: Execution, spec, carried: Mapping[str, StageRun], selec
     StepRun.objects.bulk_create(step_runs)
 
 
-def _copy_runs(execution: Execution, source: Execution, *, carried: set[str], selected: list[str]) -> None:
+def _copy_runs(
+    execution: Execution, source: Execution, *, carried: set[str], selected: list[str]
+) -> None:
     """The stage and step runs of ``execution`` (a retry), copied from ``source`` (the execution
     it retries, same version) inside the database: two ``INSERT … SELECT`` statements instead
     of building hundreds of rows in Python. A stage in ``carried`` keeps its result (and points
@@ -185,7 +201,9 @@ def _copy_runs(execution: Execution, source: Execution, *, carried: set[str], se
     selected_ids = sorted(selected)
 
     def is_carried(stage_alias: str) -> tuple[str, list]:
-        return f"{stage_alias}.identifier IN ({', '.join(['%s'] * len(carried_ids))})", list(carried_ids)
+        return f"{stage_alias}.identifier IN ({', '.join(['%s'] * len(carried_ids))})", list(
+            carried_ids
+        )
 
     def by_stage(stage_alias: str, if_carried: str, if_left_out, otherwise) -> tuple[str, list]:
         """A CASE on the stage: carried over, left out by the selection (SKIPPED), or neither."""
@@ -201,9 +219,14 @@ def _copy_runs(execution: Execution, source: Execution, *, carried: set[str], se
 
     def origin(alias: str, stage_alias: str) -> tuple[str, list]:
         carried_sql, params = is_carried(stage_alias)
-        return f"CASE WHEN {carried_sql} THEN COALESCE({alias}.carried_from_id, {alias}.id) END", params
+        return (
+            f"CASE WHEN {carried_sql} THEN COALESCE({alias}.carried_from_id, {alias}.id) END",
+            params,
+        )
 
-    def insert(model, alias: str, stage_alias: str, source_sql: str, specials: dict, kept: set[str]) -> None:
+    def insert(
+        model, alias: str, stage_alias: str, source_sql: str, specials: dict, kept: set[str]
+    ) -> None:
         columns, values, params = [], [], []
         for field in model._meta.concrete_fields:
             if field.primary_key:
@@ -213,7 +236,9 @@ def _copy_runs(execution: Execution, source: Execution, *, carried: set[str], se
             if field.name in specials:
                 sql, extra = specials[field.name]
             elif field.attname in kept:  # a carried run copies it, a fresh one has the default
-                sql, extra = by_stage(stage_alias, f"{alias}.{ops.quote_name(field.column)}", default, default)
+                sql, extra = by_stage(
+                    stage_alias, f"{alias}.{ops.quote_name(field.column)}", default, default
+                )
             else:
                 sql, extra = "%s", [default]
             values.append(sql)
@@ -234,7 +259,10 @@ def _copy_runs(execution: Execution, source: Execution, *, carried: set[str], se
         f"FROM {stage_table} s WHERE s.execution_id = %s ORDER BY s.position",
         {
             "execution": new_id,
-            **{name: column("s", name) for name in ("identifier", "name", "group_index", "position", "queue")},
+            **{
+                name: column("s", name)
+                for name in ("identifier", "name", "group_index", "position", "queue")
+            },
             "status": by_stage("s", "s.status", Status.SKIPPED, Status.NOT_STARTED),
             "error": by_stage("s", "s.error", "not selected for this run", ""),
             "carried_from": origin("s", "s"),
@@ -278,7 +306,9 @@ def run_pipeline(
     try:
         values, secrets = validate_inputs(spec, inputs)
     except InputErrors as exc:
-        raise Invalid("Some runtime inputs are not valid: " + str(exc), field_errors=exc.errors) from None
+        raise Invalid(
+            "Some runtime inputs are not valid: " + str(exc), field_errors=exc.errors
+        ) from None
     selected = None
     if stages:
         selected = check_stage_selection(spec, stages)
@@ -320,11 +350,17 @@ def abort_execution(*, execution: Execution, user) -> Execution:
     with transaction.atomic():
         locked = Execution.objects.select_for_update().get(pk=execution.pk)
         if locked.status not in ACTIVE:
-            raise Conflict(f"Execution #{locked.sequence} already ended {locked.get_status_display()}.")
+            raise Conflict(
+                f"Execution #{locked.sequence} already ended {locked.get_status_display()}."
+            )
         for step in StepRun.objects.filter(execution=locked, status__in=list(ACTIVE)):
-            engine.transition(step, Status.ABORTED, ACTIVE, actor=user, error="aborted by " + str(user))
+            engine.transition(
+                step, Status.ABORTED, ACTIVE, actor=user, error="aborted by " + str(user)
+            )
         for run in StageRun.objects.filter(execution=locked, status__in=list(ACTIVE)):
-            engine.transition(run, Status.ABORTED, ACTIVE, actor=user, error="aborted by " + str(user))
+            engine.transition(
+                run, Status.ABORTED, ACTIVE, actor=user, error="aborted by " + str(user)
+            )
         engine.transition(
             locked, Status.ABORTED, ACTIVE, actor=user, action="aborted", error=f"aborted by {user}"
         )
@@ -340,13 +376,20 @@ def answer_approval(
     with transaction.atomic():
         step = (
             StepRun.objects.select_for_update()
-            .filter(execution=execution, stage_run__identifier=stage, type="Approval", status=Status.WAITING)
+            .filter(
+                execution=execution,
+                stage_run__identifier=stage,
+                type="Approval",
+                status=Status.WAITING,
+            )
             .first()
         )
         if step is None:
             if not execution.stage_runs.filter(identifier=stage).exists():
                 raise NotFound(f"Execution #{execution.sequence} has no stage '{stage}'.")
-            raise Conflict(f"Stage '{stage}' of execution #{execution.sequence} is not waiting for approval.")
+            raise Conflict(
+                f"Stage '{stage}' of execution #{execution.sequence} is not waiting for approval."
+            )
         to = Status.SUCCESS if approve else Status.REJECTED
         won = engine.transition(
             step,

@@ -74,7 +74,9 @@ def get_execution_for_user(user, pk: int) -> Execution:
     of visible pipelines costs a query of its own on every page."""
     found = (
         # Not retry_of / rerun_of: mostly empty, and each join adds planning time (~0.3 ms).
-        Execution.objects.select_related("pipeline__project__organization", "version", "triggered_by")
+        Execution.objects.select_related(
+            "pipeline__project__organization", "version", "triggered_by"
+        )
         .filter(pk=pk)
         .first()
     )

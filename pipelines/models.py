@@ -44,7 +44,9 @@ class ProjectQuerySet(models.QuerySet):
 class Project(models.Model):
     """A set of pipelines with one access policy (roles are granted per project)."""
 
-    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="projects")
+    organization = models.ForeignKey(
+        Organization, on_delete=models.PROTECT, related_name="projects"
+    )
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=100)
     description = models.TextField(blank=True)
@@ -55,7 +57,9 @@ class Project(models.Model):
     class Meta:
         ordering = ["organization__slug", "slug"]
         constraints = [
-            models.UniqueConstraint(fields=["organization", "slug"], name="project_slug_unique_in_org")
+            models.UniqueConstraint(
+                fields=["organization", "slug"], name="project_slug_unique_in_org"
+            )
         ]
         permissions = [
             ("execute_project", "Run, retry, rerun and abort the project's pipelines"),
@@ -128,7 +132,9 @@ class PipelineVersion(models.Model):
     class Meta:
         ordering = ["pipeline_id", "-number"]
         constraints = [
-            models.UniqueConstraint(fields=["pipeline", "number"], name="pipeline_version_number_unique")
+            models.UniqueConstraint(
+                fields=["pipeline", "number"], name="pipeline_version_number_unique"
+            )
         ]
 
     def __str__(self) -> str:
@@ -167,11 +173,19 @@ class RoleAssignment(models.Model):
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="role_assignments")
     pipeline = models.ForeignKey(
-        Pipeline, null=True, blank=True, on_delete=models.CASCADE, related_name="role_assignments",
+        Pipeline,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="role_assignments",
         help_text="Leave empty for the whole project.",
     )
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="role_assignments"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="role_assignments",
     )
     group = models.ForeignKey(
         Group, null=True, blank=True, on_delete=models.CASCADE, related_name="role_assignments"
@@ -186,23 +200,30 @@ class RoleAssignment(models.Model):
         ordering = ["project_id", "role", "id"]
         constraints = [
             models.CheckConstraint(
-                condition=(Q(user__isnull=False, group__isnull=True) | Q(user__isnull=True, group__isnull=False)),
+                condition=(
+                    Q(user__isnull=False, group__isnull=True)
+                    | Q(user__isnull=True, group__isnull=False)
+                ),
                 name="role_assignment_user_xor_group",
             ),
             models.UniqueConstraint(
-                fields=["project", "user"], condition=Q(pipeline__isnull=True, user__isnull=False),
+                fields=["project", "user"],
+                condition=Q(pipeline__isnull=True, user__isnull=False),
                 name="one_project_role_per_user",
             ),
             models.UniqueConstraint(
-                fields=["project", "group"], condition=Q(pipeline__isnull=True, group__isnull=False),
+                fields=["project", "group"],
+                condition=Q(pipeline__isnull=True, group__isnull=False),
                 name="one_project_role_per_group",
             ),
             models.UniqueConstraint(
-                fields=["pipeline", "user"], condition=Q(pipeline__isnull=False, user__isnull=False),
+                fields=["pipeline", "user"],
+                condition=Q(pipeline__isnull=False, user__isnull=False),
                 name="one_pipeline_role_per_user",
             ),
             models.UniqueConstraint(
-                fields=["pipeline", "group"], condition=Q(pipeline__isnull=False, group__isnull=False),
+                fields=["pipeline", "group"],
+                condition=Q(pipeline__isnull=False, group__isnull=False),
                 name="one_pipeline_role_per_group",
             ),
         ]
@@ -216,7 +237,9 @@ class RoleAssignment(models.Model):
 class AuditEvent(models.Model):
     """Who did what, for actions that are not execution status changes (roles, definitions)."""
 
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
     project = models.ForeignKey(Project, null=True, blank=True, on_delete=models.SET_NULL)
     action = models.CharField(max_length=60)
     detail = models.TextField(blank=True)

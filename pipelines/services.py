@@ -29,7 +29,11 @@ def save_pipeline(
     spec = parse_pipeline(yaml_text)
     if pipeline is not None and spec.identifier != pipeline.identifier:
         raise SpecErrors(
-            [SpecError(f"the identifier must stay '{pipeline.identifier}' (got '{spec.identifier}')")]
+            [
+                SpecError(
+                    f"the identifier must stay '{pipeline.identifier}' (got '{spec.identifier}')"
+                )
+            ]
         )
     with transaction.atomic():
         created_pipeline = False
@@ -38,7 +42,9 @@ def save_pipeline(
         if pipeline is None:
             try:
                 with transaction.atomic():
-                    pipeline = Pipeline.objects.create(project=project, identifier=spec.identifier, name=spec.name)
+                    pipeline = Pipeline.objects.create(
+                        project=project, identifier=spec.identifier, name=spec.name
+                    )
                 created_pipeline = True
             except IntegrityError:
                 pipeline = Pipeline.objects.get(project=project, identifier=spec.identifier)
@@ -47,11 +53,16 @@ def save_pipeline(
         if current is not None and current.sha256 == PipelineVersion.hash_yaml(yaml_text):
             return SaveResult(pipeline, current, created_pipeline, False)
         number = (current.number if current else 0) + 1
-        version = PipelineVersion.objects.create(pipeline=pipeline, number=number, yaml=yaml_text, created_by=user)
+        version = PipelineVersion.objects.create(
+            pipeline=pipeline, number=number, yaml=yaml_text, created_by=user
+        )
         pipeline.current_version = version
         pipeline.name = spec.name
         pipeline.save(update_fields=["current_version", "name"])
         AuditEvent.objects.create(
-            actor=user, project=project, action="pipeline.saved", detail=f"{pipeline.identifier} v{number}"
+            actor=user,
+            project=project,
+            action="pipeline.saved",
+            detail=f"{pipeline.identifier} v{number}",
         )
     return SaveResult(pipeline, version, created_pipeline, True)

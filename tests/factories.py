@@ -43,7 +43,7 @@ def shell_stage(identifier: str, script: str, *, timeout: str = "1m", extra: str
     return f"""
     - stage:
         identifier: {identifier}
-        name: {identifier.replace('_', ' ').title()}{extra}
+        name: {identifier.replace("_", " ").title()}{extra}
         steps:
           - step:
               identifier: run
@@ -55,12 +55,16 @@ def shell_stage(identifier: str, script: str, *, timeout: str = "1m", extra: str
 """
 
 
-def serial_pipeline(identifier: str, stages: list[str], variables: str = "", allow_selection: bool = False) -> str:
+def serial_pipeline(
+    identifier: str, stages: list[str], variables: str = "", allow_selection: bool = False
+) -> str:
     head = f"""pipeline:
-  name: {identifier.replace('_', ' ').title()}
+  name: {identifier.replace("_", " ").title()}
   identifier: {identifier}
-  allow_stage_selection: {'true' if allow_selection else 'false'}
+  allow_stage_selection: {"true" if allow_selection else "false"}
 """
     if variables:
-        head += "  variables:\n" + textwrap.indent(textwrap.dedent(variables).strip(), "    ") + "\n"
+        head += (
+            "  variables:\n" + textwrap.indent(textwrap.dedent(variables).strip(), "    ") + "\n"
+        )
     return head + "  stages:\n" + "".join(textwrap.indent(textwrap.dedent(s), "  ") for s in stages)

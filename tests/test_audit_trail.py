@@ -45,19 +45,33 @@ def actions(execution) -> list[tuple[str, str]]:
 
 def test_runs_retries_aborts_and_approvals_record_who_did_them(worker, personas):
     pipeline = make_pipeline(personas.project, YAML)
-    first = run_pipeline(pipeline=pipeline, user=personas.executor, inputs={"token": "s3cr3t-token", "build.fail": "yes"})
+    first = run_pipeline(
+        pipeline=pipeline,
+        user=personas.executor,
+        inputs={"token": "s3cr3t-token", "build.fail": "yes"},
+    )
     first = wait_for_status(first, Status.FAILED)
     assert actions(first) == [("created", "executor")]
 
-    retry = create_retry(execution=first, user=personas.admin, from_stage="build", inputs={"build.fail": "no"}, reason="flake")
+    retry = create_retry(
+        execution=first,
+        user=personas.admin,
+        from_stage="build",
+        inputs={"build.fail": "no"},
+        reason="flake",
+    )
     wait_for_status(retry, Status.WAITING)
     assert actions(retry)[:2] == [("created", "admin"), ("retried", "admin")]
     assert "flake" in Event.objects.get(execution=retry, action="retried").message
-    answer_approval(execution=retry, stage="gate", user=personas.approver, approve=True, comment="ship it")
+    answer_approval(
+        execution=retry, stage="gate", user=personas.approver, approve=True, comment="ship it"
+    )
     wait_for_status(retry, Status.SUCCESS)
     assert ("approved", "approver") in actions(retry)
 
-    third = run_pipeline(pipeline=pipeline, user=personas.executor, inputs={"token": "s3cr3t-token"})
+    third = run_pipeline(
+        pipeline=pipeline, user=personas.executor, inputs={"token": "s3cr3t-token"}
+    )
     wait_for_status(third, Status.WAITING)
     abort_execution(execution=third, user=personas.executor)
     assert ("aborted", "executor") in actions(third)
@@ -67,13 +81,21 @@ def test_role_changes_are_recorded_with_who_made_them(personas):
     assignment = personas.viewer.role_assignments.get(project=personas.project)
     change_role(assignment=assignment, role="executor", changed_by=personas.admin)
     revoke_role(assignment=assignment, revoked_by=personas.admin)
-    trail = list(AuditEvent.objects.filter(project=personas.project, actor=personas.admin).values_list("action", flat=True))
+    trail = list(
+        AuditEvent.objects.filter(project=personas.project, actor=personas.admin).values_list(
+            "action", flat=True
+        )
+    )
     assert trail[:2] == ["role.revoked", "role.changed"]  # newest first
 
 
 def test_secrets_stay_out_of_the_admin_and_every_prefill(worker, personas, client):
     pipeline = make_pipeline(personas.project, YAML)
-    execution = run_pipeline(pipeline=pipeline, user=personas.executor, inputs={"token": "s3cr3t-token", "build.fail": "yes"})
+    execution = run_pipeline(
+        pipeline=pipeline,
+        user=personas.executor,
+        inputs={"token": "s3cr3t-token", "build.fail": "yes"},
+    )
     execution = wait_for_status(execution, Status.FAILED)
     root = personas.admin.__class__.objects.create_superuser("root", "root@example.com", "pw")
     client.force_login(root)

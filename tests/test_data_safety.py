@@ -25,8 +25,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.engine
 def test_deleting_a_pipeline_or_project_with_history_is_refused(worker, personas):
-    pipeline = make_pipeline(personas.project, serial_pipeline("keep", [shell_stage("a", "echo kept")]))
-    wait_for_status(run_pipeline(pipeline=pipeline, user=personas.executor, inputs={}), Status.SUCCESS)
+    pipeline = make_pipeline(
+        personas.project, serial_pipeline("keep", [shell_stage("a", "echo kept")])
+    )
+    wait_for_status(
+        run_pipeline(pipeline=pipeline, user=personas.executor, inputs={}), Status.SUCCESS
+    )
     with pytest.raises(ProtectedError):
         pipeline.delete()
     with pytest.raises(ProtectedError):
@@ -41,19 +45,37 @@ def test_the_admin_refuses_to_delete_a_project_with_history(client, personas):
     client.force_login(root)
     url = f"/admin/pipelines/project/{personas.project.pk}/delete/"
     page = client.get(url)
-    assert page.status_code == 200 and b"would require deleting the following protected" in page.content
+    assert (
+        page.status_code == 200
+        and b"would require deleting the following protected" in page.content
+    )
     client.post(url, {"post": "yes"})
     assert Project.objects.filter(pk=personas.project.pk).exists()
 
 
 def test_migrations_apply_to_an_empty_database_and_match_the_models(tmp_path):
-    env = dict(os.environ, DATABASE_URL=f"sqlite:///{tmp_path}/empty.sqlite3".replace("sqlite:///", "sqlite:////"),
-               STAGELINE_VAR_DIR=str(tmp_path))
-    migrate = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env,
-                             capture_output=True, text=True, timeout=300)
+    env = dict(
+        os.environ,
+        DATABASE_URL=f"sqlite:///{tmp_path}/empty.sqlite3".replace("sqlite:///", "sqlite:////"),
+        STAGELINE_VAR_DIR=str(tmp_path),
+    )
+    migrate = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert migrate.returncode == 0, migrate.stderr
-    check = subprocess.run([sys.executable, "manage.py", "makemigrations", "--check", "--dry-run"], cwd=ROOT,
-                           env=env, capture_output=True, text=True, timeout=120)
+    check = subprocess.run(
+        [sys.executable, "manage.py", "makemigrations", "--check", "--dry-run"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert check.returncode == 0, "models changed without a migration:\n" + check.stdout
 
 
@@ -61,12 +83,37 @@ def test_migrations_apply_to_an_empty_database_and_match_the_models(tmp_path):
 def test_the_demo_round_trips_through_dumpdata_and_loaddata(worker, tmp_path):
     call_command("seed_demo", "--no-worker", stdout=io.StringIO())
     statuses = set(Execution.objects.values_list("status", flat=True))
-    assert {Status.SUCCESS, Status.FAILED, Status.ABORTED, Status.EXPIRED, Status.REJECTED} <= statuses
-    models = [Project, Pipeline, PipelineVersion, RoleAssignment, Execution, StageRun, StepRun, LogChunk]
+    assert {
+        Status.SUCCESS,
+        Status.FAILED,
+        Status.ABORTED,
+        Status.EXPIRED,
+        Status.REJECTED,
+    } <= statuses
+    models = [
+        Project,
+        Pipeline,
+        PipelineVersion,
+        RoleAssignment,
+        Execution,
+        StageRun,
+        StepRun,
+        LogChunk,
+    ]
     before = {m.__name__: m.objects.count() for m in models}
     dump = tmp_path / "demo.json"
-    call_command("dumpdata", "auth.user", "auth.group", "pipelines", "executions", "guardian",
-                 "--natural-foreign", "-o", str(dump), verbosity=0)
+    call_command(
+        "dumpdata",
+        "auth.user",
+        "auth.group",
+        "pipelines",
+        "executions",
+        "guardian",
+        "--natural-foreign",
+        "-o",
+        str(dump),
+        verbosity=0,
+    )
     assert any(row["model"] == "executions.execution" for row in json.loads(dump.read_text()))
     call_command("flush", "--noinput", verbosity=0)
     assert Execution.objects.count() == 0

@@ -17,18 +17,33 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
-    dropped = {"DEBUG", "STAGELINE_HTTPS", "SECRET_KEY", "DJANGO_ALLOW_ASYNC_UNSAFE"}  # set by the browser tests
+    dropped = {
+        "DEBUG",
+        "STAGELINE_HTTPS",
+        "SECRET_KEY",
+        "DJANGO_ALLOW_ASYNC_UNSAFE",
+    }  # set by the browser tests
     full_env = {k: v for k, v in os.environ.items() if k not in dropped}
     full_env.update(env)
     return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=120
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
 def test_deploy_checks_are_clean_with_production_settings():
     result = manage(
-        "check", "--deploy", "--fail-level", "WARNING",
-        SECRET_KEY=secrets.token_urlsafe(64), STAGELINE_HTTPS="true", ALLOWED_HOSTS="stageline.example.com",
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        SECRET_KEY=secrets.token_urlsafe(64),
+        STAGELINE_HTTPS="true",
+        ALLOWED_HOSTS="stageline.example.com",
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
@@ -78,11 +93,15 @@ def test_a_successful_login_resets_the_failure_count(client, clean_cache, settin
     make_user("ops", password="right-password")
     for _ in range(2):
         client.post("/login/", {"username": "ops", "password": "wrong"})
-    assert client.post("/login/", {"username": "ops", "password": "right-password"}).status_code == 302
+    assert (
+        client.post("/login/", {"username": "ops", "password": "right-password"}).status_code == 302
+    )
     client.logout()
     for _ in range(2):
         assert client.post("/login/", {"username": "ops", "password": "wrong"}).status_code == 200
-    assert client.post("/login/", {"username": "ops", "password": "right-password"}).status_code == 302
+    assert (
+        client.post("/login/", {"username": "ops", "password": "right-password"}).status_code == 302
+    )
 
 
 def test_web_and_worker_processes_freeze_their_start_up_heap():

@@ -6,7 +6,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -15,102 +14,209 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='LogChunk',
+            name="LogChunk",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('seq', models.PositiveIntegerField()),
-                ('text', models.TextField()),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("seq", models.PositiveIntegerField()),
+                ("text", models.TextField()),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'ordering': ['step_run_id', 'seq'],
+                "ordering": ["step_run_id", "seq"],
             },
         ),
         migrations.CreateModel(
-            name='StageRun',
+            name="StageRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('identifier', models.CharField(max_length=64)),
-                ('name', models.CharField(max_length=200)),
-                ('group_index', models.PositiveIntegerField()),
-                ('position', models.PositiveIntegerField()),
-                ('status', models.CharField(choices=[('NOT_STARTED', 'Not started'), ('QUEUED', 'Queued'), ('RUNNING', 'Running'), ('WAITING', 'Waiting for approval'), ('SUCCESS', 'Success'), ('FAILED', 'Failed'), ('ABORTED', 'Aborted'), ('EXPIRED', 'Expired'), ('REJECTED', 'Rejected'), ('SKIPPED', 'Skipped')], default='NOT_STARTED', max_length=12)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('outputs', models.JSONField(blank=True, default=dict)),
-                ('error', models.TextField(blank=True)),
-                ('queue', models.CharField(blank=True, max_length=64)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("identifier", models.CharField(max_length=64)),
+                ("name", models.CharField(max_length=200)),
+                ("group_index", models.PositiveIntegerField()),
+                ("position", models.PositiveIntegerField()),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("NOT_STARTED", "Not started"),
+                            ("QUEUED", "Queued"),
+                            ("RUNNING", "Running"),
+                            ("WAITING", "Waiting for approval"),
+                            ("SUCCESS", "Success"),
+                            ("FAILED", "Failed"),
+                            ("ABORTED", "Aborted"),
+                            ("EXPIRED", "Expired"),
+                            ("REJECTED", "Rejected"),
+                            ("SKIPPED", "Skipped"),
+                        ],
+                        default="NOT_STARTED",
+                        max_length=12,
+                    ),
+                ),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("outputs", models.JSONField(blank=True, default=dict)),
+                ("error", models.TextField(blank=True)),
+                ("queue", models.CharField(blank=True, max_length=64)),
             ],
             options={
-                'ordering': ['execution_id', 'position'],
+                "ordering": ["execution_id", "position"],
             },
         ),
         migrations.CreateModel(
-            name='StepRun',
+            name="StepRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('identifier', models.CharField(max_length=64)),
-                ('name', models.CharField(max_length=200)),
-                ('type', models.CharField(max_length=20)),
-                ('position', models.PositiveIntegerField()),
-                ('status', models.CharField(choices=[('NOT_STARTED', 'Not started'), ('QUEUED', 'Queued'), ('RUNNING', 'Running'), ('WAITING', 'Waiting for approval'), ('SUCCESS', 'Success'), ('FAILED', 'Failed'), ('ABORTED', 'Aborted'), ('EXPIRED', 'Expired'), ('REJECTED', 'Rejected'), ('SKIPPED', 'Skipped')], default='NOT_STARTED', max_length=12)),
-                ('queued_at', models.DateTimeField(blank=True, null=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('exit_code', models.IntegerField(blank=True, null=True)),
-                ('outputs', models.JSONField(blank=True, default=dict)),
-                ('error', models.TextField(blank=True)),
-                ('attempts', models.PositiveSmallIntegerField(default=0)),
-                ('worker', models.CharField(blank=True, max_length=200)),
-                ('pid', models.IntegerField(blank=True, null=True)),
-                ('lease_expires_at', models.DateTimeField(blank=True, null=True)),
-                ('deadline', models.DateTimeField(blank=True, help_text='When a waiting approval expires.', null=True)),
-                ('decided_at', models.DateTimeField(blank=True, null=True)),
-                ('comment', models.TextField(blank=True)),
-                ('log_bytes', models.PositiveBigIntegerField(default=0)),
-                ('log_truncated', models.BooleanField(default=False)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("identifier", models.CharField(max_length=64)),
+                ("name", models.CharField(max_length=200)),
+                ("type", models.CharField(max_length=20)),
+                ("position", models.PositiveIntegerField()),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("NOT_STARTED", "Not started"),
+                            ("QUEUED", "Queued"),
+                            ("RUNNING", "Running"),
+                            ("WAITING", "Waiting for approval"),
+                            ("SUCCESS", "Success"),
+                            ("FAILED", "Failed"),
+                            ("ABORTED", "Aborted"),
+                            ("EXPIRED", "Expired"),
+                            ("REJECTED", "Rejected"),
+                            ("SKIPPED", "Skipped"),
+                        ],
+                        default="NOT_STARTED",
+                        max_length=12,
+                    ),
+                ),
+                ("queued_at", models.DateTimeField(blank=True, null=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("exit_code", models.IntegerField(blank=True, null=True)),
+                ("outputs", models.JSONField(blank=True, default=dict)),
+                ("error", models.TextField(blank=True)),
+                ("attempts", models.PositiveSmallIntegerField(default=0)),
+                ("worker", models.CharField(blank=True, max_length=200)),
+                ("pid", models.IntegerField(blank=True, null=True)),
+                ("lease_expires_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "deadline",
+                    models.DateTimeField(
+                        blank=True, help_text="When a waiting approval expires.", null=True
+                    ),
+                ),
+                ("decided_at", models.DateTimeField(blank=True, null=True)),
+                ("comment", models.TextField(blank=True)),
+                ("log_bytes", models.PositiveBigIntegerField(default=0)),
+                ("log_truncated", models.BooleanField(default=False)),
             ],
             options={
-                'ordering': ['stage_run_id', 'position'],
+                "ordering": ["stage_run_id", "position"],
             },
         ),
         migrations.CreateModel(
-            name='Event',
+            name="Event",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('from_status', models.CharField(blank=True, max_length=12)),
-                ('to_status', models.CharField(blank=True, max_length=12)),
-                ('action', models.CharField(blank=True, max_length=40)),
-                ('message', models.TextField(blank=True)),
-                ('at', models.DateTimeField(auto_now_add=True)),
-                ('actor', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("from_status", models.CharField(blank=True, max_length=12)),
+                ("to_status", models.CharField(blank=True, max_length=12)),
+                ("action", models.CharField(blank=True, max_length=40)),
+                ("message", models.TextField(blank=True)),
+                ("at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "actor",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['execution_id', 'id'],
+                "ordering": ["execution_id", "id"],
             },
         ),
         migrations.CreateModel(
-            name='Execution',
+            name="Execution",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('sequence', models.PositiveIntegerField()),
-                ('status', models.CharField(choices=[('NOT_STARTED', 'Not started'), ('QUEUED', 'Queued'), ('RUNNING', 'Running'), ('WAITING', 'Waiting for approval'), ('SUCCESS', 'Success'), ('FAILED', 'Failed'), ('ABORTED', 'Aborted'), ('EXPIRED', 'Expired'), ('REJECTED', 'Rejected'), ('SKIPPED', 'Skipped')], default='QUEUED', max_length=12)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('inputs', models.JSONField(blank=True, default=dict, help_text='Runtime input values (no secrets).')),
-                ('secret_inputs', models.JSONField(blank=True, default=dict, editable=False)),
-                ('error', models.TextField(blank=True)),
-                ('attempt', models.PositiveSmallIntegerField(default=1)),
-                ('resumed_from', models.CharField(blank=True, max_length=80)),
-                ('retry_mode', models.CharField(blank=True, max_length=12)),
-                ('reason', models.TextField(blank=True)),
-                ('changed_inputs', models.JSONField(blank=True, default=list)),
-                ('selected_stages', models.JSONField(blank=True, default=list)),
-                ('chain_root', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='chain_members', to='executions.execution')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("sequence", models.PositiveIntegerField()),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("NOT_STARTED", "Not started"),
+                            ("QUEUED", "Queued"),
+                            ("RUNNING", "Running"),
+                            ("WAITING", "Waiting for approval"),
+                            ("SUCCESS", "Success"),
+                            ("FAILED", "Failed"),
+                            ("ABORTED", "Aborted"),
+                            ("EXPIRED", "Expired"),
+                            ("REJECTED", "Rejected"),
+                            ("SKIPPED", "Skipped"),
+                        ],
+                        default="QUEUED",
+                        max_length=12,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "inputs",
+                    models.JSONField(
+                        blank=True, default=dict, help_text="Runtime input values (no secrets)."
+                    ),
+                ),
+                ("secret_inputs", models.JSONField(blank=True, default=dict, editable=False)),
+                ("error", models.TextField(blank=True)),
+                ("attempt", models.PositiveSmallIntegerField(default=1)),
+                ("resumed_from", models.CharField(blank=True, max_length=80)),
+                ("retry_mode", models.CharField(blank=True, max_length=12)),
+                ("reason", models.TextField(blank=True)),
+                ("changed_inputs", models.JSONField(blank=True, default=list)),
+                ("selected_stages", models.JSONField(blank=True, default=list)),
+                (
+                    "chain_root",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="chain_members",
+                        to="executions.execution",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-id'],
+                "ordering": ["-id"],
             },
         ),
     ]

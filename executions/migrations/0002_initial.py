@@ -6,125 +6,208 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('executions', '0001_initial'),
-        ('pipelines', '0001_initial'),
+        ("executions", "0001_initial"),
+        ("pipelines", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='execution',
-            name='pipeline',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='executions', to='pipelines.pipeline'),
+            model_name="execution",
+            name="pipeline",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="executions",
+                to="pipelines.pipeline",
+            ),
         ),
         migrations.AddField(
-            model_name='execution',
-            name='rerun_of',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='reruns', to='executions.execution'),
+            model_name="execution",
+            name="rerun_of",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="reruns",
+                to="executions.execution",
+            ),
         ),
         migrations.AddField(
-            model_name='execution',
-            name='retry_of',
-            field=models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='retry', to='executions.execution'),
+            model_name="execution",
+            name="retry_of",
+            field=models.OneToOneField(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="retry",
+                to="executions.execution",
+            ),
         ),
         migrations.AddField(
-            model_name='execution',
-            name='triggered_by',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL),
+            model_name="execution",
+            name="triggered_by",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to=settings.AUTH_USER_MODEL,
+            ),
         ),
         migrations.AddField(
-            model_name='execution',
-            name='version',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='executions', to='pipelines.pipelineversion'),
+            model_name="execution",
+            name="version",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="executions",
+                to="pipelines.pipelineversion",
+            ),
         ),
         migrations.AddField(
-            model_name='event',
-            name='execution',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='events', to='executions.execution'),
+            model_name="event",
+            name="execution",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="events",
+                to="executions.execution",
+            ),
         ),
         migrations.AddField(
-            model_name='stagerun',
-            name='carried_from',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='carried_into', to='executions.stagerun'),
+            model_name="stagerun",
+            name="carried_from",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="carried_into",
+                to="executions.stagerun",
+            ),
         ),
         migrations.AddField(
-            model_name='stagerun',
-            name='execution',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='stage_runs', to='executions.execution'),
+            model_name="stagerun",
+            name="execution",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="stage_runs",
+                to="executions.execution",
+            ),
         ),
         migrations.AddField(
-            model_name='event',
-            name='stage_run',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='executions.stagerun'),
+            model_name="event",
+            name="stage_run",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="+",
+                to="executions.stagerun",
+            ),
         ),
         migrations.AddField(
-            model_name='steprun',
-            name='carried_from',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='carried_into', to='executions.steprun'),
+            model_name="steprun",
+            name="carried_from",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="carried_into",
+                to="executions.steprun",
+            ),
         ),
         migrations.AddField(
-            model_name='steprun',
-            name='decided_by',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL),
+            model_name="steprun",
+            name="decided_by",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to=settings.AUTH_USER_MODEL,
+            ),
         ),
         migrations.AddField(
-            model_name='steprun',
-            name='execution',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='step_runs', to='executions.execution'),
+            model_name="steprun",
+            name="execution",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="step_runs",
+                to="executions.execution",
+            ),
         ),
         migrations.AddField(
-            model_name='steprun',
-            name='stage_run',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='step_runs', to='executions.stagerun'),
+            model_name="steprun",
+            name="stage_run",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="step_runs",
+                to="executions.stagerun",
+            ),
         ),
         migrations.AddField(
-            model_name='logchunk',
-            name='step_run',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='log_chunks', to='executions.steprun'),
+            model_name="logchunk",
+            name="step_run",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="log_chunks",
+                to="executions.steprun",
+            ),
         ),
         migrations.AddField(
-            model_name='event',
-            name='step_run',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='executions.steprun'),
+            model_name="event",
+            name="step_run",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="+",
+                to="executions.steprun",
+            ),
         ),
         migrations.AddIndex(
-            model_name='execution',
-            index=models.Index(fields=['pipeline', '-id'], name='execution_pipeline_id_idx'),
+            model_name="execution",
+            index=models.Index(fields=["pipeline", "-id"], name="execution_pipeline_id_idx"),
         ),
         migrations.AddIndex(
-            model_name='execution',
-            index=models.Index(fields=['status', '-id'], name='execution_status_id_idx'),
+            model_name="execution",
+            index=models.Index(fields=["status", "-id"], name="execution_status_id_idx"),
         ),
         migrations.AddIndex(
-            model_name='execution',
-            index=models.Index(fields=['triggered_by', '-id'], name='execution_who_id_idx'),
+            model_name="execution",
+            index=models.Index(fields=["triggered_by", "-id"], name="execution_who_id_idx"),
         ),
         migrations.AddIndex(
-            model_name='execution',
-            index=models.Index(fields=['created_at'], name='execution_created_idx'),
+            model_name="execution",
+            index=models.Index(fields=["created_at"], name="execution_created_idx"),
         ),
         migrations.AddConstraint(
-            model_name='execution',
-            constraint=models.UniqueConstraint(fields=('pipeline', 'sequence'), name='execution_sequence_unique'),
+            model_name="execution",
+            constraint=models.UniqueConstraint(
+                fields=("pipeline", "sequence"), name="execution_sequence_unique"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='stagerun',
-            constraint=models.UniqueConstraint(fields=('execution', 'identifier'), name='stage_run_unique'),
+            model_name="stagerun",
+            constraint=models.UniqueConstraint(
+                fields=("execution", "identifier"), name="stage_run_unique"
+            ),
         ),
         migrations.AddIndex(
-            model_name='steprun',
-            index=models.Index(fields=['status', 'lease_expires_at'], name='step_run_status_lease_idx'),
+            model_name="steprun",
+            index=models.Index(
+                fields=["status", "lease_expires_at"], name="step_run_status_lease_idx"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='steprun',
-            constraint=models.UniqueConstraint(fields=('stage_run', 'identifier'), name='step_run_unique'),
+            model_name="steprun",
+            constraint=models.UniqueConstraint(
+                fields=("stage_run", "identifier"), name="step_run_unique"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='logchunk',
-            constraint=models.UniqueConstraint(fields=('step_run', 'seq'), name='log_chunk_unique'),
+            model_name="logchunk",
+            constraint=models.UniqueConstraint(fields=("step_run", "seq"), name="log_chunk_unique"),
         ),
     ]

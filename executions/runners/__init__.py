@@ -11,5 +11,7 @@ def run(step, step_spec, stage, execution) -> StepResult:
     runners = {"ShellScript": shell.run, "Wait": wait.run}
     runner = runners.get(step_spec.type)
     if runner is None:
-        return StepResult(status="FAILED", error=f"step type {step_spec.type} does not run on a worker")
+        return StepResult(
+            status="FAILED", error=f"step type {step_spec.type} does not run on a worker"
+        )
     return runner(step, step_spec, stage, execution)

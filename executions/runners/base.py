@@ -41,7 +41,9 @@ class Lease:
         # step shorter than that costs no query at all.
         self.last_check = self.last_renewal = time.monotonic()
         self.running = True
-        self.pid: int | None = None  # set by a runner that started a process: stored at the first check
+        self.pid: int | None = (
+            None  # set by a runner that started a process: stored at the first check
+        )
         self.pid_stored = False
 
     def still_running(self) -> bool:
@@ -60,11 +62,15 @@ class Lease:
             elif self.pid and not self.pid_stored:
                 # The first check of a step that runs a process stores its pid (for operators,
                 # and for what kills it) and checks the status in the same statement.
-                stored = StepRun.objects.filter(pk=self.step_id, status=Status.RUNNING).update(pid=self.pid)
+                stored = StepRun.objects.filter(pk=self.step_id, status=Status.RUNNING).update(
+                    pid=self.pid
+                )
                 self.pid_stored = True
                 self.running = bool(stored)
             else:
-                self.running = StepRun.objects.filter(pk=self.step_id, status=Status.RUNNING).exists()
+                self.running = StepRun.objects.filter(
+                    pk=self.step_id, status=Status.RUNNING
+                ).exists()
         except DatabaseError:
             # The database is away (a restart, a failover): keep the step running and try again.
             # If it stays away past the lease, the reaper has failed the step meanwhile, so stop.

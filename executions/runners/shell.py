@@ -208,7 +208,15 @@ def _die_with(parent_pid: int):
 
 def _leader_command(script_file: Path) -> tuple[list[str], object]:
     """The command that starts the step's group leader, and its ``preexec_fn`` (or None)."""
-    command = ["bash", "--noprofile", "--norc", "-c", GROUP_LEADER, str(script_file), str(os.getpid())]
+    command = [
+        "bash",
+        "--noprofile",
+        "--norc",
+        "-c",
+        GROUP_LEADER,
+        str(script_file),
+        str(os.getpid()),
+    ]
     if SETPRIV:
         return [SETPRIV, "--pdeathsig", "TERM", *command], None
     return command, _die_with(os.getpid())
@@ -252,7 +260,9 @@ def run(step: StepRun, step_spec, stage, execution) -> StepResult:
     script, expr_env = context.render_script(step_spec.script, stage)
     base = Path(settings.STAGELINE_WORK_DIR)
     base.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix=f"e{execution.pk}-{stage.identifier}-{step.identifier}-", dir=base))
+    workdir = Path(
+        tempfile.mkdtemp(prefix=f"e{execution.pk}-{stage.identifier}-{step.identifier}-", dir=base)
+    )
     output_file = workdir / ".stageline-output"
     script_file = workdir / ".stageline-script.sh"
     script_file.write_text(script)
@@ -297,7 +307,9 @@ def run(step: StepRun, step_spec, stage, execution) -> StepResult:
     os.set_blocking(fd, False)
     selector.register(fd, selectors.EVENT_READ)
     try:
-        result = _supervise(proc, fd, selector, writer, lease, step_spec, deadline, output_file, secrets)
+        result = _supervise(
+            proc, fd, selector, writer, lease, step_spec, deadline, output_file, secrets
+        )
         result.pid = proc.pid
         return result
     except BaseException:
@@ -311,7 +323,9 @@ def run(step: StepRun, step_spec, stage, execution) -> StepResult:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _supervise(proc, fd, selector, writer, lease, step_spec, deadline, output_file, secrets) -> StepResult:
+def _supervise(
+    proc, fd, selector, writer, lease, step_spec, deadline, output_file, secrets
+) -> StepResult:
     outcome: str | None = None
     eof = False
     while not eof:
@@ -338,7 +352,9 @@ def _supervise(proc, fd, selector, writer, lease, step_spec, deadline, output_fi
         # Output closed; the process may still be exiting (or a background child holds on).
         while True:
             try:
-                proc.wait(timeout=0.05)  # returns within a millisecond of the exit, not at the next tick
+                proc.wait(
+                    timeout=0.05
+                )  # returns within a millisecond of the exit, not at the next tick
                 break
             except subprocess.TimeoutExpired:
                 pass
@@ -369,9 +385,13 @@ def _supervise(proc, fd, selector, writer, lease, step_spec, deadline, output_fi
 
     code = proc.returncode
     if outcome == Status.EXPIRED:
-        return StepResult(status=Status.EXPIRED, exit_code=code, error=f"timed out after {step_spec.timeout}s")
+        return StepResult(
+            status=Status.EXPIRED, exit_code=code, error=f"timed out after {step_spec.timeout}s"
+        )
     if outcome == Status.ABORTED:
         return StepResult(status=Status.ABORTED, exit_code=code, error="aborted")
     if code != 0:
-        return StepResult(status=Status.FAILED, exit_code=code, outputs=outputs, error=f"exit code {code}")
+        return StepResult(
+            status=Status.FAILED, exit_code=code, outputs=outputs, error=f"exit code {code}"
+        )
     return StepResult(status=Status.SUCCESS, exit_code=0, outputs=outputs)

@@ -30,6 +30,7 @@ def _allow_orm_beside_playwright():
     else:
         os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 ROOT = Path(__file__).resolve().parents[2]

@@ -223,7 +223,6 @@ def action_html(html: str, name: str) -> str:
     raise AssertionError(f"no action {name} in {bar}")
 
 
-
 def retried_many(personas, count: int) -> Execution:
     """A failed execution of ``count`` stages, retried from its last stage (failing again): its
     page shows ``count - 1`` carried-over stages and a retry history."""

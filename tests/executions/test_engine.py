@@ -15,7 +15,9 @@ pytestmark = pytest.mark.engine
 
 
 def log_of(execution: Execution, stage: str) -> str:
-    chunks = LogChunk.objects.filter(step_run__execution=execution, step_run__stage_run__identifier=stage)
+    chunks = LogChunk.objects.filter(
+        step_run__execution=execution, step_run__stage_run__identifier=stage
+    )
     return "".join(chunk.text for chunk in chunks.order_by("step_run__position", "seq"))
 
 
@@ -29,7 +31,9 @@ def test_serial_stages_run_in_order_and_pass_outputs(worker, personas):
         serial_pipeline(
             "outputs",
             [
-                shell_stage("build", 'echo "image=web:$STAGELINE_SEQUENCE_ID" >> "$STAGELINE_OUTPUT"'),
+                shell_stage(
+                    "build", 'echo "image=web:$STAGELINE_SEQUENCE_ID" >> "$STAGELINE_OUTPUT"'
+                ),
                 shell_stage("deploy", 'echo "deploying <+pipeline.stages.build.output.image>"'),
             ],
         ),
@@ -39,7 +43,11 @@ def test_serial_stages_run_in_order_and_pass_outputs(worker, personas):
     assert build.outputs == {"image": f"web:{execution.sequence}"}
     assert build.finished_at <= deploy.started_at
     assert f"deploying web:{execution.sequence}" in log_of(execution, "deploy")
-    transitions = list(Event.objects.filter(execution=execution, stage_run=None, step_run=None).exclude(to_status=""))
+    transitions = list(
+        Event.objects.filter(execution=execution, stage_run=None, step_run=None).exclude(
+            to_status=""
+        )
+    )
     assert [e.to_status for e in transitions] == [Status.RUNNING, Status.SUCCESS]
 
 
@@ -81,7 +89,9 @@ def test_parallel_siblings_run_to_the_end_when_one_fails(worker, personas):
             steps:
               - step: {identifier: s, type: ShellScript, spec: {script: "echo after"}}
     """
-    execution = wait_for_status(run(make_pipeline(personas.project, yaml_text), personas.executor), Status.FAILED)
+    execution = wait_for_status(
+        run(make_pipeline(personas.project, yaml_text), personas.executor), Status.FAILED
+    )
     runs = {r.identifier: r.status for r in execution.stage_runs.all()}
     assert runs == {"bad": Status.FAILED, "slow_good": Status.SUCCESS, "after": Status.NOT_STARTED}
     assert "finished" in log_of(execution, "slow_good")
@@ -90,7 +100,9 @@ def test_parallel_siblings_run_to_the_end_when_one_fails(worker, personas):
 def test_a_step_past_its_timeout_is_killed_and_expires(worker, personas):
     pipeline = make_pipeline(
         personas.project,
-        serial_pipeline("slow", [shell_stage("wait", "echo start; sleep 30; echo never", timeout="1s")]),
+        serial_pipeline(
+            "slow", [shell_stage("wait", "echo start; sleep 30; echo never", timeout="1s")]
+        ),
     )
     execution = wait_for_status(run(pipeline, personas.executor), Status.EXPIRED, timeout=20)
     stage = execution.stage_runs.get()
@@ -126,8 +138,12 @@ def test_approval_waits_then_approved_continues(worker, personas):
     started_at = wait_for_status(execution, Status.WAITING).started_at
     step = StepRun.objects.get(execution=execution, type="Approval")
     assert step.status == Status.WAITING
-    assert Event.objects.filter(step_run=step, to_status=Status.WAITING, message="Ship v7?").exists()
-    answer_approval(execution=execution, stage="approve", user=personas.approver, approve=True, comment="go")
+    assert Event.objects.filter(
+        step_run=step, to_status=Status.WAITING, message="Ship v7?"
+    ).exists()
+    answer_approval(
+        execution=execution, stage="approve", user=personas.approver, approve=True, comment="go"
+    )
     execution = wait_for_status(execution, Status.SUCCESS)
     assert execution.started_at == started_at  # waiting for a person does not restart the clock
     step.refresh_from_db()
@@ -140,7 +156,13 @@ def test_a_rejected_approval_rejects_the_execution(worker, personas):
     pipeline = make_pipeline(personas.project, APPROVAL_YAML.replace("TIMEOUT", "1h"))
     execution = run(pipeline, personas.executor)
     wait_for_status(execution, Status.WAITING)
-    answer_approval(execution=execution, stage="approve", user=personas.approver, approve=False, comment="not today")
+    answer_approval(
+        execution=execution,
+        stage="approve",
+        user=personas.approver,
+        approve=False,
+        comment="not today",
+    )
     execution = wait_for_status(execution, Status.REJECTED)
     assert execution.stage_runs.get(identifier="ship").status == Status.NOT_STARTED
     with pytest.raises(Conflict):
@@ -153,9 +175,15 @@ def test_an_unanswered_approval_expires(worker, personas):
     wait_for_status(execution, Status.WAITING)
     # Our own reap() or the scheduler's (process mode runs one) expires it, whichever is first.
     wait_for(
-        lambda: engine.reap() is not None
-        and StepRun.objects.filter(execution=execution, type="Approval", status=Status.EXPIRED).exists(),
-        timeout=15, interval=0.3, message="the approval to expire",
+        lambda: (
+            engine.reap() is not None
+            and StepRun.objects.filter(
+                execution=execution, type="Approval", status=Status.EXPIRED
+            ).exists()
+        ),
+        timeout=15,
+        interval=0.3,
+        message="the approval to expire",
     )
     execution = wait_for_status(execution, Status.EXPIRED)
     assert "nobody answered" in execution.stage_runs.get(identifier="approve").error
@@ -163,7 +191,8 @@ def test_an_unanswered_approval_expires(worker, personas):
 
 def test_abort_kills_a_running_step_and_ends_aborted(worker, personas):
     pipeline = make_pipeline(
-        personas.project, serial_pipeline("long", [shell_stage("sleepy", "echo started; sleep 600")])
+        personas.project,
+        serial_pipeline("long", [shell_stage("sleepy", "echo started; sleep 600")]),
     )
     execution = run(pipeline, personas.executor)
     wait_for(lambda: "started" in log_of(execution, "sleepy"), message="the step to start")
@@ -172,9 +201,17 @@ def test_abort_kills_a_running_step_and_ends_aborted(worker, personas):
     assert pid
     abort_execution(execution=execution, user=personas.executor)
     execution = wait_for_status(execution, Status.ABORTED)
-    wait_for(lambda: "aborted" in log_of(execution, "sleepy"), timeout=15, message="the worker to kill the step")
-    wait_for(lambda: not live_processes_in_group(pid), timeout=10, message="no process left of the step")
-    assert Event.objects.filter(execution=execution, action="aborted", actor=personas.executor).exists()
+    wait_for(
+        lambda: "aborted" in log_of(execution, "sleepy"),
+        timeout=15,
+        message="the worker to kill the step",
+    )
+    wait_for(
+        lambda: not live_processes_in_group(pid), timeout=10, message="no process left of the step"
+    )
+    assert Event.objects.filter(
+        execution=execution, action="aborted", actor=personas.executor
+    ).exists()
 
 
 def test_abort_cancels_a_waiting_approval(worker, personas):
@@ -193,7 +230,11 @@ def test_a_false_condition_skips_the_stage(worker, personas):
         "cond",
         [
             shell_stage("always", "echo hi"),
-            shell_stage("prod_only", "echo prod", extra='\n        when: <+pipeline.variables.env> == "prod"'),
+            shell_stage(
+                "prod_only",
+                "echo prod",
+                extra='\n        when: <+pipeline.variables.env> == "prod"',
+            ),
             shell_stage("last", "echo last"),
         ],
         variables="- {name: env, type: String, value: <+input>, default: dev}",
@@ -209,15 +250,24 @@ def test_a_false_condition_skips_the_stage(worker, personas):
 def test_secrets_are_masked_in_logs_and_outputs(worker, personas):
     yaml_text = serial_pipeline(
         "secret",
-        [shell_stage("use", 'echo "token is <+pipeline.variables.token>"; echo "leak=<+pipeline.variables.token>" >> "$STAGELINE_OUTPUT"')],
+        [
+            shell_stage(
+                "use",
+                'echo "token is <+pipeline.variables.token>"; echo "leak=<+pipeline.variables.token>" >> "$STAGELINE_OUTPUT"',
+            )
+        ],
         variables="- {name: token, type: Secret, value: <+input>, required: true}",
     )
     pipeline = make_pipeline(personas.project, yaml_text)
-    execution = wait_for_status(run(pipeline, personas.executor, token="hunter2-secret"), Status.SUCCESS)
+    execution = wait_for_status(
+        run(pipeline, personas.executor, token="hunter2-secret"), Status.SUCCESS
+    )
     assert "token is ***" in log_of(execution, "use")
     assert "hunter2" not in log_of(execution, "use")
     assert execution.stage_runs.get().outputs == {"leak": "***"}
-    assert "token" not in execution.inputs and execution.secret_inputs == {"token": "hunter2-secret"}
+    assert "token" not in execution.inputs and execution.secret_inputs == {
+        "token": "hunter2-secret"
+    }
 
 
 def test_inputs_reach_the_shell_as_values_not_code(worker, personas):
@@ -237,7 +287,9 @@ def test_inputs_reach_the_shell_as_values_not_code(worker, personas):
 def test_logs_are_stored_while_the_step_runs(worker, personas):
     pipeline = make_pipeline(
         personas.project,
-        serial_pipeline("live", [shell_stage("tick", "for i in 1 2 3 4 5 6; do echo tick-$i; sleep 0.5; done")]),
+        serial_pipeline(
+            "live", [shell_stage("tick", "for i in 1 2 3 4 5 6; do echo tick-$i; sleep 0.5; done")]
+        ),
     )
     execution = run(pipeline, personas.executor)
     wait_for(lambda: "tick-2" in log_of(execution, "tick"), message="early output")
@@ -267,7 +319,10 @@ def test_wait_step_sleeps_then_succeeds(worker, personas):
 
 def test_a_redelivered_step_task_does_not_run_the_step_again(worker, personas):
     pipeline = make_pipeline(
-        personas.project, serial_pipeline("once", [shell_stage("count", 'echo ran >> "$STAGELINE_OUTPUT.count"; echo ran')])
+        personas.project,
+        serial_pipeline(
+            "once", [shell_stage("count", 'echo ran >> "$STAGELINE_OUTPUT.count"; echo ran')]
+        ),
     )
     execution = wait_for_status(run(pipeline, personas.executor), Status.SUCCESS)
     step = StepRun.objects.get(execution=execution)
@@ -291,16 +346,27 @@ def test_a_step_stays_queued_until_a_worker_of_its_pool_takes_it(worker, persona
     settings.STAGELINE_REDISPATCH_AFTER_SECONDS = 0
     pipeline = make_pipeline(
         personas.project,
-        serial_pipeline("pooled", [shell_stage("gpu_job", "echo never here", extra="\n        runs_on: nobody_serves_this")]),
+        serial_pipeline(
+            "pooled",
+            [
+                shell_stage(
+                    "gpu_job", "echo never here", extra="\n        runs_on: nobody_serves_this"
+                )
+            ],
+        ),
     )
     execution = run(pipeline, personas.executor)
     step = wait_for(
-        lambda: StepRun.objects.filter(execution=execution, status=Status.QUEUED).first(), message="a queued step"
+        lambda: StepRun.objects.filter(execution=execution, status=Status.QUEUED).first(),
+        message="a queued step",
     )
     assert step.stage_run.queue == "nobody_serves_this"
     counts = engine.reap()  # a stale QUEUED step is sent again, not failed
     assert counts["redispatched"] == 1
     step.refresh_from_db()
-    assert step.status == Status.QUEUED and Execution.objects.get(pk=execution.pk).status == Status.RUNNING
+    assert (
+        step.status == Status.QUEUED
+        and Execution.objects.get(pk=execution.pk).status == Status.RUNNING
+    )
     abort_execution(execution=execution, user=personas.executor)
     assert StepRun.objects.get(pk=step.pk).status == Status.ABORTED

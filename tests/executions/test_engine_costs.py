@@ -51,7 +51,8 @@ def test_a_stage_costs_the_same_few_statements_however_long_the_pipeline(persona
 
 def test_every_transition_of_a_stage_still_has_its_event_in_order(personas):
     pipeline = make_pipeline(
-        personas.project, serial_pipeline("events", [shell_stage("a", "true"), shell_stage("b", "true")])
+        personas.project,
+        serial_pipeline("events", [shell_stage("a", "true"), shell_stage("b", "true")]),
     )
     execution = drive(run_pipeline(pipeline=pipeline, user=personas.executor, inputs={}))
     assert execution.status == Status.SUCCESS
@@ -85,8 +86,16 @@ def test_a_condition_sees_the_outputs_of_stages_that_succeeded_before(personas):
         [
             shell_stage("probe", 'echo "go=yes" >> "$STAGELINE_OUTPUT"'),
             shell_stage("middle", "true"),
-            shell_stage("when_yes", "true", extra='\n        when: <+pipeline.stages.probe.output.go> == "yes"'),
-            shell_stage("when_no", "true", extra='\n        when: <+pipeline.stages.probe.output.go> == "no"'),
+            shell_stage(
+                "when_yes",
+                "true",
+                extra='\n        when: <+pipeline.stages.probe.output.go> == "yes"',
+            ),
+            shell_stage(
+                "when_no",
+                "true",
+                extra='\n        when: <+pipeline.stages.probe.output.go> == "no"',
+            ),
         ],
     )
     pipeline = make_pipeline(personas.project, yaml_text)
@@ -167,7 +176,9 @@ def rows(execution: Execution) -> list[dict]:
     for run in execution.stage_runs.order_by("position"):
         result.append({name: getattr(run, name) for name in stage_fields})
         for step in run.step_runs.order_by("position"):
-            result.append({"stage": run.identifier, **{name: getattr(step, name) for name in step_fields}})
+            result.append(
+                {"stage": run.identifier, **{name: getattr(step, name) for name in step_fields}}
+            )
     return result
 
 
@@ -191,7 +202,9 @@ def test_a_retry_copied_in_the_database_has_the_rows_the_spec_would_build(person
     retry = create_retry(execution=failed, user=personas.executor, from_stage="us", mode=mode)
     # Compare before the retry moves on: create_retry has started its first stage already.
     got = rows(retry)
-    started = {r["identifier"] for r in got if "stage" not in r and r["status"] != Status.NOT_STARTED}
+    started = {
+        r["identifier"] for r in got if "stage" not in r and r["status"] != Status.NOT_STARTED
+    }
     for row, want in zip(got, expected, strict=True):
         identifier = row.get("stage", row["identifier"])
         if identifier in started and identifier not in carried:
@@ -201,7 +214,10 @@ def test_a_retry_copied_in_the_database_has_the_rows_the_spec_would_build(person
 
     finished = drive(retry)
     assert finished.status == Status.FAILED  # us fails again, as it should
-    assert finished.stage_runs.get(identifier="build").carried_from_id == failed.stage_runs.get(identifier="build").pk
+    assert (
+        finished.stage_runs.get(identifier="build").carried_from_id
+        == failed.stage_runs.get(identifier="build").pk
+    )
 
 
 def test_a_retry_submit_costs_the_same_queries_for_a_long_pipeline(personas):
@@ -211,7 +227,9 @@ def test_a_retry_submit_costs_the_same_queries_for_a_long_pipeline(personas):
         failed = drive(run_pipeline(pipeline=pipeline, user=personas.executor, inputs={}))
         assert failed.status == Status.FAILED
         with CaptureQueriesContext(connection) as captured:
-            retry = create_retry(execution=failed, user=personas.executor, from_stage=f"s{stages - 1}")
+            retry = create_retry(
+                execution=failed, user=personas.executor, from_stage=f"s{stages - 1}"
+            )
         counts[stages] = len(captured.captured_queries)
         assert retry.stage_runs.filter(carried_from__isnull=False).count() == stages - 1
         assert StepRun.objects.filter(execution=retry).count() == stages
@@ -223,7 +241,13 @@ def test_steps_also_run_where_setpriv_is_missing(personas, monkeypatch):
 
     monkeypatch.setattr(shell, "SETPRIV", None)  # the preexec_fn path: a full fork, same result
     yaml_text = serial_pipeline(
-        "fallback", [shell_stage("a", 'echo "pid=$$ parent=$PPID"; echo "ok=yes" >> "$STAGELINE_OUTPUT"; false; echo never')]
+        "fallback",
+        [
+            shell_stage(
+                "a",
+                'echo "pid=$$ parent=$PPID"; echo "ok=yes" >> "$STAGELINE_OUTPUT"; false; echo never',
+            )
+        ],
     )
     pipeline = make_pipeline(personas.project, yaml_text)
     execution = drive(run_pipeline(pipeline=pipeline, user=personas.executor, inputs={}))

@@ -400,6 +400,8 @@ def test_the_newest_pages_read_pipeline_by_pipeline_are_the_same_pages(
             break
         before = fast.older
     expected = list(
-        Execution.objects.filter(pipeline__in=[web, data]).order_by("-id").values_list("pk", flat=True)
+        Execution.objects.filter(pipeline__in=[web, data])
+        .order_by("-id")
+        .values_list("pk", flat=True)
     )
     assert walked == expected and len(walked) == 32

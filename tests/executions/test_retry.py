@@ -122,12 +122,19 @@ def runs_of(counter_dir: Path, stage: str) -> int:
 
 
 def log_of(execution: Execution, stage: str) -> str:
-    chunks = LogChunk.objects.filter(step_run__execution=execution, step_run__stage_run__identifier=stage)
+    chunks = LogChunk.objects.filter(
+        step_run__execution=execution, step_run__stage_run__identifier=stage
+    )
     return "".join(c.text for c in chunks.order_by("step_run__position", "seq"))
 
 
 def snapshot() -> tuple[int, int, int, int]:
-    return (Execution.objects.count(), StageRun.objects.count(), StepRun.objects.count(), Event.objects.count())
+    return (
+        Execution.objects.count(),
+        StageRun.objects.count(),
+        StepRun.objects.count(),
+        Event.objects.count(),
+    )
 
 
 @pytest.fixture
@@ -140,7 +147,9 @@ def failed(worker, personas, serial):
     """A real execution of the serial pipeline whose deploy stage failed."""
     pipeline, counter_dir = serial
     execution = run_pipeline(
-        pipeline=pipeline, user=personas.executor, inputs={"deploy.fail": "yes", "build.flavour": "gold"}
+        pipeline=pipeline,
+        user=personas.executor,
+        inputs={"deploy.fail": "yes", "build.flavour": "gold"},
     )
     return wait_for_status(execution, Status.FAILED), counter_dir
 
@@ -153,7 +162,9 @@ def test_plan_offers_stages_up_to_the_failed_one_with_their_status(failed, perso
     plan = plan_retry(execution, personas.executor)
     assert plan.allowed and plan.reason == ""
     assert [(o.key, o.status) for o in plan.options] == [
-        ("build", Status.SUCCESS), ("test", Status.SUCCESS), ("deploy", Status.FAILED)
+        ("build", Status.SUCCESS),
+        ("test", Status.SUCCESS),
+        ("deploy", Status.FAILED),
     ]
     assert plan.selected.key == "deploy"
     assert [c.identifier for c in plan.carried] == ["build", "test"]
@@ -189,10 +200,18 @@ def test_planning_writes_nothing(failed, personas):
 def test_retry_from_the_failed_stage_does_not_run_earlier_stages_again(failed, personas):
     execution, counter_dir = failed
     retry = create_retry(
-        execution=execution, user=personas.executor, from_stage="deploy", inputs={"deploy.fail": "no"}, reason="fixed"
+        execution=execution,
+        user=personas.executor,
+        from_stage="deploy",
+        inputs={"deploy.fail": "no"},
+        reason="fixed",
     )
     retry = wait_for_status(retry, Status.SUCCESS)
-    assert (runs_of(counter_dir, "build"), runs_of(counter_dir, "test"), runs_of(counter_dir, "deploy")) == (1, 1, 2)
+    assert (
+        runs_of(counter_dir, "build"),
+        runs_of(counter_dir, "test"),
+        runs_of(counter_dir, "deploy"),
+    ) == (1, 1, 2)
     assert "deploying app:1.0-gold to eu" in log_of(retry, "deploy")
     build = retry.stage_runs.get(identifier="build")
     assert build.carried_from.execution == execution and build.status == Status.SUCCESS
@@ -200,7 +219,11 @@ def test_retry_from_the_failed_stage_does_not_run_earlier_stages_again(failed, p
     # the carried-over step shows the original log
     assert StepRun.objects.get(stage_run=build).log_source.execution == execution
     assert (retry.retry_of, retry.chain_root, retry.attempt) == (execution, execution, 2)
-    assert (retry.resumed_from, retry.reason, retry.changed_inputs) == ("deploy", "fixed", ["deploy.fail"])
+    assert (retry.resumed_from, retry.reason, retry.changed_inputs) == (
+        "deploy",
+        "fixed",
+        ["deploy.fail"],
+    )
     assert retry.version == execution.version
     execution.refresh_from_db()
     assert execution.status == Status.FAILED  # the original is never modified
@@ -215,21 +238,41 @@ def test_retry_from_an_earlier_stage_runs_it_and_everything_after(failed, person
         inputs={"test.suite": "full", "deploy.fail": "no"},
     )
     retry = wait_for_status(retry, Status.SUCCESS)
-    assert (runs_of(counter_dir, "build"), runs_of(counter_dir, "test"), runs_of(counter_dir, "deploy")) == (1, 2, 2)
+    assert (
+        runs_of(counter_dir, "build"),
+        runs_of(counter_dir, "test"),
+        runs_of(counter_dir, "deploy"),
+    ) == (1, 2, 2)
     assert "testing app:1.0-gold with full" in log_of(retry, "test")
     assert sorted(retry.changed_inputs) == ["deploy.fail", "test.suite"]
 
 
 def test_retry_of_a_retry_of_a_retry_keeps_the_chain(failed, personas):
     execution, _ = failed
-    first = wait_for_status(create_retry(execution=execution, user=personas.executor, from_stage="deploy"), Status.FAILED)
-    second = wait_for_status(create_retry(execution=first, user=personas.admin, from_stage="test"), Status.FAILED)
-    third = create_retry(execution=second, user=personas.executor, from_stage="deploy", inputs={"deploy.fail": "no"})
+    first = wait_for_status(
+        create_retry(execution=execution, user=personas.executor, from_stage="deploy"),
+        Status.FAILED,
+    )
+    second = wait_for_status(
+        create_retry(execution=first, user=personas.admin, from_stage="test"), Status.FAILED
+    )
+    third = create_retry(
+        execution=second, user=personas.executor, from_stage="deploy", inputs={"deploy.fail": "no"}
+    )
     third = wait_for_status(third, Status.SUCCESS)
     history = retry_history(third)
-    assert [(h.execution, h.attempt) for h in history] == [(execution, 1), (first, 2), (second, 3), (third, 4)]
+    assert [(h.execution, h.attempt) for h in history] == [
+        (execution, 1),
+        (first, 2),
+        (second, 3),
+        (third, 4),
+    ]
     assert [h.execution.resumed_from for h in history] == ["", "deploy", "test", "deploy"]
-    assert [h.execution.triggered_by for h in history][1:] == [personas.executor, personas.admin, personas.executor]
+    assert [h.execution.triggered_by for h in history][1:] == [
+        personas.executor,
+        personas.admin,
+        personas.executor,
+    ]
     assert history[-1].is_current
     assert {e.chain_root_id for e in (first, second, third)} == {execution.pk}
     # test was re-run in `second`; `third` carries it from `second`, build still from the original
@@ -256,7 +299,11 @@ def test_parallel_group_failed_only_reruns_just_the_failed_stage(parallel_failed
     assert plan.selected.parallel and plan.selected.has_failed_member and plan.mode == FAILED_ONLY
     assert plan.selected.member_statuses == {"eu": Status.FAILED, "us": Status.SUCCESS}
     retry = create_retry(
-        execution=execution, user=personas.executor, from_stage="eu", mode=FAILED_ONLY, inputs={"eu.fail": "no"}
+        execution=execution,
+        user=personas.executor,
+        from_stage="eu",
+        mode=FAILED_ONLY,
+        inputs={"eu.fail": "no"},
     )
     retry = wait_for_status(retry, Status.SUCCESS)
     assert (runs_of(d, "build"), runs_of(d, "eu"), runs_of(d, "us")) == (1, 2, 1)
@@ -269,7 +316,11 @@ def test_parallel_group_all_reruns_every_member(parallel_failed, personas):
     plan = plan_retry(execution, personas.executor, from_stage="parallel_2", mode=ALL)
     assert [r.identifier for r in plan.run_again] == ["eu", "us", "release"]
     retry = create_retry(
-        execution=execution, user=personas.executor, from_stage="parallel_2", mode=ALL, inputs={"eu.fail": "no"}
+        execution=execution,
+        user=personas.executor,
+        from_stage="parallel_2",
+        mode=ALL,
+        inputs={"eu.fail": "no"},
     )
     retry = wait_for_status(retry, Status.SUCCESS)
     assert (runs_of(d, "build"), runs_of(d, "eu"), runs_of(d, "us")) == (1, 2, 2)
@@ -309,9 +360,12 @@ def _finish_approval(execution, personas):
 def test_retry_of_an_expired_execution_can_succeed(worker, personas):
     pipeline = make_pipeline(personas.project, APPROVAL_YAML)
     execution = wait_for_status(
-        run_pipeline(pipeline=pipeline, user=personas.executor, inputs={"slow.seconds": "10"}), Status.EXPIRED
+        run_pipeline(pipeline=pipeline, user=personas.executor, inputs={"slow.seconds": "10"}),
+        Status.EXPIRED,
     )
-    retry = create_retry(execution=execution, user=personas.executor, from_stage="slow", inputs={"slow.seconds": "0"})
+    retry = create_retry(
+        execution=execution, user=personas.executor, from_stage="slow", inputs={"slow.seconds": "0"}
+    )
     _finish_approval(retry, personas)
 
 
@@ -352,7 +406,9 @@ def refused(error_class, message_part, **kwargs):
 
 def test_retry_refuses_a_successful_execution(worker, personas, serial):
     pipeline, _ = serial
-    execution = wait_for_status(run_pipeline(pipeline=pipeline, user=personas.executor, inputs={}), Status.SUCCESS)
+    execution = wait_for_status(
+        run_pipeline(pipeline=pipeline, user=personas.executor, inputs={}), Status.SUCCESS
+    )
     plan = plan_retry(execution, personas.executor)
     assert not plan.allowed and "Use Rerun" in plan.reason
     refused(Conflict, "succeeded", execution=execution, user=personas.executor, from_stage="deploy")
@@ -362,7 +418,9 @@ def test_retry_refuses_a_running_execution(worker, personas):
     pipeline = make_pipeline(personas.project, APPROVAL_YAML)
     execution = run_pipeline(pipeline=pipeline, user=personas.executor, inputs={})
     wait_for_status(execution, Status.WAITING)
-    refused(Conflict, "still running", execution=execution, user=personas.executor, from_stage="build")
+    refused(
+        Conflict, "still running", execution=execution, user=personas.executor, from_stage="build"
+    )
     abort_execution(execution=execution, user=personas.executor)
 
 
@@ -370,32 +428,70 @@ def test_retry_refuses_an_execution_older_than_the_window(failed, personas, sett
     execution, _ = failed
     Execution.objects.filter(pk=execution.pk).update(created_at=timezone.now() - timedelta(days=31))
     execution.refresh_from_db()
-    refused(Conflict, "more than 30 days ago", execution=execution, user=personas.executor, from_stage="deploy")
+    refused(
+        Conflict,
+        "more than 30 days ago",
+        execution=execution,
+        user=personas.executor,
+        from_stage="deploy",
+    )
     settings.STAGELINE_RETRY_WINDOW_DAYS = 40
     assert plan_retry(execution, personas.executor).allowed
 
 
 def test_the_window_counts_from_the_chain_original_even_after_retries(failed, personas):
     execution, _ = failed
-    retry = wait_for_status(create_retry(execution=execution, user=personas.executor, from_stage="deploy"), Status.FAILED)
-    retry2 = wait_for_status(create_retry(execution=retry, user=personas.executor, from_stage="deploy"), Status.FAILED)
+    retry = wait_for_status(
+        create_retry(execution=execution, user=personas.executor, from_stage="deploy"),
+        Status.FAILED,
+    )
+    retry2 = wait_for_status(
+        create_retry(execution=retry, user=personas.executor, from_stage="deploy"), Status.FAILED
+    )
     Execution.objects.filter(pk=execution.pk).update(created_at=timezone.now() - timedelta(days=31))
     retry2.refresh_from_db()
     assert retry2.created_at > timezone.now() - timedelta(minutes=5)
-    refused(Conflict, f"original execution #{execution.sequence}", execution=retry2, user=personas.executor, from_stage="deploy")
+    refused(
+        Conflict,
+        f"original execution #{execution.sequence}",
+        execution=retry2,
+        user=personas.executor,
+        from_stage="deploy",
+    )
 
 
 def test_retry_refuses_an_execution_that_is_not_the_latest_attempt(failed, personas):
     execution, _ = failed
-    retry = wait_for_status(create_retry(execution=execution, user=personas.executor, from_stage="deploy"), Status.FAILED)
-    error = refused(AlreadyRetried, f"already retried as #{retry.sequence}", execution=execution, user=personas.executor, from_stage="deploy")
+    retry = wait_for_status(
+        create_retry(execution=execution, user=personas.executor, from_stage="deploy"),
+        Status.FAILED,
+    )
+    error = refused(
+        AlreadyRetried,
+        f"already retried as #{retry.sequence}",
+        execution=execution,
+        user=personas.executor,
+        from_stage="deploy",
+    )
     assert error.retry == retry
 
 
 def test_retry_refuses_users_without_execute(failed, personas):
     execution, _ = failed
-    refused(Forbidden, "Execute permission", execution=execution, user=personas.viewer, from_stage="deploy")
-    refused(Forbidden, "Execute permission", execution=execution, user=personas.approver, from_stage="deploy")
+    refused(
+        Forbidden,
+        "Execute permission",
+        execution=execution,
+        user=personas.viewer,
+        from_stage="deploy",
+    )
+    refused(
+        Forbidden,
+        "Execute permission",
+        execution=execution,
+        user=personas.approver,
+        from_stage="deploy",
+    )
     refused(NotFound, "Not found", execution=execution, user=personas.stranger, from_stage="deploy")
     plan = plan_retry(execution, personas.viewer)
     assert not plan.allowed and "Execute permission" in plan.reason
@@ -403,52 +499,102 @@ def test_retry_refuses_users_without_execute(failed, personas):
 
 def test_retry_refuses_an_unknown_or_missing_stage(failed, personas):
     execution, _ = failed
-    refused(Invalid, "'nope' is not in this pipeline", execution=execution, user=personas.executor, from_stage="nope")
+    refused(
+        Invalid,
+        "'nope' is not in this pipeline",
+        execution=execution,
+        user=personas.executor,
+        from_stage="nope",
+    )
     refused(Invalid, "Pick the stage", execution=execution, user=personas.executor, from_stage="")
 
 
 def test_retry_does_not_offer_stages_that_never_ran(worker, personas, tmp_path):
-    yaml_text = serial_yaml(tmp_path).replace('echo test >> ', 'exit 1; echo test >> ')
+    yaml_text = serial_yaml(tmp_path).replace("echo test >> ", "exit 1; echo test >> ")
     pipeline = make_pipeline(personas.project, yaml_text)
-    execution = wait_for_status(run_pipeline(pipeline=pipeline, user=personas.executor, inputs={}), Status.FAILED)
+    execution = wait_for_status(
+        run_pipeline(pipeline=pipeline, user=personas.executor, inputs={}), Status.FAILED
+    )
     assert [o.key for o in plan_retry(execution, personas.executor).options] == ["build", "test"]
-    refused(Invalid, "cannot be retried from: it did not run", execution=execution, user=personas.executor, from_stage="deploy")
+    refused(
+        Invalid,
+        "cannot be retried from: it did not run",
+        execution=execution,
+        user=personas.executor,
+        from_stage="deploy",
+    )
 
 
 def test_retry_refuses_a_changed_pipeline_level_input(failed, personas):
     execution, _ = failed
-    refused(Invalid, "Input 'version' cannot change", execution=execution,
-            user=personas.executor, from_stage="deploy", inputs={"version": "2.0"})
+    refused(
+        Invalid,
+        "Input 'version' cannot change",
+        execution=execution,
+        user=personas.executor,
+        from_stage="deploy",
+        inputs={"version": "2.0"},
+    )
     # the same value is not a change
-    retry = create_retry(execution=execution, user=personas.executor, from_stage="deploy", inputs={"version": "1.0"})
+    retry = create_retry(
+        execution=execution, user=personas.executor, from_stage="deploy", inputs={"version": "1.0"}
+    )
     wait_for_status(retry, Status.FAILED)
 
 
 def test_retry_refuses_a_changed_input_of_a_carried_over_stage(failed, personas):
     execution, _ = failed
-    refused(Invalid, "Input 'build.flavour' cannot change: stage 'build' is carried over", execution=execution,
-            user=personas.executor, from_stage="deploy", inputs={"build.flavour": "silver"})
+    refused(
+        Invalid,
+        "Input 'build.flavour' cannot change: stage 'build' is carried over",
+        execution=execution,
+        user=personas.executor,
+        from_stage="deploy",
+        inputs={"build.flavour": "silver"},
+    )
 
 
 def test_retry_refuses_an_input_outside_allowed_values(failed, personas):
     execution, _ = failed
-    refused(Invalid, "must be one of no, yes", execution=execution, user=personas.executor,
-            from_stage="deploy", inputs={"deploy.fail": "maybe"})
+    refused(
+        Invalid,
+        "must be one of no, yes",
+        execution=execution,
+        user=personas.executor,
+        from_stage="deploy",
+        inputs={"deploy.fail": "maybe"},
+    )
 
 
 def test_retry_refuses_an_input_the_pipeline_does_not_have(failed, personas):
     execution, _ = failed
-    refused(Invalid, "'nope' is not a runtime input", execution=execution, user=personas.executor,
-            from_stage="deploy", inputs={"nope": "1"})
+    refused(
+        Invalid,
+        "'nope' is not a runtime input",
+        execution=execution,
+        user=personas.executor,
+        from_stage="deploy",
+        inputs={"nope": "1"},
+    )
 
 
 def test_retry_refuses_a_blank_required_input_without_default(worker, personas, tmp_path):
     yaml_text = serial_yaml(tmp_path).replace("required: true, default: eu", "required: true")
     pipeline = make_pipeline(personas.project, yaml_text)
-    execution = run_pipeline(pipeline=pipeline, user=personas.executor, inputs={"deploy.fail": "yes", "deploy.region": "us"})
+    execution = run_pipeline(
+        pipeline=pipeline,
+        user=personas.executor,
+        inputs={"deploy.fail": "yes", "deploy.region": "us"},
+    )
     execution = wait_for_status(execution, Status.FAILED)
-    refused(Invalid, "deploy.region is required", execution=execution, user=personas.executor,
-            from_stage="deploy", inputs={"deploy.region": ""})
+    refused(
+        Invalid,
+        "deploy.region is required",
+        execution=execution,
+        user=personas.executor,
+        from_stage="deploy",
+        inputs={"deploy.region": ""},
+    )
 
 
 # --- the pipeline changed since ----------------------------------------------------------------
@@ -461,8 +607,16 @@ def test_retry_runs_the_old_version_after_the_pipeline_changed(failed, personas,
     save_pipeline(project=personas.project, yaml_text=new_yaml, user=personas.admin)
     plan = plan_retry(execution, personas.executor)
     assert plan.pipeline_changed
-    assert "-                  echo \"deploying " in plan.diff and "+                  echo \"DEPLOYING v2 " in plan.diff
-    retry = create_retry(execution=execution, user=personas.executor, from_stage="deploy", inputs={"deploy.fail": "no"})
+    assert (
+        '-                  echo "deploying ' in plan.diff
+        and '+                  echo "DEPLOYING v2 ' in plan.diff
+    )
+    retry = create_retry(
+        execution=execution,
+        user=personas.executor,
+        from_stage="deploy",
+        inputs={"deploy.fail": "no"},
+    )
     retry = wait_for_status(retry, Status.SUCCESS)
     assert retry.version == execution.version
     assert "deploying app:1.0-gold" in log_of(retry, "deploy")
@@ -479,7 +633,9 @@ def test_simultaneous_retries_create_exactly_one(failed, personas):
     def attempt():
         try:
             barrier.wait()
-            results.append(create_retry(execution=execution, user=personas.executor, from_stage="deploy"))
+            results.append(
+                create_retry(execution=execution, user=personas.executor, from_stage="deploy")
+            )
         except AlreadyRetried as exc:
             results.append(exc)
         except Exception as exc:  # noqa: BLE001 - anything else is a failure of the test
@@ -504,12 +660,18 @@ def test_simultaneous_retries_create_exactly_one(failed, personas):
 # --- rerun ---------------------------------------------------------------------------------------
 
 
-def test_rerun_is_allowed_for_a_successful_execution_and_uses_the_current_version(worker, personas, serial):
+def test_rerun_is_allowed_for_a_successful_execution_and_uses_the_current_version(
+    worker, personas, serial
+):
     pipeline, counter_dir = serial
     execution = wait_for_status(
-        run_pipeline(pipeline=pipeline, user=personas.executor, inputs={"version": "2.0"}), Status.SUCCESS
+        run_pipeline(pipeline=pipeline, user=personas.executor, inputs={"version": "2.0"}),
+        Status.SUCCESS,
     )
-    save_pipeline(project=personas.project, yaml_text=execution.version.yaml.replace("deploying ", "shipping "))
+    save_pipeline(
+        project=personas.project,
+        yaml_text=execution.version.yaml.replace("deploying ", "shipping "),
+    )
     plan = plan_rerun(execution, personas.executor)
     assert plan.allowed and {f.key: f.value for f in plan.inputs}["version"] == "2.0"
     rerun = create_rerun(execution=execution, user=personas.executor, inputs={"version": "1.0"})
@@ -523,13 +685,22 @@ def test_rerun_is_allowed_for_a_successful_execution_and_uses_the_current_versio
 def test_rerun_with_selected_stages_skips_the_others(worker, personas, tmp_path):
     pipeline = make_pipeline(
         personas.project,
-        PARALLEL_YAML.format(d=tmp_path).replace("  identifier: par\n", "  identifier: par\n  allow_stage_selection: true\n"),
+        PARALLEL_YAML.format(d=tmp_path).replace(
+            "  identifier: par\n", "  identifier: par\n  allow_stage_selection: true\n"
+        ),
     )
-    execution = wait_for_status(run_pipeline(pipeline=pipeline, user=personas.executor, inputs={}), Status.SUCCESS)
+    execution = wait_for_status(
+        run_pipeline(pipeline=pipeline, user=personas.executor, inputs={}), Status.SUCCESS
+    )
     rerun = create_rerun(execution=execution, user=personas.executor, stages=["build", "eu"])
     rerun = wait_for_status(rerun, Status.SUCCESS)
     statuses = {r.identifier: r.status for r in rerun.stage_runs.all()}
-    assert statuses == {"build": Status.SUCCESS, "eu": Status.SUCCESS, "us": Status.SKIPPED, "release": Status.SKIPPED}
+    assert statuses == {
+        "build": Status.SUCCESS,
+        "eu": Status.SUCCESS,
+        "us": Status.SKIPPED,
+        "release": Status.SKIPPED,
+    }
     before = snapshot()
     with pytest.raises(Invalid, match="needs the output of build"):
         create_rerun(execution=execution, user=personas.executor, stages=["us"])
@@ -548,7 +719,9 @@ def test_rerun_refuses_stage_selection_when_the_pipeline_does_not_allow_it(faile
 def test_retry_command_dry_run_prints_the_plan_and_changes_nothing(failed, personas, capsys):
     execution, _ = failed
     before = snapshot()
-    call_command("retry_execution", str(execution.pk), "--from", "test", "--dry-run", "--as", "executor")
+    call_command(
+        "retry_execution", str(execution.pk), "--from", "test", "--dry-run", "--as", "executor"
+    )
     out = capsys.readouterr().out
     assert "Carried over" in out and "build: SUCCESS from #1" in out
     assert "test.suite = 'smoke' [editable]" in out and "version = '1.0' [read-only" in out
@@ -558,8 +731,17 @@ def test_retry_command_dry_run_prints_the_plan_and_changes_nothing(failed, perso
 def test_retry_command_retries_and_waits(failed, personas, capsys):
     execution, counter_dir = failed
     call_command(
-        "retry_execution", str(execution.pk), "--from", "deploy", "--input", "deploy.fail=no",
-        "--reason", "flaky", "--as", "executor", "--wait",
+        "retry_execution",
+        str(execution.pk),
+        "--from",
+        "deploy",
+        "--input",
+        "deploy.fail=no",
+        "--reason",
+        "flaky",
+        "--as",
+        "executor",
+        "--wait",
     )
     out = capsys.readouterr().out
     assert "ended SUCCESS" in out and "build: SUCCESS [carried over]" in out
@@ -586,8 +768,12 @@ def test_retry_command_refusals_exit_2_with_the_reason(failed, personas):
 
 def test_rerun_command_runs_the_current_version(worker, personas, serial, capsys):
     pipeline, _ = serial
-    execution = wait_for_status(run_pipeline(pipeline=pipeline, user=personas.executor, inputs={}), Status.SUCCESS)
-    call_command("rerun_execution", str(execution.pk), "--input", "version=2.0", "--as", "executor", "--wait")
+    execution = wait_for_status(
+        run_pipeline(pipeline=pipeline, user=personas.executor, inputs={}), Status.SUCCESS
+    )
+    call_command(
+        "rerun_execution", str(execution.pk), "--input", "version=2.0", "--as", "executor", "--wait"
+    )
     rerun = Execution.objects.get(rerun_of=execution)
     assert rerun.inputs["version"] == "2.0" and rerun.status == Status.SUCCESS
     with pytest.raises(CommandError, match="not a runtime input"):

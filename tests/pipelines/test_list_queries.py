@@ -101,7 +101,9 @@ def test_the_pipeline_list_makes_as_many_queries_for_50_pipelines_as_for_5(
     assert counts[5] == counts[50]
 
 
-def test_the_visible_lists_take_a_fixed_number_of_queries_whatever_their_length(projects, django_assert_num_queries):
+def test_the_visible_lists_take_a_fixed_number_of_queries_whatever_their_length(
+    projects, django_assert_num_queries
+):
     by_size, by_project, by_pipeline = projects
     for user in (by_project, by_pipeline):
         with django_assert_num_queries(1):

@@ -23,7 +23,11 @@ class Command(BaseCommand):
         if execution is None:
             raise Refused(f"no execution {execution_id}, or {user} may not see it")
         try:
-            answer_approval(execution=execution, stage=stage, user=user, approve=not reject, comment=comment)
+            answer_approval(
+                execution=execution, stage=stage, user=user, approve=not reject, comment=comment
+            )
         except ServiceError as exc:
             raise Refused(exc.message) from None
-        self.stdout.write(f"{'rejected' if reject else 'approved'} stage {stage} of #{execution.sequence}")
+        self.stdout.write(
+            f"{'rejected' if reject else 'approved'} stage {stage} of #{execution.sequence}"
+        )

@@ -14,7 +14,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("execution_id", type=int)
-        parser.add_argument("--stages", default="", help="comma-separated stages to run (others are skipped)")
+        parser.add_argument(
+            "--stages", default="", help="comma-separated stages to run (others are skipped)"
+        )
         parser.add_argument("--input", action="append", default=[], metavar="[STAGE.]NAME=VALUE")
         parser.add_argument("--as", dest="as_user", required=True)
         parser.add_argument("--wait", action="store_true")
@@ -45,4 +47,3 @@ class Command(BaseCommand):
             self.stdout.write(f"{rerun.pipeline.identifier} #{rerun.sequence} ended {status}")
             if status != "SUCCESS":
                 raise Refused(f"execution ended {status}")
-

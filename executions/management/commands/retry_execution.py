@@ -22,7 +22,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("execution_id", type=int)
-        parser.add_argument("--from", dest="from_stage", default="", help="stage (or parallel group) to retry from")
+        parser.add_argument(
+            "--from", dest="from_stage", default="", help="stage (or parallel group) to retry from"
+        )
         mode = parser.add_mutually_exclusive_group()
         mode.add_argument("--failed-only", dest="mode", action="store_const", const=FAILED_ONLY)
         mode.add_argument("--all", dest="mode", action="store_const", const=ALL)
@@ -32,7 +34,19 @@ class Command(BaseCommand):
         parser.add_argument("--wait", action="store_true")
         parser.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
 
-    def handle(self, *args, execution_id, from_stage, mode, input, reason, as_user, wait, dry_run, **options):
+    def handle(
+        self,
+        *args,
+        execution_id,
+        from_stage,
+        mode,
+        input,
+        reason,
+        as_user,
+        wait,
+        dry_run,
+        **options,
+    ):
         user = user_named(as_user)
         execution = permissions.visible_executions(user).filter(pk=execution_id).first()
         if execution is None:
@@ -40,7 +54,9 @@ class Command(BaseCommand):
         try:
             inputs = parse_assignments(input)
             if dry_run:
-                self.print_plan(plan_retry(execution, user, from_stage=from_stage or None, mode=mode))
+                self.print_plan(
+                    plan_retry(execution, user, from_stage=from_stage or None, mode=mode)
+                )
                 return
             if not from_stage:
                 plan = plan_retry(execution, user)
@@ -49,13 +65,20 @@ class Command(BaseCommand):
                 offered = ", ".join(o.key for o in plan.options)
                 raise Refused(f"say which stage to retry from with --from (one of: {offered})")
             retry = create_retry(
-                execution=execution, user=user, from_stage=from_stage, mode=mode, inputs=inputs, reason=reason
+                execution=execution,
+                user=user,
+                from_stage=from_stage,
+                mode=mode,
+                inputs=inputs,
+                reason=reason,
             )
         except (ServiceError, InputErrors) as exc:
             raise Refused(getattr(exc, "message", str(exc))) from None
         self.stdout.write(str(retry.pk))
         if wait:
-            self.stdout.write(f"{retry.pipeline.identifier} #{retry.sequence} (retry of #{execution.sequence}) started")
+            self.stdout.write(
+                f"{retry.pipeline.identifier} #{retry.sequence} (retry of #{execution.sequence}) started"
+            )
             status = follow(retry, self.stdout.write)
             self.stdout.write(f"{retry.pipeline.identifier} #{retry.sequence} ended {status}")
             if status != "SUCCESS":
@@ -64,7 +87,9 @@ class Command(BaseCommand):
     def print_plan(self, plan) -> None:
         write = self.stdout.write
         execution = plan.execution
-        write(f"Retry of {execution.pipeline.identifier} #{execution.sequence} ({execution.status})")
+        write(
+            f"Retry of {execution.pipeline.identifier} #{execution.sequence} ({execution.status})"
+        )
         if not plan.allowed:
             write(f"Not possible: {plan.reason}")
             if plan.latest is not None:
@@ -72,7 +97,11 @@ class Command(BaseCommand):
         write("Stages you can retry from:")
         for option in plan.options:
             marker = "*" if plan.selected and option.key == plan.selected.key else " "
-            members = f" [{', '.join(f'{k}: {v}' for k, v in option.member_statuses.items())}]" if option.parallel else ""
+            members = (
+                f" [{', '.join(f'{k}: {v}' for k, v in option.member_statuses.items())}]"
+                if option.parallel
+                else ""
+            )
             write(f" {marker} {option.key}: {option.status}{members}")
         if plan.selected is None:
             return
@@ -80,7 +109,9 @@ class Command(BaseCommand):
             write(f"Parallel group mode: {plan.mode}")
         write("Carried over (not run again):")
         for stage in plan.carried or []:
-            write(f"   {stage.identifier}: {stage.status} from #{stage.from_sequence} ({format_seconds(stage.duration_seconds)})")
+            write(
+                f"   {stage.identifier}: {stage.status} from #{stage.from_sequence} ({format_seconds(stage.duration_seconds)})"
+            )
         if not plan.carried:
             write("   (none)")
         write("Runs again:")
@@ -88,10 +119,16 @@ class Command(BaseCommand):
             write(f"   {stage.identifier}: {', '.join(stage.steps)}")
         write("Inputs:")
         for field in plan.inputs:
-            value = ("(secret, set)" if field.has_value else "(secret, not set)") if field.is_secret else repr(field.value)
+            value = (
+                ("(secret, set)" if field.has_value else "(secret, not set)")
+                if field.is_secret
+                else repr(field.value)
+            )
             state = "editable" if field.editable else f"read-only: {field.reason}"
             write(f"   {field.key} = {value} [{state}]")
         write(f"Time saved: {format_seconds(plan.time_saved_seconds)}")
         if plan.pipeline_changed:
-            write("The pipeline changed since this execution; the retry runs the version it ran with:")
+            write(
+                "The pipeline changed since this execution; the retry runs the version it ran with:"
+            )
             write(plan.diff.rstrip())

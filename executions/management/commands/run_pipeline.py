@@ -9,12 +9,16 @@ from pipelines.cli import Refused, follow, user_named
 
 
 class Command(BaseCommand):
-    help = "Run a pipeline; prints the execution id. With --wait, exits non-zero unless it succeeded."
+    help = (
+        "Run a pipeline; prints the execution id. With --wait, exits non-zero unless it succeeded."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("pipeline", metavar="ORG/PROJECT/PIPELINE")
         parser.add_argument("--input", action="append", default=[], metavar="[STAGE.]NAME=VALUE")
-        parser.add_argument("--stages", default="", help="comma-separated stages to run (others are skipped)")
+        parser.add_argument(
+            "--stages", default="", help="comma-separated stages to run (others are skipped)"
+        )
         parser.add_argument("--as", dest="as_user", required=True)
         parser.add_argument("--wait", action="store_true")
 
@@ -25,7 +29,9 @@ class Command(BaseCommand):
             raise Refused(f"'{pipeline}' is not ORG/PROJECT/PIPELINE")
         found = (
             permissions.visible_pipelines(user)
-            .filter(project__organization__slug=parts[0], project__slug=parts[1], identifier=parts[2])
+            .filter(
+                project__organization__slug=parts[0], project__slug=parts[1], identifier=parts[2]
+            )
             .first()
         )
         if found is None:

@@ -24,7 +24,12 @@ from pipelines.roles import assign_role
 from pipelines.services import save_pipeline
 
 EXAMPLES = Path(settings.BASE_DIR) / "examples" / "pipelines"
-USERS = [("admin", "admin"), ("executor", "executor"), ("viewer", "viewer"), ("approver", "approver")]
+USERS = [
+    ("admin", "admin"),
+    ("executor", "executor"),
+    ("viewer", "viewer"),
+    ("approver", "approver"),
+]
 
 
 class Command(BaseCommand):
@@ -46,7 +51,9 @@ class Command(BaseCommand):
             users[username] = user
         org, _ = Organization.objects.get_or_create(slug="acme", defaults={"name": "Acme Corp"})
         project, _ = Project.objects.get_or_create(
-            organization=org, slug="web", defaults={"name": "Web platform", "description": "The public web shop."}
+            organization=org,
+            slug="web",
+            defaults={"name": "Web platform", "description": "The public web shop."},
         )
         for username, role in USERS:
             assign_role(project=project, role=role, user=users[username])
@@ -75,18 +82,26 @@ class Command(BaseCommand):
 
         from config.celery import app
 
-        return start_worker(app, pool="threads", concurrency=4, perform_ping_check=False, loglevel="WARNING")
+        return start_worker(
+            app, pool="threads", concurrency=4, perform_ping_check=False, loglevel="WARNING"
+        )
 
     def run_demo(self, pipelines, users, timeout: float) -> None:
         web, data = pipelines["web_deploy"], pipelines["data_refresh"]
         executor, approver = users["executor"], users["approver"]
         started = {
             "success": run_pipeline(pipeline=web, user=executor, inputs={"version": "1.5.0"}),
-            "parallel-failed": run_pipeline(pipeline=web, user=executor, inputs={"deploy_eu.fail": "yes"}),
+            "parallel-failed": run_pipeline(
+                pipeline=web, user=executor, inputs={"deploy_eu.fail": "yes"}
+            ),
             "rejected": run_pipeline(pipeline=web, user=executor, inputs={"version": "1.6.0-rc1"}),
             "aborted": run_pipeline(pipeline=web, user=executor, inputs={}),
-            "expired": run_pipeline(pipeline=data, user=executor, inputs={"transform.seconds": "30"}),
-            "failed": run_pipeline(pipeline=data, user=executor, inputs={"load.target_table": "staging.orders"}),
+            "expired": run_pipeline(
+                pipeline=data, user=executor, inputs={"transform.seconds": "30"}
+            ),
+            "failed": run_pipeline(
+                pipeline=data, user=executor, inputs={"load.target_table": "staging.orders"}
+            ),
             "data-success": run_pipeline(pipeline=data, user=executor, inputs={}),
         }
         answers = {"success": "approve", "rejected": "reject", "aborted": "abort"}
@@ -94,7 +109,9 @@ class Command(BaseCommand):
         pending = dict(started)
         while pending:
             if time.monotonic() > deadline:
-                raise CommandError(f"demo executions did not finish in {timeout:.0f}s: {', '.join(pending)}")
+                raise CommandError(
+                    f"demo executions did not finish in {timeout:.0f}s: {', '.join(pending)}"
+                )
             for name, execution in list(pending.items()):
                 execution.refresh_from_db()
                 if execution.status == Status.WAITING and name in answers:
@@ -103,10 +120,17 @@ class Command(BaseCommand):
                         abort_execution(execution=execution, user=executor)
                     else:
                         answer_approval(
-                            execution=execution, stage="approve_prod", user=approver, approve=action == "approve",
-                            comment="Looks good" if action == "approve" else "Release candidate, not for production",
+                            execution=execution,
+                            stage="approve_prod",
+                            user=approver,
+                            approve=action == "approve",
+                            comment="Looks good"
+                            if action == "approve"
+                            else "Release candidate, not for production",
                         )
                 elif execution.status in TERMINAL:
-                    self.stdout.write(f"execution {execution.pipeline.identifier} #{execution.sequence}: {execution.status}")
+                    self.stdout.write(
+                        f"execution {execution.pipeline.identifier} #{execution.sequence}: {execution.status}"
+                    )
                     del pending[name]
             time.sleep(0.2)

@@ -35,9 +35,13 @@ class Command(BaseCommand):
             if not permissions.can(user, "change", proj):
                 raise Refused(permissions.why_not(user, "change", proj))
         elif proj is None:
-            org, _ = Organization.objects.get_or_create(slug=org_slug, defaults={"name": org_slug.title()})
+            org, _ = Organization.objects.get_or_create(
+                slug=org_slug, defaults={"name": org_slug.title()}
+            )
             proj, _ = Project.objects.get_or_create(
-                organization=org, slug=project_slug, defaults={"name": project_slug.replace("-", " ").title()}
+                organization=org,
+                slug=project_slug,
+                defaults={"name": project_slug.replace("-", " ").title()},
             )
         files = sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
         refused = 0
@@ -46,15 +50,31 @@ class Command(BaseCommand):
                 try:
                     text = path.read_text(encoding="utf-8")
                 except UnicodeDecodeError as exc:
-                    raise SpecErrors([SpecError(f"the file is not UTF-8 text ({exc.reason} at byte {exc.start})")]) from None
+                    raise SpecErrors(
+                        [
+                            SpecError(
+                                f"the file is not UTF-8 text ({exc.reason} at byte {exc.start})"
+                            )
+                        ]
+                    ) from None
                 result = save_pipeline(project=proj, yaml_text=text, user=user)
             except SpecErrors as exc:
                 refused += 1
                 self.stderr.write(f"{path.name}: refused")
                 for error in exc.errors:
-                    self.stderr.write(f"  {path.name}:{error.line}: {error.message}" if error.line else f"  {path.name}: {error.message}")
+                    self.stderr.write(
+                        f"  {path.name}:{error.line}: {error.message}"
+                        if error.line
+                        else f"  {path.name}: {error.message}"
+                    )
                 continue
-            state = "created" if result.created_pipeline else ("updated" if result.created_version else "unchanged")
-            self.stdout.write(f"{path.name}: {result.pipeline.identifier} v{result.version.number} {state}")
+            state = (
+                "created"
+                if result.created_pipeline
+                else ("updated" if result.created_version else "unchanged")
+            )
+            self.stdout.write(
+                f"{path.name}: {result.pipeline.identifier} v{result.version.number} {state}"
+            )
         if refused:
             raise Refused(f"{refused} of {len(files)} file(s) refused")
