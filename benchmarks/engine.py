@@ -29,8 +29,9 @@ from django.test.utils import CaptureQueriesContext
 
 from benchmarks import fixtures, tasks
 from benchmarks.report import Report, median, ms, percentile, spread
-from executions.models import ACTIVE, Execution, Status, StepRun
+from executions.models import Execution, StepRun
 from executions.services import run_pipeline
+from executions.states import ACTIVE, Status
 
 TRANSITION_P50_TARGET = 0.015
 TRANSITION_P95_TARGET = 0.050

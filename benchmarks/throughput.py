@@ -25,8 +25,9 @@ from django.db.models import Count, Max, Q
 
 from benchmarks import fixtures
 from benchmarks.report import Report, ms, percentile, spread
-from executions.models import ACTIVE, Event, Execution, StageRun, Status, StepRun
+from executions.models import Event, Execution, StageRun, StepRun
 from executions.services import run_pipeline
+from executions.states import ACTIVE, Status
 
 TRANSITIONS_TARGET = 200.0
 

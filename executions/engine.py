@@ -16,121 +16,27 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from datetime import timedelta
 from functools import partial
 
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import Exists, F, OuterRef, Subquery, Value
-from django.db.models.functions import Coalesce
+from django.db import transaction
+from django.db.models import Exists, OuterRef, Subquery
 from django.utils import timezone
 
 from executions.context import RunContext
-from executions.models import (
-    ACTIVE,
-    SUCCEEDED,
-    TERMINAL,
-    Event,
-    Execution,
-    StageRun,
-    Status,
-    StepRun,
-)
+from executions.models import Execution, StageRun, StepRun
+from executions.states import ACTIVE, SUCCEEDED, TERMINAL, Status, worst
+from executions.transitions import claim_step, events_batched, transition
 from pipelines.conditions import evaluate_condition
 from pipelines.models import PipelineVersion
 
 log = logging.getLogger(__name__)
 
-# When several members of a parallel group end badly, the execution takes the first of these.
-FAILURE_PRIORITY = [Status.ABORTED, Status.FAILED, Status.EXPIRED, Status.REJECTED]
-
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-# --- compare-and-set transitions ------------------------------------------------------------
-
-_batch = threading.local()
-
-
-@contextmanager
-def events_batched() -> Iterator[None]:
-    """Collect the events of the transitions made inside, and write them in one INSERT at the
-    end (call inside the transaction that makes the transitions, so they commit together)."""
-    if getattr(_batch, "events", None) is not None:  # nested: the outer batch writes them
-        yield
-        return
-    _batch.events = []
-    try:
-        yield
-        if _batch.events:
-            Event.objects.bulk_create(_batch.events)
-    finally:
-        _batch.events = None
-
-
-def _record_event(**fields) -> None:
-    events = getattr(_batch, "events", None)
-    if events is None:
-        Event.objects.create(**fields)
-    else:
-        events.append(Event(**fields))
-
-
-def transition(
-    obj: Execution | StageRun | StepRun,
-    to: str,
-    sources: Iterable[str],
-    *,
-    actor=None,
-    action: str = "",
-    message: str = "",
-    **fields,
-) -> bool:
-    """Move ``obj`` to status ``to`` if it is still in one of ``sources``; record an event.
-
-    Returns whether this call won. ``obj`` is updated in memory only when it did.
-    """
-    now = timezone.now()
-    sources = list(sources)
-    if to == Status.RUNNING and "started_at" not in fields:
-        # The first start counts: WAITING → RUNNING after an approval keeps the original time.
-        fields["started_at"] = Coalesce(F("started_at"), Value(now))
-    if to in TERMINAL and to != Status.SKIPPED:
-        fields.setdefault("finished_at", now)
-    updated = type(obj).objects.filter(pk=obj.pk, status__in=sources).update(status=to, **fields)
-    if not updated:
-        return False
-    previous = obj.status
-    obj.status = to
-    for key, value in fields.items():
-        if not hasattr(value, "resolve_expression"):
-            setattr(obj, key, value)
-    if isinstance(obj, Execution):
-        execution_id, stage_run, step_run = obj.pk, None, None
-    elif isinstance(obj, StageRun):
-        execution_id, stage_run, step_run = obj.execution_id, obj, None
-    else:
-        execution_id, stage_run, step_run = obj.execution_id, None, obj
-    _record_event(
-        execution_id=execution_id,
-        stage_run=stage_run,
-        step_run=step_run,
-        from_status=previous if previous in sources else "",
-        to_status=to,
-        actor=actor,
-        action=action,
-        message=message[:2000],
-    )
-    return True
-
-
-def record(execution: Execution, action: str, *, actor=None, message: str = "") -> None:
-    _record_event(execution_id=execution.pk, action=action, actor=actor, message=message[:2000])
 
 
 # --- dispatch -------------------------------------------------------------------------------
@@ -284,48 +190,42 @@ def _advance_locked(execution: Execution, near: int | None = None) -> None:
                 busy = any(r.status in (Status.RUNNING, Status.QUEUED) for r in members)
                 target = Status.WAITING if waiting and not busy else Status.RUNNING
                 if execution.status != target:
-                    transition(execution, target, [Status.RUNNING, Status.WAITING, Status.QUEUED])
+                    transition(execution, to=target)
                 return
             bad = [run.status for run in members if run.status not in SUCCEEDED]
             if bad:
-                status = next(s for s in FAILURE_PRIORITY if s in bad)
+                status = worst(bad)  # several members ended badly: the worst counts
                 failed = [run for run in members if run.status == status]
                 reason = "; ".join(
                     f"stage '{run.identifier}' {run.get_status_display().lower()}"
                     + (f": {run.error}" if run.error else "")
                     for run in failed
                 )
-                transition(execution, status, ACTIVE, error=reason)
+                transition(execution, to=status, error=reason)
                 return
         after = max(groups)  # every group read has succeeded now: read the next ones
-    transition(execution, Status.SUCCESS, ACTIVE)
+    transition(execution, to=Status.SUCCESS)
 
 
 def _start_stage(execution: Execution, run: StageRun, spec, steps: _Steps) -> None:
     stage = spec.stage(run.identifier)
     if stage is None:  # cannot happen for a validated version; fail loudly rather than hang
-        transition(
-            run, Status.FAILED, [run.status], error="stage not found in the pipeline version"
-        )
+        transition(run, to=Status.FAILED, error="stage not found in the pipeline version")
         return
     if stage.when:
         context = build_context(execution)
         try:
             go = evaluate_condition(stage.when, lambda expr: context.resolve(expr, stage))
         except ValueError as exc:
-            transition(
-                run, Status.FAILED, [run.status], error=f"condition could not be evaluated: {exc}"
-            )
+            transition(run, to=Status.FAILED, error=f"condition could not be evaluated: {exc}")
             return
         if not go:
-            if transition(
-                run, Status.SKIPPED, [run.status], message=f"condition is false: {stage.when}"
-            ):
+            if transition(run, to=Status.SKIPPED, message=f"condition is false: {stage.when}"):
                 for step in steps.of(run):
                     if step.status == Status.NOT_STARTED:
-                        transition(step, Status.SKIPPED, [Status.NOT_STARTED])
+                        transition(step, to=Status.SKIPPED, sources=[Status.NOT_STARTED])
             return
-    if transition(run, Status.RUNNING, [Status.NOT_STARTED, Status.QUEUED]):
+    if transition(run, to=Status.RUNNING, sources=[Status.NOT_STARTED, Status.QUEUED]):
         _advance_stage(execution, run, spec, steps)
 
 
@@ -337,29 +237,29 @@ def _advance_stage(execution: Execution, run: StageRun, spec, steps: _Steps) -> 
         if step.status in TERMINAL:
             transition(
                 run,
-                step.status,
-                [Status.RUNNING, Status.WAITING],
+                to=step.status,
+                sources=[Status.RUNNING, Status.WAITING],
                 error=f"step '{step.identifier}' {step.get_status_display().lower()}"
                 + (f": {step.error}" if step.error else ""),
             )
             return
         if step.status == Status.WAITING:
             if run.status != Status.WAITING:
-                transition(run, Status.WAITING, [Status.RUNNING])
+                transition(run, to=Status.WAITING, sources=[Status.RUNNING])
             return
         if step.status in (Status.QUEUED, Status.RUNNING):
             if run.status != Status.RUNNING:
-                transition(run, Status.RUNNING, [Status.WAITING])
+                transition(run, to=Status.RUNNING, sources=[Status.WAITING])
             return
         # NOT_STARTED: the next step is due.
         if run.status != Status.RUNNING:
-            transition(run, Status.RUNNING, [Status.WAITING])
+            transition(run, to=Status.RUNNING, sources=[Status.WAITING])
         _queue_step(execution, run, step, spec)
         return
     outputs: dict[str, str] = {}
     for step in stage_steps:
         outputs.update(step.outputs or {})
-    transition(run, Status.SUCCESS, [Status.RUNNING, Status.WAITING], outputs=outputs)
+    transition(run, to=Status.SUCCESS, sources=[Status.RUNNING, Status.WAITING], outputs=outputs)
 
 
 def _queue_step(execution: Execution, run: StageRun, step: StepRun, spec) -> None:
@@ -373,17 +273,17 @@ def _queue_step(execution: Execution, run: StageRun, step: StepRun, spec) -> Non
 
         transition(
             step,
-            Status.WAITING,
-            [Status.NOT_STARTED],
+            to=Status.WAITING,
+            sources=[Status.NOT_STARTED],
             started_at=now,
             deadline=now + timedelta(seconds=step_spec.timeout),
             comment="",
             error="",
             message=mask(message, context.secret_values()),
         )
-        transition(run, Status.WAITING, [Status.RUNNING])
+        transition(run, to=Status.WAITING, sources=[Status.RUNNING])
         return
-    if transition(step, Status.QUEUED, [Status.NOT_STARTED], queued_at=now):
+    if transition(step, to=Status.QUEUED, sources=[Status.NOT_STARTED], queued_at=now):
         dispatch_step(step, run.queue)
 
 
@@ -391,44 +291,11 @@ def _queue_step(execution: Execution, run: StageRun, step: StepRun, spec) -> Non
 
 
 def claim(step_id: int) -> StepRun | None:
-    """QUEUED → RUNNING for this worker, in one statement (``UPDATE … RETURNING``), with its
-    event. None when the step is not QUEUED any more (a redelivered task: it runs elsewhere or
-    has finished), so a step never runs twice."""
+    """QUEUED → RUNNING for this worker, in one statement (``transitions.claim_step``). None
+    when the step is not QUEUED any more (a redelivered task), so a step never runs twice."""
     now = timezone.now()
     lease = now + timedelta(seconds=settings.STAGELINE_STEP_LEASE_SECONDS)
-    worker = worker_name()
-    table = connection.ops.quote_name(StepRun._meta.db_table)
-    adapt = connection.ops.adapt_datetimefield_value
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"UPDATE {table} SET status = %s, attempts = attempts + 1, worker = %s, "
-                "lease_expires_at = %s, started_at = %s WHERE id = %s AND status = %s "
-                "RETURNING stage_run_id, execution_id, identifier, attempts",
-                [Status.RUNNING, worker, adapt(lease), adapt(now), step_id, Status.QUEUED],
-            )
-            row = cursor.fetchone()
-        if row is None:
-            return None
-        stage_run_id, execution_id, identifier, attempts = row
-        step = StepRun(
-            pk=step_id,
-            stage_run_id=stage_run_id,
-            execution_id=execution_id,
-            identifier=identifier,
-            status=Status.RUNNING,
-            attempts=attempts,
-            worker=worker,
-            lease_expires_at=lease,
-            started_at=now,
-        )
-        Event.objects.create(
-            execution_id=execution_id,
-            step_run=step,
-            from_status=Status.QUEUED,
-            to_status=Status.RUNNING,
-        )
-    return step
+    return claim_step(step_id, worker=worker_name(), lease_expires_at=lease, now=now)
 
 
 def run_step(step_id: int) -> None:
@@ -461,8 +328,8 @@ def run_step(step_id: int) -> None:
             step.status = Status.RUNNING
             transition(
                 step,
-                result.status,
-                [Status.RUNNING],
+                to=result.status,
+                sources=[Status.RUNNING],
                 exit_code=result.exit_code,
                 outputs=result.outputs,
                 error=result.error[:2000],
@@ -491,8 +358,8 @@ def reap() -> dict[str, int]:
         with transaction.atomic():
             if transition(
                 step,
-                Status.FAILED,
-                [Status.RUNNING],
+                to=Status.FAILED,
+                sources=[Status.RUNNING],
                 error=f"worker lost: no heartbeat from {step.worker or 'its worker'} since "
                 f"{step.lease_expires_at - timedelta(seconds=settings.STAGELINE_STEP_LEASE_SECONDS):%H:%M:%S} UTC",
                 lease_expires_at=None,
@@ -503,7 +370,10 @@ def reap() -> dict[str, int]:
     for step in StepRun.objects.filter(status=Status.WAITING, deadline__lt=now):
         with transaction.atomic():
             if transition(
-                step, Status.EXPIRED, [Status.WAITING], error="nobody answered the approval in time"
+                step,
+                to=Status.EXPIRED,
+                sources=[Status.WAITING],
+                error="nobody answered the approval in time",
             ):
                 counts["approvals_expired"] += 1
                 touched.add(step.execution_id)

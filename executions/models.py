@@ -1,79 +1,31 @@
 """Executions and what they are made of: stage runs, step runs, log chunks and events.
 
-Status machine (SPEC §3), for executions, stages and steps alike::
-
-    NOT_STARTED ─► QUEUED ─► RUNNING ─┬─► SUCCESS
-         │            │         │     ├─► FAILED   (a step failed, or its worker was lost)
-         │            │         ├─► WAITING ─► SUCCESS | REJECTED | EXPIRED | ABORTED
-         │            │         ├─► EXPIRED  (a timeout)
-         └─► SKIPPED  └─────────┴─► ABORTED  (an operator aborted)
-
-Every change is a compare-and-set (``UPDATE … WHERE status IN (sources)``) made by
-``executions.engine``; every change appends an ``Event``. A retry never modifies the
-execution it retries, apart from the ``retry_of`` link that the new execution holds.
+Statuses, their sets, the worst-status order and the table of allowed moves live in
+``executions.states``; every status change goes through ``executions.transitions``, the only
+writer, which checks the table and appends an ``Event``. A retry never modifies the execution it
+retries, apart from the ``retry_of`` link that the new execution holds.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
+
+from executions.states import RETRYABLE, TERMINAL, Status
+from pipelines import permissions
 
 
-class Status(models.TextChoices):
-    NOT_STARTED = "NOT_STARTED", "Not started"
-    QUEUED = "QUEUED", "Queued"
-    RUNNING = "RUNNING", "Running"
-    WAITING = "WAITING", "Waiting for approval"
-    SUCCESS = "SUCCESS", "Success"
-    FAILED = "FAILED", "Failed"
-    ABORTED = "ABORTED", "Aborted"
-    EXPIRED = "EXPIRED", "Expired"
-    REJECTED = "REJECTED", "Rejected"
-    SKIPPED = "SKIPPED", "Skipped"
-
-
-ACTIVE = frozenset({Status.QUEUED, Status.RUNNING, Status.WAITING})
-TERMINAL = frozenset(
-    {Status.SUCCESS, Status.FAILED, Status.ABORTED, Status.EXPIRED, Status.REJECTED, Status.SKIPPED}
-)
-RETRYABLE = frozenset({Status.FAILED, Status.ABORTED, Status.EXPIRED, Status.REJECTED})
-SUCCEEDED = frozenset({Status.SUCCESS, Status.SKIPPED})
-# Which statuses a row may move to from each status (checked by the engine's set_status).
-TRANSITIONS: dict[str, frozenset[str]] = {
-    Status.NOT_STARTED: frozenset({Status.QUEUED, Status.RUNNING, Status.SKIPPED, Status.ABORTED}),
-    Status.QUEUED: frozenset({Status.RUNNING, Status.ABORTED, Status.FAILED, Status.SKIPPED}),
-    Status.RUNNING: frozenset(
-        {
-            Status.WAITING,
-            Status.SUCCESS,
-            Status.FAILED,
-            Status.ABORTED,
-            Status.EXPIRED,
-            Status.REJECTED,
-        }
-    ),
-    Status.WAITING: frozenset(
-        {
-            Status.RUNNING,
-            Status.SUCCESS,
-            Status.REJECTED,
-            Status.EXPIRED,
-            Status.ABORTED,
-            Status.FAILED,
-        }
-    ),
-}
-
-
-def is_terminal(status: str) -> bool:
-    return status in TERMINAL
+def _seconds_between(started_at: datetime, finished_at: datetime | None) -> float:
+    """How long something ran: until it finished, or until now while it runs."""
+    return ((finished_at or timezone.now()) - started_at).total_seconds()
 
 
 class ExecutionQuerySet(models.QuerySet):
     def visible_to(self, user) -> ExecutionQuerySet:
-        from pipelines import permissions
-
         return permissions.visible_executions(user, self)
 
     def for_pipeline(self, pipeline) -> ExecutionQuerySet:
@@ -163,10 +115,7 @@ class Execution(models.Model):
     def duration_seconds(self) -> float | None:
         if not self.started_at:
             return None
-        from django.utils import timezone
-
-        end = self.finished_at or timezone.now()
-        return (end - self.started_at).total_seconds()
+        return _seconds_between(self.started_at, self.finished_at)
 
 
 class StageRun(models.Model):
@@ -204,9 +153,7 @@ class StageRun(models.Model):
     def duration_seconds(self) -> float | None:
         if not self.started_at:
             return None
-        from django.utils import timezone
-
-        return ((self.finished_at or timezone.now()) - self.started_at).total_seconds()
+        return _seconds_between(self.started_at, self.finished_at)
 
 
 class StepRun(models.Model):
@@ -269,9 +216,7 @@ class StepRun(models.Model):
     def duration_seconds(self) -> float | None:
         if not self.started_at:
             return None
-        from django.utils import timezone
-
-        return ((self.finished_at or timezone.now()) - self.started_at).total_seconds()
+        return _seconds_between(self.started_at, self.finished_at)
 
 
 class LogChunk(models.Model):

@@ -26,10 +26,9 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from executions import engine
 from executions.context import mask
 from executions.inputs import InputErrors, check_value, validate_inputs
-from executions.models import ACTIVE, RETRYABLE, SUCCEEDED, TERMINAL, Execution, StageRun, Status
+from executions.models import Execution, StageRun
 from executions.services import (
     Conflict,
     Invalid,
@@ -38,24 +37,14 @@ from executions.services import (
     ensure,
     run_pipeline,
 )
+from executions.states import ACTIVE, RETRYABLE, SUCCEEDED, TERMINAL, Status, worst
+from executions.transitions import record
 from pipelines import permissions
 from pipelines.spec import PipelineSpec, Variable, secret_literals
 
 FAILED_ONLY = "failed_only"
 ALL = "all"
 MODES = (FAILED_ONLY, ALL)
-SEVERITY = [
-    Status.FAILED,
-    Status.EXPIRED,
-    Status.REJECTED,
-    Status.ABORTED,
-    Status.RUNNING,
-    Status.WAITING,
-    Status.QUEUED,
-    Status.NOT_STARTED,
-    Status.SKIPPED,
-    Status.SUCCESS,
-]
 
 
 class AlreadyRetried(Conflict):
@@ -196,10 +185,6 @@ def retry_blocker(execution: Execution, user) -> tuple[str, Execution | None]:
 # --- the plan -----------------------------------------------------------------------------
 
 
-def _worst(statuses: list[str]) -> str:
-    return min(statuses, key=lambda s: SEVERITY.index(s) if s in SEVERITY else 0)
-
-
 def stage_options(
     execution: Execution, spec: PipelineSpec, runs: dict[str, StageRun]
 ) -> list[StageOption]:
@@ -213,7 +198,7 @@ def stage_options(
             key=group.identifier,
             name=group.name,
             stages=[s.identifier for s in group.stages],
-            status=_worst(list(members.values())) if members else Status.NOT_STARTED,
+            status=worst(members.values()) if members else Status.NOT_STARTED,
             member_statuses=members,
             parallel=group.parallel,
             duration_seconds=max(durations) if durations else None,
@@ -447,7 +432,7 @@ def create_retry(
                 changed_inputs=changed,
                 rerun_of=None,
             )
-            engine.record(
+            record(
                 retry,
                 "retried",
                 actor=user,

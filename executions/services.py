@@ -15,7 +15,9 @@ from django.utils import timezone
 
 from executions import engine
 from executions.inputs import InputErrors, validate_inputs
-from executions.models import ACTIVE, Execution, StageRun, Status, StepRun
+from executions.models import Execution, StageRun, StepRun
+from executions.states import ACTIVE, Status
+from executions.transitions import events_batched, record, transition
 from pipelines import permissions
 from pipelines.models import Pipeline, PipelineVersion
 
@@ -114,11 +116,11 @@ def create_execution(
         _copy_runs(execution, copy_from, carried=set(carried), selected=selected or [])
     else:
         _new_runs(execution, spec, carried, selected or [])
-    with engine.events_batched():
-        engine.record(
+    with events_batched():
+        record(
             execution, "created", actor=user, message=f"started by {user}" if user else "started"
         )
-        engine.transition(execution, Status.RUNNING, [Status.QUEUED], started_at=now)
+        transition(execution, to=Status.RUNNING, started_at=now)
         engine._advance_locked(execution)
     return execution
 
@@ -354,15 +356,20 @@ def abort_execution(*, execution: Execution, user) -> Execution:
                 f"Execution #{locked.sequence} already ended {locked.get_status_display()}."
             )
         for step in StepRun.objects.filter(execution=locked, status__in=list(ACTIVE)):
-            engine.transition(
-                step, Status.ABORTED, ACTIVE, actor=user, error="aborted by " + str(user)
+            transition(
+                step, to=Status.ABORTED, sources=ACTIVE, actor=user, error="aborted by " + str(user)
             )
         for run in StageRun.objects.filter(execution=locked, status__in=list(ACTIVE)):
-            engine.transition(
-                run, Status.ABORTED, ACTIVE, actor=user, error="aborted by " + str(user)
+            transition(
+                run, to=Status.ABORTED, sources=ACTIVE, actor=user, error="aborted by " + str(user)
             )
-        engine.transition(
-            locked, Status.ABORTED, ACTIVE, actor=user, action="aborted", error=f"aborted by {user}"
+        transition(
+            locked,
+            to=Status.ABORTED,
+            sources=ACTIVE,
+            actor=user,
+            action="aborted",
+            error=f"aborted by {user}",
         )
     return locked
 
@@ -391,10 +398,10 @@ def answer_approval(
                 f"Stage '{stage}' of execution #{execution.sequence} is not waiting for approval."
             )
         to = Status.SUCCESS if approve else Status.REJECTED
-        won = engine.transition(
+        won = transition(
             step,
-            to,
-            [Status.WAITING],
+            to=to,
+            sources=[Status.WAITING],
             actor=user,
             action="approved" if approve else "rejected",
             message=comment,

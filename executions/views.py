@@ -27,16 +27,7 @@ from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
 
 from executions.forms import ApprovalForm, RerunForm, RetryForm, posted_inputs
 from executions.listing import format_duration
-from executions.models import (
-    ACTIVE,
-    Event,
-    Execution,
-    LogChunk,
-    StageRun,
-    Status,
-    StepRun,
-    is_terminal,
-)
+from executions.models import Event, Execution, LogChunk, StageRun, StepRun
 from executions.retry import (
     ALL,
     FAILED_ONLY,
@@ -57,6 +48,7 @@ from executions.services import (
     answer_approval,
     ensure,
 )
+from executions.states import ACTIVE, Status, is_terminal
 from pipelines import permissions
 from pipelines.diffs import diff_rows
 

@@ -27,7 +27,8 @@ def user_named(username: str | None):
 
 def follow(execution, write, *, poll: float = 0.2, timeout: float | None = None) -> str:
     """Print each stage's status changes until ``execution`` ends; return its final status."""
-    from executions.models import TERMINAL, Execution
+    from executions.models import Execution
+    from executions.states import TERMINAL
 
     seen: dict[str, str] = {}
     started = time.monotonic()

@@ -12,11 +12,11 @@ import re
 import pytest
 from django.urls import reverse
 
-from executions import engine
 from executions.models import LogChunk, StageRun, Status, StepRun
 from executions.retry import create_retry
 from executions.runners.shell import LogWriter
 from executions.services import run_pipeline
+from executions.transitions import transition
 from tests.executions.pages import (
     SERIAL_YAML,
     action_html,
@@ -143,7 +143,7 @@ def test_a_step_log_fragment_follows_a_running_step_from_its_cursor(client, pers
     pipeline = make_pipeline(personas.project, SERIAL_YAML)
     execution = run_pipeline(pipeline=pipeline, user=personas.executor, inputs={})
     step = StepRun.objects.get(execution=execution, identifier="compile")
-    engine.transition(step, Status.RUNNING, [Status.QUEUED])
+    transition(step, to=Status.RUNNING)
     writer = LogWriter(step, [])
     writer.feed(b"first line\n")
     writer.flush(final=True)
@@ -177,7 +177,7 @@ def test_a_step_log_fragment_follows_a_running_step_from_its_cursor(client, pers
 
     assert '<span class="badge status-running">Running</span>' in update
 
-    engine.transition(step, Status.SUCCESS, [Status.RUNNING])
+    transition(step, to=Status.SUCCESS)
     done = client.get(f"{url}?after={first_seq + 1}", headers=htmx("log-lines")).content.decode()
     assert "hx-trigger" not in done and "End of the log." in done
     assert '<span class="badge status-success">Success</span>' in done, (

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from executions.models import ACTIVE, TERMINAL, Event, Execution, StageRun, Status, StepRun
+from executions.models import Event, Execution, StageRun, StepRun
+from executions.states import ACTIVE, TERMINAL, Status
 
 
 def assert_each_step_ran_at_most_once(execution: Execution) -> None:

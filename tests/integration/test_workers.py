@@ -12,8 +12,9 @@ import time
 
 import pytest
 
-from executions.models import ACTIVE, Execution, LogChunk, Status, StepRun
+from executions.models import Execution, LogChunk, StepRun
 from executions.services import abort_execution, run_pipeline
+from executions.states import ACTIVE, Status
 from tests.conftest import wait_for, wait_for_status
 from tests.factories import make_pipeline, serial_pipeline, shell_stage
 from tests.processes import is_alive, live_processes_in_group, parent_of

@@ -17,8 +17,9 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from executions.models import TERMINAL, Execution, Status
+from executions.models import Execution
 from executions.services import abort_execution, answer_approval, run_pipeline
+from executions.states import TERMINAL, Status
 from pipelines.models import Organization, Project
 from pipelines.roles import assign_role
 from pipelines.services import save_pipeline

@@ -1,0 +1,120 @@
+"""Statuses of executions, stage runs and step runs, and every rule about them (SPEC §3).
+
+This module is the one home of: the statuses (``Status``), the sets (``ACTIVE``, ``TERMINAL``,
+``RETRYABLE``, ``SUCCEEDED``), the worst-status order (``WORST_FIRST`` / ``worst``) and the
+table of allowed moves (``TRANSITIONS``). ``executions.transitions`` is the only code that
+writes a status, and it refuses any move this table does not allow.
+
+Allowed moves, for stage runs and step runs (executions: the same, never ``SKIPPED``)::
+
+                  ┌─► SKIPPED      (condition false)
+                  ├─► FAILED       (cannot start)
+    NOT_STARTED ──┼─► QUEUED ──┬─► SKIPPED | FAILED | ABORTED
+                  │            ▼
+                  └─────────► RUNNING ◄──► WAITING ◄── NOT_STARTED (an approval step)
+                                 │            │
+                                 ▼            ▼
+                      SUCCESS | FAILED | EXPIRED | REJECTED | ABORTED   (terminal: no way out)
+
+Who makes each move:
+
+- ``NOT_STARTED → QUEUED``: a step is sent to a worker. ``NOT_STARTED → RUNNING``: a stage
+  starts. ``NOT_STARTED → WAITING``: an approval step starts waiting (it never runs on a
+  worker). ``NOT_STARTED → SKIPPED``: a stage whose ``when:`` condition is false, and its steps.
+  ``NOT_STARTED → FAILED``: a stage that cannot start (its condition cannot be evaluated).
+- ``QUEUED → RUNNING``: a worker claims a step (``transitions.claim_step``); an execution
+  starts (it is created QUEUED and started in the same transaction). ``QUEUED → ABORTED``: abort.
+  ``QUEUED → FAILED | SKIPPED``: what ``engine._start_stage`` does to a stage that is QUEUED.
+- ``RUNNING ⇄ WAITING``: a stage or execution waits for an approval and runs on after it.
+- ``RUNNING | WAITING → SUCCESS | FAILED | EXPIRED | REJECTED | ABORTED``: a step's result (the
+  runner, the reaper: worker lost, approval expired; an answer: approved, rejected), then its
+  stage's (the step's status), then the execution's (the worst of a group, ``worst``).
+- Terminal statuses never change: a retry is a new execution.
+
+Moves the table forbids (and that nothing makes): back to ``NOT_STARTED`` or ``QUEUED``; out of
+a terminal status; ``NOT_STARTED → ABORTED`` (abort touches active rows only: what never
+started stays NOT_STARTED); ``QUEUED → SUCCESS | EXPIRED | REJECTED | WAITING`` (an execution
+is RUNNING before anything ends; a step is claimed before it ends).
+
+Rows created with a status (a rerun's unselected stages SKIPPED, a retry's carried-over stages
+with their original result) are created, not moved: no transition, no check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from django.db import models
+
+
+class Status(models.TextChoices):
+    NOT_STARTED = "NOT_STARTED", "Not started"
+    QUEUED = "QUEUED", "Queued"
+    RUNNING = "RUNNING", "Running"
+    WAITING = "WAITING", "Waiting for approval"
+    SUCCESS = "SUCCESS", "Success"
+    FAILED = "FAILED", "Failed"
+    ABORTED = "ABORTED", "Aborted"
+    EXPIRED = "EXPIRED", "Expired"
+    REJECTED = "REJECTED", "Rejected"
+    SKIPPED = "SKIPPED", "Skipped"
+
+
+ACTIVE: frozenset[str] = frozenset({Status.QUEUED, Status.RUNNING, Status.WAITING})
+TERMINAL: frozenset[str] = frozenset(
+    {Status.SUCCESS, Status.FAILED, Status.ABORTED, Status.EXPIRED, Status.REJECTED, Status.SKIPPED}
+)
+# An execution that ended so can be retried (SPEC §4).
+RETRYABLE: frozenset[str] = frozenset(
+    {Status.FAILED, Status.ABORTED, Status.EXPIRED, Status.REJECTED}
+)
+# A stage or step that ended so lets the next one start.
+SUCCEEDED: frozenset[str] = frozenset({Status.SUCCESS, Status.SKIPPED})
+# An execution is never skipped (SPEC §3: "the same less SKIPPED").
+EXECUTION_STATUSES: frozenset[str] = frozenset(Status) - {Status.SKIPPED}
+
+# The worst status first: the status a parallel group (and so its execution) ends with when its
+# members ended differently, and the status the retry planner shows for a group.
+WORST_FIRST: tuple[str, ...] = (
+    Status.ABORTED,
+    Status.FAILED,
+    Status.EXPIRED,
+    Status.REJECTED,
+    Status.RUNNING,
+    Status.WAITING,
+    Status.QUEUED,
+    Status.NOT_STARTED,
+    Status.SKIPPED,
+    Status.SUCCESS,
+)
+
+_ENDINGS = frozenset(
+    {Status.SUCCESS, Status.FAILED, Status.EXPIRED, Status.REJECTED, Status.ABORTED}
+)
+
+# Which statuses a row may move to from each status (see the diagram above).
+TRANSITIONS: Mapping[str, frozenset[str]] = {
+    Status.NOT_STARTED: frozenset(
+        {Status.QUEUED, Status.RUNNING, Status.WAITING, Status.SKIPPED, Status.FAILED}
+    ),
+    Status.QUEUED: frozenset({Status.RUNNING, Status.ABORTED, Status.FAILED, Status.SKIPPED}),
+    Status.RUNNING: _ENDINGS | {Status.WAITING},
+    Status.WAITING: _ENDINGS | {Status.RUNNING},
+    **{status: frozenset() for status in TERMINAL},
+}
+
+
+def is_terminal(status: str) -> bool:
+    return status in TERMINAL
+
+
+def is_allowed(source: str, to: str, *, execution: bool = False) -> bool:
+    """Whether ``TRANSITIONS`` allows ``source → to`` (``execution``: for an execution)."""
+    if execution and (source not in EXECUTION_STATUSES or to not in EXECUTION_STATUSES):
+        return False
+    return to in TRANSITIONS.get(source, frozenset())
+
+
+def worst(statuses: Iterable[str]) -> str:
+    """The worst of ``statuses`` (at least one) by ``WORST_FIRST``."""
+    return min(statuses, key=WORST_FIRST.index)
