@@ -311,7 +311,9 @@ def step_log(request: HttpRequest, pk: int, step_pk: int) -> HttpResponse:
         after = int(after_text)
     except ValueError:
         return HttpResponse(
-            f"'after' must be a log position (a whole number), not '{after_text[:40]}'.", status=400
+            f"'after' must be a log position (a whole number), not '{after_text[:40]}'.",
+            status=400,
+            content_type="text/plain; charset=utf-8",  # echoes the parameter: never as HTML
         )
     context = {"execution": execution, "oob": True, **log_context(execution, step, after=after)}
     return render(request, "executions/detail.html#log-append", context)

@@ -1,4 +1,5 @@
-"""Production hardening: deploy checks, secure cookies and HSTS over HTTPS, login rate limits."""
+"""Production hardening: deploy checks, secure cookies and HSTS over HTTPS, refusals that never
+answer HTML built from what the client sent."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ from pathlib import Path
 
 import pytest
 from django.core.cache import cache
+from django.urls import reverse
 
+from executions.models import StepRun
+from tests.executions.pages import as_user, failed_serial, htmx
 from tests.factories import make_user
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
@@ -121,3 +125,22 @@ def test_web_and_worker_processes_freeze_their_start_up_heap():
     signals.worker_process_init.send(sender=None)
     assert gc.get_freeze_count() > 10_000
     gc.unfreeze()
+
+
+PROBE = "<script>alert(1)</script>"
+
+
+def test_a_bad_log_cursor_is_refused_as_plain_text_for_every_persona(client, personas):
+    """Finding 6: the step-log 400 echoed ``after`` unescaped in an HTML answer."""
+    execution = failed_serial(personas)
+    step = StepRun.objects.get(execution=execution, identifier="rollout")
+    url = reverse("execution-step-log", args=[execution.pk, step.pk])
+    for who in (personas.admin, personas.executor, personas.viewer):
+        response = as_user(client, who).get(url, {"after": PROBE}, headers=htmx("log-lines"))
+        assert response.status_code == 400, who
+        assert response["Content-Type"] == "text/plain; charset=utf-8", who
+        assert "whole number" in response.content.decode()
+    stranger = as_user(client, personas.stranger).get(
+        url, {"after": PROBE}, headers=htmx("log-lines")
+    )
+    assert stranger.status_code == 404 and PROBE.encode() not in stranger.content
