@@ -1,0 +1,307 @@
+"""Page models for the execution pages: the stage graph and its cards, the action bar (each
+button enabled or disabled with its reason), the open log, the retry history, and the contexts
+of the Retry, Rerun and Approve dialogs.
+
+Views (``executions.views``) parse the request, call a service and render what is built here;
+nothing in this module reads a request or writes a row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from django.urls import reverse
+
+from executions.forms import RerunForm, RetryForm
+from executions.listing import format_duration
+from executions.models import Event, Execution, LogChunk, StageRun, StepRun
+from executions.retry import ALL, FAILED_ONLY, rerun_blocker, retry_blocker, retry_history
+from executions.services import ServiceError
+from executions.states import ACTIVE, Status, is_terminal
+from pipelines import permissions
+from pipelines.diffs import diff_rows
+
+RETRY_MODE_LABELS = {FAILED_ONLY: "failed stages only", ALL: "all stages of the group"}
+# Which step's log the page opens when none is asked for: a running one, else a failed one.
+LOG_PREFERENCE = [Status.RUNNING, Status.FAILED, Status.EXPIRED, Status.ABORTED]
+
+
+@dataclass
+class StepRow:
+    run: StepRun
+    duration: str
+    selected: bool = False  # its log is the one open
+
+
+@dataclass
+class StageCard:
+    run: StageRun
+    steps: list[StepRow]
+    duration: str
+    approval: StepRun | None = None  # the approval step waiting in this stage
+    approval_message: str = ""
+
+
+@dataclass
+class Action:
+    """A button of the action bar: enabled (opens its dialog) or disabled with the reason."""
+
+    name: str
+    label: str
+    url: str
+    reason: str
+    kind: str = ""  # "primary" or "danger": the button's style
+
+
+@dataclass
+class Graph:
+    columns: list[list[StageCard]] = field(default_factory=list)
+    done: int = 0
+    total: int = 0
+    waiting: list[StageCard] = field(default_factory=list)
+
+
+def build_graph(execution: Execution) -> Graph:
+    """The stage graph: one column per serial stage or parallel group, in pipeline order."""
+    runs = list(
+        execution.stage_runs.select_related("carried_from__execution").prefetch_related("step_runs")
+    )
+    graph = Graph(total=len(runs), done=sum(1 for run in runs if is_terminal(run.status)))
+    by_group: dict[int, list[StageCard]] = {}
+    for run in runs:
+        steps = [
+            StepRow(step, format_duration(step.duration_seconds)) for step in run.step_runs.all()
+        ]
+        card = StageCard(run, steps, format_duration(run.duration_seconds))
+        card.approval = next(
+            (
+                row.run
+                for row in steps
+                if row.run.type == "Approval" and row.run.status == Status.WAITING
+            ),
+            None,
+        )
+        if card.approval is not None:
+            graph.waiting.append(card)
+        by_group.setdefault(run.group_index, []).append(card)
+    graph.columns = [by_group[index] for index in sorted(by_group)]
+    if graph.waiting:
+        # The approval message was rendered (expressions filled in, secrets masked) when the
+        # step started waiting; it is kept on that transition's event.
+        events = Event.objects.filter(
+            step_run__in=[card.approval.pk for card in graph.waiting], to_status=Status.WAITING
+        ).order_by("id")
+        found = {event.step_run_id: event.message for event in events}
+        for card in graph.waiting:
+            card.approval_message = found.get(card.approval.pk, "")
+    return graph
+
+
+def abort_refusal(execution: Execution, user) -> str:
+    """Why ``user`` may not abort ``execution`` ("" when they may)."""
+    if execution.status not in ACTIVE:
+        return f"Execution #{execution.sequence} has ended ({execution.get_status_display()}): there is nothing to abort."
+    return permissions.why_not(user, "execute", execution)
+
+
+def build_actions(execution: Execution, user, graph: Graph) -> list[Action]:
+    """The action bar: Retry, Rerun, Approve / Reject for each waiting approval, Abort."""
+    pk = execution.pk
+    retry_reason, _ = retry_blocker(execution, user)
+    actions = [
+        Action(
+            "retry",
+            "Retry Failed Pipeline",
+            reverse("execution-retry", args=[pk]),
+            retry_reason,
+            "primary",
+        ),
+        Action(
+            "rerun", "Rerun", reverse("execution-rerun", args=[pk]), rerun_blocker(execution, user)
+        ),
+    ]
+    approve_reason = permissions.why_not(user, "approve", execution)
+    for card in graph.waiting:
+        url = reverse("execution-approval", args=[pk]) + f"?stage={card.run.identifier}"
+        label = f"Approve / Reject {card.run.name}"
+        actions.append(
+            Action(f"approve-{card.run.identifier}", label, url, approve_reason, "primary")
+        )
+    actions.append(
+        Action(
+            "abort",
+            "Abort",
+            reverse("execution-abort", args=[pk]),
+            abort_refusal(execution, user),
+            "danger",
+        )
+    )
+    return actions
+
+
+def open_log_step(graph: Graph, requested: str | None) -> StepRun | None:
+    """The step whose log the page shows (``?step=``, else a running or failed one); it is
+    marked selected in the graph."""
+    rows = [row for column in graph.columns for card in column for row in card.steps]
+    chosen = (
+        next((row for row in rows if str(row.run.pk) == requested), None) if requested else None
+    )
+    for status in [] if requested else LOG_PREFERENCE:
+        chosen = next(
+            (row for row in rows if row.run.status == status and row.run.type != "Approval"), None
+        )
+        if chosen is not None:
+            break
+    if chosen is None:
+        return None
+    chosen.selected = True
+    return chosen.run
+
+
+def log_context(execution: Execution, step: StepRun | None, after: int | None = None) -> dict:
+    """The open log: its chunks (all, or those after the cursor ``after``) and whether it is live."""
+    if step is None:
+        return {"log_step": None}
+    source = step.log_source  # a carried-over step shows the log of the run it came from
+    # Read the status before the chunks: a step is marked finished only after its last chunk
+    # is stored, so a finished status means nothing is missing below.
+    live = not is_terminal(source.status) and not execution.is_terminal
+    chunks = LogChunk.objects.filter(step_run=source).order_by("seq")
+    if after is not None:
+        chunks = chunks.filter(seq__gt=after)
+    chunks = list(chunks)
+    cursor = chunks[-1].seq if chunks else (after if after is not None else -1)
+    return {
+        "log_step": step,
+        "log_source": source,
+        "log_chunks": chunks,
+        "log_cursor": cursor,
+        "log_live": live,
+    }
+
+
+def page_context(execution: Execution, user, requested_step: str | None) -> dict:
+    """Everything the execution page shows; ``requested_step`` is the log asked for (``?step=``)."""
+    graph = build_graph(execution)
+    log_step = open_log_step(graph, requested_step)
+    chain = retry_history(execution)
+    for entry in chain:
+        if entry.execution.version_id == execution.version_id:  # always: a retry keeps the version
+            entry.execution.version = execution.version
+        entry.resumed_label = resumed_label(entry.execution)
+    position = next((i for i, entry in enumerate(chain) if entry.is_current), 0)
+    retried_as = chain[position + 1].execution if position + 1 < len(chain) else None
+    return {
+        "execution": execution,
+        "pipeline": execution.pipeline,
+        "graph": graph,
+        "actions": build_actions(execution, user, graph),
+        "chain": chain if len(chain) > 1 else [],
+        "retried_as": retried_as,
+        "latest": chain[-1].execution if retried_as else None,
+        "elapsed": format_duration(execution.duration_seconds),
+        "execution_label": f"#{execution.sequence}",
+        "resumed_label": resumed_label(execution),
+        "retry_mode_label": RETRY_MODE_LABELS.get(execution.retry_mode, execution.retry_mode),
+        "secret_keys": sorted(execution.secret_inputs),
+        **log_context(execution, log_step),
+    }
+
+
+def resumed_label(execution: Execution) -> str:
+    """The name of the stage or parallel group a retry resumed from ("" for a first run)."""
+    key = execution.resumed_from
+    if not key:
+        return ""
+    spec = execution.version.spec
+    found = spec.group(key) or spec.stage(key)
+    return found.name if found is not None else key
+
+
+# --- dialogs ------------------------------------------------------------------------------
+
+
+def retry_context(
+    execution: Execution,
+    plan,
+    form: RetryForm,
+    values: dict[str, str],
+    error: ServiceError | None = None,
+) -> dict:
+    """The Retry dialog: the plan, its stage options, the impact preview and the form."""
+    return {
+        "execution": execution,
+        "plan": plan,
+        "form": form,
+        "error": error.message if error else "",
+        "time_saved": format_duration(plan.time_saved_seconds) if plan.carried else "0s",
+        "changed_inputs": changed_inputs(plan, values),
+        "retry_url": reverse("execution-retry", args=[execution.pk]),
+        "rerun_url": reverse("execution-rerun", args=[execution.pk]),
+        "options": [
+            (
+                option,
+                ", ".join(
+                    f"{key}: {label(status)}" for key, status in option.member_statuses.items()
+                ),
+            )
+            for option in plan.options
+        ],
+        "run_again": [(stage, label(stage.previous_status)) for stage in plan.run_again],
+        # The planner masks Secret values in the diff already.
+        "diff_lines": diff_rows(plan.diff),
+    }
+
+
+def label(status: str) -> str:
+    """``NOT_STARTED`` → ``not started``."""
+    return Status(status).label.lower() if status in Status.values else status
+
+
+def changed_inputs(plan, values: dict[str, str]) -> list[tuple[str, str, str]]:
+    """(key, previous, new) for each editable input the operator changed in the dialog."""
+    changed = []
+    for entry in plan.editable_inputs:
+        new = values.get(entry.key)
+        if new is None:
+            continue
+        if entry.is_secret:
+            if new:
+                changed.append((entry.key, "***", "*** (new value)"))
+        elif new != entry.value:
+            changed.append((entry.key, entry.value or "(blank)", new or "(blank: the default)"))
+    return changed
+
+
+def rerun_context(
+    execution: Execution, plan, form: RerunForm, error: ServiceError | None = None
+) -> dict:
+    """The Rerun dialog: the form and the stage picker, as posted or as the execution ran."""
+    if form.is_bound:
+        picked = set(form.posted_stages())
+    else:
+        picked = set(execution.selected_stages or [identifier for identifier, _ in plan.stages])
+    current = execution.pipeline.current_version
+    return {
+        "execution": execution,
+        "plan": plan,
+        "form": form,
+        "error": error.message if error else "",
+        "stages": [(identifier, name, identifier in picked) for identifier, name in plan.stages],
+        "current_version": current,
+        "version_changed": current is not None and current.pk != execution.version_id,
+    }
+
+
+def waiting_approval(execution: Execution, stage: str) -> tuple[StepRun | None, str]:
+    """The approval step waiting in ``stage`` (or the first waiting one) and its message."""
+    waiting = StepRun.objects.select_related("stage_run").filter(
+        execution=execution, type="Approval", status=Status.WAITING
+    )
+    if stage:
+        waiting = waiting.filter(stage_run__identifier=stage)
+    step = waiting.order_by("stage_run__position", "position").first()
+    if step is None:
+        return None, ""
+    event = Event.objects.filter(step_run=step, to_status=Status.WAITING).order_by("-id").first()
+    return step, event.message if event else ""
