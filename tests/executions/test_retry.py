@@ -757,6 +757,9 @@ def test_retry_command_refusals_exit_2_with_the_reason(failed, personas):
         (["--from", "ghost", "--as", "executor"], "not in this pipeline"),
         (["--as", "executor"], "--from"),
         (["--from", "deploy", "--input", "novalue", "--as", "executor"], "not name=value"),
+        # a dry run of a refused retry prints the plan and still says no (exit 2)
+        (["--from", "deploy", "--dry-run", "--as", "viewer"], "Execute permission"),
+        (["--from", "ghost", "--dry-run", "--as", "executor"], "not in this pipeline"),
     ]
     before = snapshot()
     for args, message in cases:

@@ -54,9 +54,10 @@ class Command(BaseCommand):
         try:
             inputs = parse_assignments(input)
             if dry_run:
-                self.print_plan(
-                    plan_retry(execution, user, from_stage=from_stage or None, mode=mode)
-                )
+                plan = plan_retry(execution, user, from_stage=from_stage or None, mode=mode)
+                self.print_plan(plan)
+                if not plan.allowed:  # the plan is shown, and the refusal exits 2 like a submit
+                    raise Refused(plan.reason)
                 return
             if not from_stage:
                 plan = plan_retry(execution, user)

@@ -20,9 +20,10 @@ from django.core.management.base import BaseCommand, CommandError
 from executions.models import Execution
 from executions.services import abort_execution, answer_approval, run_pipeline
 from executions.states import TERMINAL, Status
-from pipelines.models import Organization, Project
+from pipelines.models import Organization, Pipeline, Project
 from pipelines.roles import assign_role
 from pipelines.services import save_pipeline
+from pipelines.spec import parse_pipeline
 
 EXAMPLES = Path(settings.BASE_DIR) / "examples" / "pipelines"
 USERS = [
@@ -60,7 +61,20 @@ class Command(BaseCommand):
             assign_role(project=project, role=role, user=users[username])
         pipelines = {}
         for path in sorted(EXAMPLES.glob("*.yaml")):
-            result = save_pipeline(project=project, yaml_text=path.read_text(), user=users["admin"])
+            text = path.read_text()
+            # Seed only what is missing: a pipeline that exists (perhaps edited in the UI) is
+            # never saved over, so running scripts/start again keeps every user's edit.
+            existing = Pipeline.objects.filter(
+                project=project, identifier=parse_pipeline(text).identifier
+            ).first()
+            if existing is not None:
+                pipelines[existing.identifier] = existing
+                self.stdout.write(
+                    f"pipeline {existing.identifier} exists already: kept as it is "
+                    f"({path.name} not saved over it)"
+                )
+                continue
+            result = save_pipeline(project=project, yaml_text=text, user=users["admin"])
             pipelines[result.pipeline.identifier] = result.pipeline
             self.stdout.write(f"pipeline {result.pipeline.identifier} v{result.version.number}")
 
