@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from pipelines.spec import EXPRESSION_RE, PipelineSpec, Stage
+from pipelines.spec.model import EXPRESSION_RE, PipelineSpec, Stage
 
 MAX_NESTING = 8
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 
 from django.conf import settings
 
-from pipelines.spec import PipelineSpec, Variable
+from pipelines.spec.model import PipelineSpec, Variable
 
 
 class InputErrors(ValueError):

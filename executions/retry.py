@@ -40,7 +40,7 @@ from executions.services import (
 from executions.states import ACTIVE, RETRYABLE, SUCCEEDED, TERMINAL, Status, worst
 from executions.transitions import record
 from pipelines import permissions
-from pipelines.spec import PipelineSpec, Variable, secret_literals
+from pipelines.spec.model import PipelineSpec, Variable, secret_literals
 
 FAILED_ONLY = "failed_only"
 ALL = "all"

@@ -15,7 +15,8 @@ from collections.abc import Iterable, Mapping
 from django import forms
 
 from executions.listing import EXECUTION_STATUSES, Filters
-from pipelines.spec import PipelineSpec, SpecError, Variable
+from pipelines.spec.errors import SpecError
+from pipelines.spec.model import PipelineSpec, Variable
 
 DATE_FORMAT = "%Y-%m-%d"
 

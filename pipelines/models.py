@@ -19,6 +19,9 @@ from django.db import models
 from django.db.models import Q
 from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 
+from pipelines.spec.model import PipelineSpec
+from pipelines.spec.validate import parse_cached
+
 
 class Organization(models.Model):
     """The top of the tree: a company or team owning projects."""
@@ -151,9 +154,7 @@ class PipelineVersion(models.Model):
         return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
     @property
-    def spec(self):
-        from pipelines.spec import parse_cached
-
+    def spec(self) -> PipelineSpec:
         return parse_cached(self.yaml)
 
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from django.db import IntegrityError, transaction
 
 from pipelines.models import AuditEvent, Pipeline, PipelineVersion, Project
-from pipelines.spec import SpecError, SpecErrors, parse_pipeline
+from pipelines.spec.errors import SpecError, SpecErrors
+from pipelines.spec.validate import parse_pipeline
 
 
 @dataclass

@@ -35,7 +35,8 @@ from pipelines.forms import (
 )
 from pipelines.models import Pipeline, PipelineVersion, Project
 from pipelines.services import save_pipeline
-from pipelines.spec import SpecError, SpecErrors, mask_secrets
+from pipelines.spec.errors import SpecError, SpecErrors
+from pipelines.spec.model import mask_secrets
 
 # --- loading objects for a user ---------------------------------------------------------------
 

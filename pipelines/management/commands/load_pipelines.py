@@ -8,7 +8,7 @@ from pipelines import permissions
 from pipelines.cli import Refused, user_named
 from pipelines.models import Organization, Project
 from pipelines.services import save_pipeline
-from pipelines.spec import SpecError, SpecErrors
+from pipelines.spec.errors import SpecError, SpecErrors
 
 
 class Command(BaseCommand):

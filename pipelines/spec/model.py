@@ -1,0 +1,187 @@
+"""The immutable model of a parsed pipeline: ``PipelineSpec`` of ``Group``s of ``Stage``s of
+``Step``s, with ``Variable``s at pipeline and stage level (SPEC §2)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+EXPRESSION_RE = re.compile(r"<\+([^<>]*)>")
+RUNTIME_INPUT = "<+input>"
+VARIABLE_TYPES = ("String", "Number", "Secret")
+STEP_TYPES = ("ShellScript", "Approval", "Wait")
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    type: str
+    value: Any
+    default: Any = None
+    allowed_values: tuple[str, ...] = ()
+    required: bool = False
+    description: str = ""
+    stage: str | None = None  # None: a pipeline-level variable
+    line: int = 0
+
+    @property
+    def is_input(self) -> bool:
+        return self.value == RUNTIME_INPUT
+
+    @property
+    def is_secret(self) -> bool:
+        return self.type == "Secret"
+
+    @property
+    def key(self) -> str:
+        """How the variable is named in forms, commands and ``Execution.inputs``."""
+        return f"{self.stage}.{self.name}" if self.stage else self.name
+
+
+@dataclass(frozen=True)
+class Step:
+    identifier: str
+    name: str
+    type: str
+    timeout: int  # seconds
+    script: str = ""
+    env: tuple[tuple[str, str], ...] = ()
+    message: str = ""
+    duration: int = 0
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Stage:
+    identifier: str
+    name: str
+    steps: tuple[Step, ...]
+    variables: tuple[Variable, ...] = ()
+    when: str = ""
+    runs_on: str = ""
+    group_index: int = 0
+    description: str = ""
+    line: int = 0
+
+    def output_references(self) -> set[str]:
+        """Identifiers of the stages whose outputs this stage reads."""
+        texts = [self.when] + [str(v.value) for v in self.variables]
+        for step in self.steps:
+            texts += [step.script, step.message] + [value for _, value in step.env]
+        found: set[str] = set()
+        for text in texts:
+            for expr in EXPRESSION_RE.findall(text or ""):
+                parts = expr.strip().split(".")
+                if len(parts) == 5 and parts[:2] == ["pipeline", "stages"]:
+                    found.add(parts[2])
+        return found
+
+
+@dataclass(frozen=True)
+class Group:
+    """A serial stage (one member) or a parallel group, at a position in the pipeline."""
+
+    index: int
+    parallel: bool
+    stages: tuple[Stage, ...]
+
+    @property
+    def identifier(self) -> str:
+        return self.stages[0].identifier if not self.parallel else f"parallel_{self.index + 1}"
+
+    @property
+    def name(self) -> str:
+        if not self.parallel:
+            return self.stages[0].name
+        return "Parallel: " + ", ".join(stage.name for stage in self.stages)
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    name: str
+    identifier: str
+    groups: tuple[Group, ...]
+    variables: tuple[Variable, ...] = ()
+    allow_stage_selection: bool = False
+    description: str = ""
+    _stage_index: dict[str, Stage] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for group in self.groups:
+            for stage in group.stages:
+                self._stage_index[stage.identifier] = stage
+
+    @property
+    def stages(self) -> list[Stage]:
+        return [stage for group in self.groups for stage in group.stages]
+
+    def stage(self, identifier: str) -> Stage | None:
+        return self._stage_index.get(identifier)
+
+    def group_of(self, stage_identifier: str) -> Group | None:
+        stage = self.stage(stage_identifier)
+        return self.groups[stage.group_index] if stage else None
+
+    def group(self, identifier: str) -> Group | None:
+        for group in self.groups:
+            if group.identifier == identifier:
+                return group
+        return None
+
+    @property
+    def all_variables(self) -> list[Variable]:
+        return list(self.variables) + [v for s in self.stages for v in s.variables]
+
+    @property
+    def inputs(self) -> list[Variable]:
+        """Runtime inputs in pipeline order: pipeline-level first, then each stage's."""
+        return [v for v in self.all_variables if v.is_input]
+
+    @property
+    def secret_variables(self) -> list[Variable]:
+        return [v for v in self.all_variables if v.is_secret]
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
+def mask_secrets(text: str, spec: PipelineSpec | None) -> str:
+    """``text`` with the fixed values and defaults of Secret variables replaced by ``***``.
+
+    Only the lines of each secret variable's own mapping are touched (from its first line up to
+    the next line indented no deeper than it), so the rest of the definition reads unchanged.
+    """
+    if spec is None:
+        return text
+    lines = text.split("\n")
+    for var in spec.secret_variables:
+        literals = {str(v) for v in (var.value, var.default) if v not in (None, "", RUNTIME_INPUT)}
+        if not literals or not 1 <= var.line <= len(lines):
+            continue
+        first = var.line - 1
+        base = _indent(lines[first])  # the column of the item's "- " (or of its first key)
+        end = first + 1
+        while end < len(lines) and (not lines[end].strip() or _indent(lines[end]) > base):
+            end += 1
+        pattern = re.compile(
+            "|".join(re.escape(lit) for lit in sorted(literals, key=len, reverse=True))
+        )
+        for index in range(first, end):
+            lines[index] = pattern.sub("***", lines[index])
+    return "\n".join(lines)
+
+
+def secret_literals(spec: PipelineSpec) -> list[str]:
+    """The fixed values and defaults of the Secret variables written in the definition."""
+    return sorted(
+        {
+            str(value)
+            for var in spec.secret_variables
+            for value in (var.value, var.default)
+            if value not in (None, "", RUNTIME_INPUT)
+        },
+        key=len,
+        reverse=True,
+    )
