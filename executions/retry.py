@@ -19,10 +19,13 @@ Rules written down where the SPEC is silent:
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -45,6 +48,9 @@ from pipelines.spec.model import PipelineSpec, Variable, secret_literals
 FAILED_ONLY = "failed_only"
 ALL = "all"
 MODES = (FAILED_ONLY, ALL)
+
+# Who asks to see a plan (request.user may be anonymous); writes need a signed-in User.
+AnyUser = AbstractBaseUser | AnonymousUser
 
 
 class AlreadyRetried(Conflict):
@@ -144,7 +150,7 @@ def chain_latest(execution: Execution) -> Execution:
     return Execution.objects.chain_of(execution).select_related("pipeline").last() or execution
 
 
-def retry_blocker(execution: Execution, user) -> tuple[str, Execution | None]:
+def retry_blocker(execution: Execution, user: AnyUser) -> tuple[str, Execution | None]:
     """The reason retry is not possible ("" if it is), and the chain's latest attempt when the
     execution was retried already (the page links there)."""
     number = f"#{execution.sequence}"
@@ -170,7 +176,7 @@ def retry_blocker(execution: Execution, user) -> tuple[str, Execution | None]:
             latest,
         )
     days = settings.STAGELINE_RETRY_WINDOW_DAYS
-    root = execution if execution.chain_root_id is None else execution.chain_root
+    root = execution.chain_root or execution
     if root.created_at < timezone.now() - timedelta(days=days):
         return (
             f"The original execution #{root.sequence} started on {root.created_at:%Y-%m-%d}, more than "
@@ -226,13 +232,13 @@ def _find_option(options: list[StageOption], spec: PipelineSpec, key: str) -> St
 
 def _source(run: StageRun) -> tuple[int, int]:
     """(execution id, sequence) of the run whose result a stage run holds."""
-    if run.carried_from_id:
+    if run.carried_from_id and run.carried_from is not None:
         return run.carried_from.execution_id, run.carried_from.execution.sequence
     return run.execution_id, run.execution.sequence
 
 
 def plan_retry(
-    execution: Execution, user, *, from_stage: str | None = None, mode: str | None = None
+    execution: Execution, user: AnyUser, *, from_stage: str | None = None, mode: str | None = None
 ) -> RetryPlan:
     """Everything the retry dialog shows, for ``from_stage`` (default: the first failed one)."""
     if not permissions.can(user, "view", execution):
@@ -327,7 +333,9 @@ def _input_fields(execution: Execution, spec: PipelineSpec, carried: set[str]) -
 # --- creating the retry ---------------------------------------------------------------------
 
 
-def _resolve_inputs(plan: RetryPlan, submitted: dict[str, object]) -> tuple[dict, dict, list[str]]:
+def _resolve_inputs(
+    plan: RetryPlan, submitted: dict[str, object]
+) -> tuple[dict[str, str], dict[str, str], list[str]]:
     """Merge edited inputs over the previous ones; refuse changes to frozen ones."""
     execution = plan.execution
     by_key = {f.key: f for f in plan.inputs}
@@ -386,10 +394,10 @@ def _resolve_inputs(plan: RetryPlan, submitted: dict[str, object]) -> tuple[dict
 def create_retry(
     *,
     execution: Execution,
-    user,
+    user: User,
     from_stage: str,
     mode: str | None = None,
-    inputs: dict[str, object] | None = None,
+    inputs: Mapping[str, object] | None = None,
     reason: str = "",
 ) -> Execution:
     """Create the retry of ``execution`` and start it; see the module docstring for the rules."""
@@ -402,6 +410,9 @@ def create_retry(
         if existing is not None:
             raise AlreadyRetried(plan.reason, retry=existing)
         raise Conflict(plan.reason)
+    selected = plan.selected
+    if selected is None:
+        raise Conflict(f"Execution #{execution.sequence} has no stage to retry from.")
     values, secrets, changed = _resolve_inputs(plan, dict(inputs or {}))
     carried_ids = {c.identifier for c in plan.carried}
     reason = (reason or "").strip()[:2000]
@@ -426,7 +437,7 @@ def create_retry(
                 retry_of=locked,
                 chain_root_id=locked.root_id,
                 attempt=locked.attempt + 1,
-                resumed_from=plan.selected.key,
+                resumed_from=selected.key,
                 retry_mode=plan.mode,
                 reason=reason,
                 changed_inputs=changed,
@@ -436,7 +447,7 @@ def create_retry(
                 retry,
                 "retried",
                 actor=user,
-                message=f"retry of #{locked.sequence} from {plan.selected.key}"
+                message=f"retry of #{locked.sequence} from {selected.key}"
                 + (f" ({plan.mode.replace('_', ' ')})" if plan.mode else "")
                 + (f": {reason}" if reason else ""),
             )
@@ -481,7 +492,7 @@ class RerunPlan:
     stages: list[tuple[str, str]] = field(default_factory=list)  # (identifier, name)
 
 
-def rerun_blocker(execution: Execution, user) -> str:
+def rerun_blocker(execution: Execution, user: AnyUser) -> str:
     if execution.status not in TERMINAL:
         return f"Execution #{execution.sequence} is still running: wait for it to end or abort it."
     if execution.pipeline.current_version_id is None:
@@ -491,7 +502,7 @@ def rerun_blocker(execution: Execution, user) -> str:
     return ""
 
 
-def plan_rerun(execution: Execution, user) -> RerunPlan:
+def plan_rerun(execution: Execution, user: AnyUser) -> RerunPlan:
     """The rerun form: the current version's inputs, prefilled from ``execution`` where they exist."""
     if not permissions.can(user, "view", execution):
         raise NotFound("Not found, or you may not see it.")
@@ -521,8 +532,8 @@ def plan_rerun(execution: Execution, user) -> RerunPlan:
 def create_rerun(
     *,
     execution: Execution,
-    user,
-    inputs: dict[str, object] | None = None,
+    user: User,
+    inputs: Mapping[str, object] | None = None,
     stages: list[str] | None = None,
 ) -> Execution:
     """Run the pipeline's current version again, linked to ``execution`` (SPEC §5)."""
@@ -531,7 +542,10 @@ def create_rerun(
     if reason:
         raise Conflict(reason)
     submitted = dict(inputs or {})
-    spec = execution.pipeline.current_version.spec
+    version = execution.pipeline.current_version
+    if version is None:  # rerun_blocker said so already; this tells the type checker
+        raise Conflict("The pipeline has no definition.")
+    spec = version.spec
     for var in spec.inputs:  # a blank secret keeps the previous value when it still exists
         if var.is_secret and not submitted.get(var.key) and var.key in execution.secret_inputs:
             submitted[var.key] = execution.secret_inputs[var.key]
