@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlparse
 
+from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
 
@@ -271,6 +272,17 @@ STAGELINE_LOG_LIMIT_BYTES = env_int("STAGELINE_LOG_LIMIT_BYTES", 5 * 1024 * 1024
 STAGELINE_WORK_DIR = Path(env_str("STAGELINE_WORK_DIR", str(VAR_DIR / "work")))
 STAGELINE_MAX_YAML_BYTES = env_int("STAGELINE_MAX_YAML_BYTES", 256 * 1024)
 STAGELINE_MAX_INPUT_CHARS = env_int("STAGELINE_MAX_INPUT_CHARS", 4096)
+# Secrets at rest (stageline.crypto): the first key encrypts, every key decrypts. Empty: the key
+# file $STAGELINE_VAR_DIR/secret.key, created (mode 0600) on first use.
+STAGELINE_SECRET_KEYS = env_list("STAGELINE_SECRET_KEYS", "")
+for _position, _key in enumerate(STAGELINE_SECRET_KEYS, start=1):
+    try:
+        Fernet(_key.encode())
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"STAGELINE_SECRET_KEYS: key {_position} is not a Fernet key (32 url-safe "
+            "base64-encoded bytes; `manage.py reencrypt_secrets --new-key` prints one)"
+        ) from None
 
 LOGGING = {
     "version": 1,

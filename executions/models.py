@@ -8,7 +8,9 @@ retries, apart from the ``retry_of`` link that the new execution holds.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -17,11 +19,29 @@ from django.utils import timezone
 
 from executions.states import RETRYABLE, TERMINAL, Status
 from pipelines import permissions
+from stageline.crypto import SealedValues
 
 
 def _seconds_between(started_at: datetime, finished_at: datetime | None) -> float:
     """How long something ran: until it finished, or until now while it runs."""
     return ((finished_at or timezone.now()) - started_at).total_seconds()
+
+
+class SecretValuesField(models.JSONField):
+    """Secret values by name, stored as Fernet tokens (``stageline.crypto``), never as text.
+
+    Read back as ``SealedValues``: names are listed without a key, a value is decrypted when it
+    is read. Any mapping assigned to the field is encrypted when the row is saved.
+    """
+
+    def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:
+        data = super().from_db_value(value, expression, connection)
+        return SealedValues(data) if isinstance(data, dict) else data
+
+    def get_prep_value(self, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            value = SealedValues.seal(value).tokens
+        return super().get_prep_value(value)
 
 
 class ExecutionQuerySet(models.QuerySet):
@@ -61,7 +81,9 @@ class Execution(models.Model):
     inputs = models.JSONField(
         default=dict, blank=True, help_text="Runtime input values (no secrets)."
     )
-    secret_inputs = models.JSONField(default=dict, blank=True, editable=False)
+    secret_inputs = SecretValuesField(
+        default=dict, blank=True, editable=False, help_text="Secret runtime inputs, encrypted."
+    )
     error = models.TextField(blank=True)
 
     retry_of = models.OneToOneField(
