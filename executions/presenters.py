@@ -234,7 +234,7 @@ def retry_context(
         "plan": plan,
         "form": form,
         "error": error.message if error else "",
-        "time_saved": format_duration(plan.time_saved_seconds) if plan.carried else "0s",
+        "time_saved": format_duration(plan.time_saved_seconds),
         "changed_inputs": changed_inputs(plan, values),
         "retry_url": reverse("execution-retry", args=[execution.pk]),
         "rerun_url": reverse("execution-rerun", args=[execution.pk]),

@@ -19,9 +19,9 @@ Rules written down where the SPEC is silent:
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -141,6 +141,27 @@ class RetryPlan:
     @property
     def frozen_inputs(self) -> list[InputField]:
         return [f for f in self.inputs if not f.editable]
+
+
+def wall_clock_seconds(runs: Iterable[StageRun]) -> float:
+    """How much time on the clock the runs took: the union of their [start, end] spans, so
+    parallel stages count once and the wait between two executions (a carried-over stage of an
+    earlier attempt) counts not at all. "Time saved" by a retry is this for its carried part."""
+    spans = sorted(
+        (run.started_at, run.finished_at) for run in runs if run.started_at and run.finished_at
+    )
+    total = 0.0
+    current: tuple[datetime, datetime] | None = None
+    for start, end in spans:
+        if current is not None and start <= current[1]:
+            current = (current[0], max(current[1], end))
+            continue
+        if current is not None:
+            total += (current[1] - current[0]).total_seconds()
+        current = (start, end)
+    if current is not None:
+        total += (current[1] - current[0]).total_seconds()
+    return total
 
 
 # --- why not ------------------------------------------------------------------------------
@@ -287,7 +308,7 @@ def plan_retry(
             plan.run_again.append(
                 RunAgainStage(stage.identifier, stage.name, [s.name for s in stage.steps], previous)
             )
-    plan.time_saved_seconds = sum(c.duration_seconds or 0.0 for c in plan.carried)
+    plan.time_saved_seconds = wall_clock_seconds(runs[identifier] for identifier in carried_ids)
     plan.inputs = _input_fields(execution, spec, carried_set)
     current = execution.pipeline.current_version
     if current is not None and current.pk != execution.version_id:

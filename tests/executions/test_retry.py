@@ -12,6 +12,7 @@ from django.core.management.base import CommandError
 from django.db import connection
 from django.utils import timezone
 
+from executions.listing import format_duration
 from executions.models import Event, Execution, LogChunk, StageRun, Status, StepRun
 from executions.retry import (
     ALL,
@@ -22,6 +23,7 @@ from executions.retry import (
     plan_rerun,
     plan_retry,
     retry_history,
+    wall_clock_seconds,
 )
 from executions.services import (
     Conflict,
@@ -711,6 +713,35 @@ def test_rerun_refuses_stage_selection_when_the_pipeline_does_not_allow_it(faile
     execution, _ = failed
     with pytest.raises(Invalid, match="does not allow running selected stages"):
         create_rerun(execution=execution, user=personas.executor, stages=["deploy"])
+
+
+def _span(start: float, end: float) -> StageRun:
+    base = timezone.now() - timedelta(days=3)
+    return StageRun(
+        started_at=base + timedelta(seconds=start), finished_at=base + timedelta(seconds=end)
+    )
+
+
+@pytest.mark.parametrize(
+    ("spans", "seconds"),
+    [
+        ([], 0.0),
+        ([(0, 10), (10, 25)], 25.0),  # serial stages: one after the other
+        ([(0, 10), (10, 40), (12, 30), (11, 38)], 40.0),  # a parallel group counts once
+        ([(0, 10), (86_400, 86_405)], 15.0),  # carried from two attempts a day apart
+    ],
+)
+def test_time_saved_is_the_wall_clock_of_the_carried_part(spans, seconds):
+    assert wall_clock_seconds([_span(*span) for span in spans]) == seconds
+
+
+def test_time_saved_reads_the_same_in_the_command_and_the_dialog(failed, personas, capsys):
+    execution, _ = failed
+    call_command(
+        "retry_execution", str(execution.pk), "--from", "deploy", "--dry-run", "--as", "executor"
+    )
+    plan = plan_retry(execution, personas.executor, from_stage="deploy")
+    assert f"Time saved: {format_duration(plan.time_saved_seconds)}" in capsys.readouterr().out
 
 
 # --- commands ------------------------------------------------------------------------------------

@@ -3,18 +3,11 @@
 from django.core.management.base import BaseCommand
 
 from executions.inputs import InputErrors, parse_assignments
+from executions.listing import format_duration
 from executions.retry import ALL, FAILED_ONLY, create_retry, plan_retry
 from executions.services import ServiceError
 from pipelines import permissions
 from pipelines.cli import Refused, follow, user_named
-
-
-def format_seconds(seconds: float | None) -> str:
-    if not seconds:
-        return "0s"
-    seconds = int(round(seconds))
-    minutes, secs = divmod(seconds, 60)
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 class Command(BaseCommand):
@@ -111,7 +104,7 @@ class Command(BaseCommand):
         write("Carried over (not run again):")
         for stage in plan.carried or []:
             write(
-                f"   {stage.identifier}: {stage.status} from #{stage.from_sequence} ({format_seconds(stage.duration_seconds)})"
+                f"   {stage.identifier}: {stage.status} from #{stage.from_sequence} ({format_duration(stage.duration_seconds)})"
             )
         if not plan.carried:
             write("   (none)")
@@ -127,7 +120,7 @@ class Command(BaseCommand):
             )
             state = "editable" if field.editable else f"read-only: {field.reason}"
             write(f"   {field.key} = {value} [{state}]")
-        write(f"Time saved: {format_seconds(plan.time_saved_seconds)}")
+        write(f"Time saved: {format_duration(plan.time_saved_seconds)}")
         if plan.pipeline_changed:
             write(
                 "The pipeline changed since this execution; the retry runs the version it ran with:"
