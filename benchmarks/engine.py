@@ -29,9 +29,12 @@ from django.test.utils import CaptureQueriesContext
 
 from benchmarks import fixtures, tasks
 from benchmarks.report import Report, median, ms, percentile, spread
+from benchmarks.workers import purge
+from executions import engine
 from executions.models import Execution, StepRun
 from executions.services import run_pipeline
 from executions.states import ACTIVE, Status
+from pipelines.services import save_pipeline
 
 TRANSITION_P50_TARGET = 0.015
 TRANSITION_P95_TARGET = 0.050
@@ -172,10 +175,6 @@ def queries_per_stage(queue: str, stages: int = 5) -> tuple[list[int], Counter]:
     pipeline whose stages go to ``queue``, which no worker serves, by calling the engine's ``run_step``
     here (claim, run, store the result, advance to the next stage). Per middle stage: the
     count, and the statements by kind over all of them."""
-    from benchmarks.workers import purge
-    from executions import engine
-    from pipelines.services import save_pipeline
-
     project = fixtures.project("engine", "Engine benchmark")
     yaml_text = fixtures.pipeline_yaml("probe", fixtures.serial_groups(stages), runs_on=queue)
     pipeline = save_pipeline(project=project, yaml_text=yaml_text).pipeline

@@ -11,8 +11,11 @@ substituted as text or compared as a value.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from executions.models import Execution, StageRun
+from executions.states import Status
 from pipelines.spec.model import EXPRESSION_RE, PipelineSpec, Stage
 
 MAX_NESTING = 8
@@ -30,7 +33,7 @@ class RunContext:
     execution_id: int
     sequence: int
     inputs: dict[str, str]  # all runtime input values, secrets included
-    outputs: dict[str, dict[str, str]] = field(default_factory=dict)  # stage id → outputs
+    outputs: Mapping[str, dict[str, str]] = field(default_factory=dict)  # stage id → outputs
 
     def variable_value(self, name: str, stage: Stage | None = None, depth: int = 0) -> str:
         variables = stage.variables if stage else self.spec.variables
@@ -116,3 +119,40 @@ def mask(text: str, secrets: list[str]) -> str:
         if secret:
             text = text.replace(secret, "***")
     return text
+
+
+class StageOutputs(Mapping):
+    """Stage id → outputs of the execution's succeeded stages, read on first use: most steps
+    never refer to another stage's output, and then the query is never made."""
+
+    def __init__(self, execution_id: int):
+        self.execution_id = execution_id
+        self._loaded: dict[str, dict[str, str]] | None = None
+
+    def _data(self) -> dict[str, dict[str, str]]:
+        if self._loaded is None:
+            rows = StageRun.objects.filter(execution_id=self.execution_id, status=Status.SUCCESS)
+            self._loaded = {
+                identifier: outputs or {}
+                for identifier, outputs in rows.values_list("identifier", "outputs")
+            }
+        return self._loaded
+
+    def __getitem__(self, key):
+        return self._data()[key]
+
+    def __iter__(self):
+        return iter(self._data())
+
+    def __len__(self) -> int:
+        return len(self._data())
+
+
+def build_context(execution: Execution) -> RunContext:
+    return RunContext(
+        spec=execution.version.spec,
+        execution_id=execution.pk,
+        sequence=execution.sequence,
+        inputs={**(execution.inputs or {}), **(execution.secret_inputs or {})},
+        outputs=StageOutputs(execution.pk),
+    )

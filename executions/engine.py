@@ -16,23 +16,29 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Mapping
 from datetime import timedelta
 from functools import partial
 
+from celery import current_app
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Subquery
 from django.utils import timezone
 
-from executions.context import RunContext
+from executions.context import build_context, mask
 from executions.models import Execution, StageRun, StepRun
+from executions.runners import run as run_with_runner
+from executions.runners.base import StepResult, with_db_retry
 from executions.states import ACTIVE, SUCCEEDED, TERMINAL, Status, worst
 from executions.transitions import claim_step, events_batched, transition
 from pipelines.conditions import evaluate_condition
 from pipelines.models import PipelineVersion
 
 log = logging.getLogger(__name__)
+
+# The Celery task that runs a step (``executions.tasks.run_step``), sent by name: the tasks
+# module imports this one, never the other way round.
+RUN_STEP_TASK = "executions.tasks.run_step"
 
 
 def worker_name() -> str:
@@ -53,10 +59,10 @@ def dispatch_step(step: StepRun, queue: str) -> None:
 
 
 def _send(step_id: int, queue: str, task_id: str) -> None:
-    from executions.tasks import run_step
-
     try:
-        run_step.apply_async(args=[step_id], queue=queue, task_id=task_id, retry=False)
+        current_app.send_task(
+            RUN_STEP_TASK, args=[step_id], queue=queue, task_id=task_id, retry=False
+        )
     except Exception:  # noqa: BLE001 - any broker failure: the reaper re-sends from the database
         log.warning(
             "could not send step %s to queue %s; the reaper will re-send it",
@@ -67,43 +73,6 @@ def _send(step_id: int, queue: str, task_id: str) -> None:
 
 
 # --- the reconciler -------------------------------------------------------------------------
-
-
-class _StageOutputs(Mapping):
-    """Stage id → outputs of the execution's succeeded stages, read on first use: most steps
-    never refer to another stage's output, and then the query is never made."""
-
-    def __init__(self, execution_id: int):
-        self.execution_id = execution_id
-        self._loaded: dict[str, dict[str, str]] | None = None
-
-    def _data(self) -> dict[str, dict[str, str]]:
-        if self._loaded is None:
-            rows = StageRun.objects.filter(execution_id=self.execution_id, status=Status.SUCCESS)
-            self._loaded = {
-                identifier: outputs or {}
-                for identifier, outputs in rows.values_list("identifier", "outputs")
-            }
-        return self._loaded
-
-    def __getitem__(self, key):
-        return self._data()[key]
-
-    def __iter__(self):
-        return iter(self._data())
-
-    def __len__(self) -> int:
-        return len(self._data())
-
-
-def build_context(execution: Execution) -> RunContext:
-    return RunContext(
-        spec=execution.version.spec,
-        execution_id=execution.pk,
-        sequence=execution.sequence,
-        inputs={**(execution.inputs or {}), **(execution.secret_inputs or {})},
-        outputs=_StageOutputs(execution.pk),
-    )
 
 
 def _lock_execution(execution_id: int, version: PipelineVersion | None = None) -> Execution | None:
@@ -126,7 +95,7 @@ def advance(execution_id: int) -> None:
         execution = _lock_execution(execution_id)
         if execution is None or execution.status not in ACTIVE:
             return
-        _advance_locked(execution)
+        advance_locked(execution)
 
 
 class _Steps:
@@ -165,7 +134,9 @@ def _unfinished_groups(execution: Execution, after: int, near: int | None = None
     return list(unfinished.filter(group_index__lte=Subquery(first) + 1).order_by("position"))
 
 
-def _advance_locked(execution: Execution, near: int | None = None) -> None:
+def advance_locked(execution: Execution, near: int | None = None) -> None:
+    """``advance`` for an execution its caller has locked already (and just created or moved,
+    inside the same transaction). ``near``: see ``_unfinished_groups``."""
     # Stages that succeeded (or were skipped) change nothing here: a group whose members all
     # did is passed over, so only the others are read, two groups at a time (their outputs,
     # for conditions, are read only when a condition asks).
@@ -269,8 +240,6 @@ def _queue_step(execution: Execution, run: StageRun, step: StepRun, spec) -> Non
     if step_spec.type == "Approval":
         context = build_context(execution)
         message = context.render(step_spec.message, stage)
-        from executions.context import mask
-
         transition(
             step,
             to=Status.WAITING,
@@ -309,9 +278,6 @@ def run_step(step_id: int) -> None:
     execution = step.execution = stage_run.execution
     stage = execution.version.spec.stage(stage_run.identifier)
     step_spec = next(s for s in stage.steps if s.identifier == step.identifier)
-    from executions.runners import run as run_with_runner
-    from executions.runners.base import StepResult, with_db_retry
-
     try:
         result = run_with_runner(step, step_spec, stage, execution)
     except Exception as exc:  # a bug in a runner must not leave the step RUNNING
@@ -325,7 +291,6 @@ def run_step(step_id: int) -> None:
         # together, under the execution's lock (taken first, as every other writer does).
         with transaction.atomic(), events_batched():
             locked = _lock_execution(step.execution_id, version=execution.version)
-            step.status = Status.RUNNING
             transition(
                 step,
                 to=result.status,
@@ -338,7 +303,7 @@ def run_step(step_id: int) -> None:
             )
             if locked is not None and locked.status in ACTIVE:
                 # The step's group is the one in progress: every group before it has succeeded.
-                _advance_locked(locked, near=step.stage_run.group_index)
+                advance_locked(locked, near=step.stage_run.group_index)
 
     # The result is written even across a short database outage.
     with_db_retry(finish)

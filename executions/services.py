@@ -121,7 +121,7 @@ def create_execution(
             execution, "created", actor=user, message=f"started by {user}" if user else "started"
         )
         transition(execution, to=Status.RUNNING, started_at=now)
-        engine._advance_locked(execution)
+        engine.advance_locked(execution)
     return execution
 
 

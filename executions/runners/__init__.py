@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from executions.runners import shell, wait
 from executions.runners.base import StepResult
+from executions.states import Status
+
+RUNNERS = {"ShellScript": shell.run, "Wait": wait.run}
 
 
 def run(step, step_spec, stage, execution) -> StepResult:
-    from executions.runners import shell, wait
-
-    runners = {"ShellScript": shell.run, "Wait": wait.run}
-    runner = runners.get(step_spec.type)
+    runner = RUNNERS.get(step_spec.type)
     if runner is None:
         return StepResult(
-            status="FAILED", error=f"step type {step_spec.type} does not run on a worker"
+            status=Status.FAILED, error=f"step type {step_spec.type} does not run on a worker"
         )
     return runner(step, step_spec, stage, execution)

@@ -29,8 +29,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 
-from executions.context import mask
-from executions.engine import build_context
+from executions.context import build_context, mask
 from executions.models import LogChunk, Status, StepRun
 from executions.runners.base import Lease, StepResult, with_db_retry
 

@@ -18,6 +18,9 @@ import django
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from benchmarks import dashboard, database, dataset, engine, report, throughput
+from benchmarks.workers import Workers
+
 PARTS = ("engine", "throughput", "dashboard")
 
 
@@ -93,8 +96,6 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        from benchmarks import database, report
-        from benchmarks.workers import Workers
 
         # A polite kill (SIGTERM) unwinds like Ctrl-C, so the workers are stopped on the way out.
         signal.signal(signal.SIGTERM, _terminate)
@@ -135,8 +136,6 @@ class Command(BaseCommand):
         self.progress(f"using the benchmark database {name}")
         url = database.use_bench_database(name, fresh=options["fresh"])
         if "dashboard" in only:
-            from benchmarks import dataset
-
             if dataset.status(sizes["dataset"], sizes["pipelines"]) == "other":
                 self.progress(
                     "it holds a dashboard dataset of another size (or an interrupted one): recreating it"
@@ -159,8 +158,6 @@ class Command(BaseCommand):
         started = time.monotonic()
         try:
             if "engine" in only or "throughput" in only:
-                from benchmarks import engine, throughput
-
                 # A queue of this run's own: other workers on the same broker (a deployment, another
                 # benchmark) neither take its tasks nor lose theirs to it.
                 queue = f"bench_{socket.gethostname()}_{os.getpid()}"[:64]
@@ -199,8 +196,6 @@ class Command(BaseCommand):
                             queue=queue,
                         )
             if "dashboard" in only:
-                from benchmarks import dashboard, dataset
-
                 self.progress(f"dashboard: a dataset of {sizes['dataset']:,} executions")
                 data = dataset.ensure(
                     sizes["dataset"], table, pipelines=sizes["pipelines"], progress=self.progress

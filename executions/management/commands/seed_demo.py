@@ -8,11 +8,14 @@ any worker process is started; ``--no-worker`` relies on a running worker instea
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from contextlib import nullcontext
 from pathlib import Path
 
+from celery import current_app
+from celery.contrib.testing.worker import start_worker
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
@@ -89,16 +92,13 @@ class Command(BaseCommand):
             self.stdout.write(f"  {username:<9} {role}")
 
     def embedded_worker(self):
-        import logging
-
-        from celery.contrib.testing.worker import start_worker
-
         logging.getLogger("celery").setLevel(logging.WARNING)  # one line per execution is enough
-
-        from config.celery import app
-
         return start_worker(
-            app, pool="threads", concurrency=4, perform_ping_check=False, loglevel="WARNING"
+            current_app._get_current_object(),
+            pool="threads",
+            concurrency=4,
+            perform_ping_check=False,
+            loglevel="WARNING",
         )
 
     def run_demo(self, pipelines, users, timeout: float) -> None:
