@@ -9,6 +9,7 @@ variables alone: ``DATABASE_URL=postgres://…`` and ``CELERY_BROKER_URL=redis:/
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlparse
 
@@ -106,6 +107,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "guardian",
+    "axes",
     "pipelines",
     "executions",
 ]
@@ -121,6 +123,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a refused log-in into the lockout page
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -150,6 +153,7 @@ DATABASES = {
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out (username, address)
     "django.contrib.auth.backends.ModelBackend",
     "guardian.backends.ObjectPermissionBackend",
 ]
@@ -157,15 +161,19 @@ GUARDIAN_RAISE_403 = False
 GUARDIAN_RENDER_403 = False
 ANONYMOUS_USER_NAME = None  # no guardian anonymous user: strangers see nothing
 
-CACHES = {
-    # The database cache: shared by every web process (login rate limits) with no extra server.
-    "default": {
-        "BACKEND": "django.core.cache.backends.db.DatabaseCache",
-        "LOCATION": "stageline_cache",
-    }
-}
-STAGELINE_LOGIN_MAX_FAILURES = env_int("STAGELINE_LOGIN_MAX_FAILURES", 5)
-STAGELINE_LOGIN_LOCKOUT_SECONDS = env_int("STAGELINE_LOGIN_LOCKOUT_SECONDS", 300)
+# Log-in throttling (django-axes, docs/security.md): failures are counted per (username, client
+# address) in the database, so one user's failures never lock out another user; a lockout ends
+# by itself after the cool-off, and superusers see and clear lockouts in the admin ("Axes").
+AXES_FAILURE_LIMIT = env_int("STAGELINE_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("STAGELINE_LOGIN_COOLOFF_MINUTES", 5))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False  # a lockout ends on time, whatever is tried
+AXES_CLIENT_IP_CALLABLE = "config.login.client_ip"
+AXES_LOCKOUT_CALLABLE = "config.login.locked_out"
+# How many reverse proxies in front of the web servers append to X-Forwarded-For; with 0 the
+# header is ignored (a client could write anything in it).
+STAGELINE_TRUSTED_PROXIES = env_int("STAGELINE_TRUSTED_PROXIES", 0)
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
@@ -290,5 +298,8 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "axes": {"level": "WARNING"},  # failures and lockouts, not every successful log-in
+    },
 }

@@ -1,4 +1,4 @@
-"""Create the database cache table (login rate limits) as part of ``migrate``."""
+"""Created the database cache table (for the log-in limiter django-axes replaced; now a no-op)."""
 
 from django.core.management import call_command
 from django.db import migrations

@@ -9,13 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-from django.core.cache import cache
 from django.urls import reverse
 
 from executions.models import StepRun
 from tests.executions.pages import as_user, failed_serial, htmx
-from tests.factories import make_user
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,44 +65,6 @@ def test_https_settings_turn_on_secure_cookies_and_hsts():
     off = manage("shell", "-c", code, STAGELINE_HTTPS="false")
     assert on.stdout.split()[-4:] == ["True", "True", "31536000", "True"], on.stderr
     assert off.stdout.split()[-4:] == ["False", "False", "0", "False"], off.stderr
-
-
-@pytest.fixture
-def clean_cache(db):
-    cache.clear()
-    yield
-    cache.clear()
-
-
-def test_login_is_rate_limited_after_repeated_failures(client, clean_cache, settings):
-    settings.STAGELINE_LOGIN_MAX_FAILURES = 3
-    make_user("ops", password="right-password")
-    for _ in range(3):
-        response = client.post("/login/", {"username": "ops", "password": "wrong"})
-        assert response.status_code == 200
-    blocked = client.post("/login/", {"username": "ops", "password": "right-password"})
-    assert blocked.status_code == 429
-    assert b"Too many failed log-ins" in blocked.content
-    assert "_auth_user_id" not in client.session
-    # another user from the same address is not locked out by those failures
-    make_user("dev", password="pw2")
-    assert client.post("/login/", {"username": "dev", "password": "pw2"}).status_code == 302
-
-
-def test_a_successful_login_resets_the_failure_count(client, clean_cache, settings):
-    settings.STAGELINE_LOGIN_MAX_FAILURES = 3
-    make_user("ops", password="right-password")
-    for _ in range(2):
-        client.post("/login/", {"username": "ops", "password": "wrong"})
-    assert (
-        client.post("/login/", {"username": "ops", "password": "right-password"}).status_code == 302
-    )
-    client.logout()
-    for _ in range(2):
-        assert client.post("/login/", {"username": "ops", "password": "wrong"}).status_code == 200
-    assert (
-        client.post("/login/", {"username": "ops", "password": "right-password"}).status_code == 302
-    )
 
 
 def test_web_and_worker_processes_freeze_their_start_up_heap():
