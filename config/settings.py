@@ -123,6 +123,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "stageline.errors.RefusalMiddleware",  # a Refusal a view did not catch -> 404/403/400/409
     "axes.middleware.AxesMiddleware",  # last: turns a refused log-in into the lockout page
 ]
 

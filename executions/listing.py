@@ -52,8 +52,8 @@ def _start_of(day: datetime.date) -> datetime.datetime:
 
 
 def visible_executions(user, *, project=None, pipeline=None) -> QuerySet:
-    """Executions ``user`` may see, of one project or one pipeline (checked by permissions)."""
-    queryset = permissions.visible_executions(user)
+    """Executions ``user`` may see, of one project or one pipeline."""
+    queryset = Execution.objects.visible_to(user)
     if pipeline is not None:
         return queryset.filter(pipeline=pipeline)
     if project is not None:

@@ -16,10 +16,10 @@ from executions.forms import RerunForm, RetryForm
 from executions.listing import format_duration
 from executions.models import Event, Execution, LogChunk, StageRun, StepRun
 from executions.retry import ALL, FAILED_ONLY, rerun_blocker, retry_blocker, retry_history
-from executions.services import ServiceError
 from executions.states import ACTIVE, Status, is_terminal
 from pipelines import permissions
 from pipelines.diffs import diff_rows
+from stageline.errors import Refusal
 
 RETRY_MODE_LABELS = {FAILED_ONLY: "failed stages only", ALL: "all stages of the group"}
 # Which step's log the page opens when none is asked for: a running one, else a failed one.
@@ -226,7 +226,7 @@ def retry_context(
     plan,
     form: RetryForm,
     values: dict[str, str],
-    error: ServiceError | None = None,
+    error: Refusal | None = None,
 ) -> dict:
     """The Retry dialog: the plan, its stage options, the impact preview and the form."""
     return {
@@ -274,7 +274,7 @@ def changed_inputs(plan, values: dict[str, str]) -> list[tuple[str, str, str]]:
 
 
 def rerun_context(
-    execution: Execution, plan, form: RerunForm, error: ServiceError | None = None
+    execution: Execution, plan, form: RerunForm, error: Refusal | None = None
 ) -> dict:
     """The Rerun dialog: the form and the stage picker, as posted or as the execution ran."""
     if form.is_bound:

@@ -32,18 +32,12 @@ from django.utils import timezone
 from executions.context import mask
 from executions.inputs import InputErrors, check_value, validate_inputs
 from executions.models import Execution, StageRun
-from executions.services import (
-    Conflict,
-    Invalid,
-    NotFound,
-    create_execution,
-    ensure,
-    run_pipeline,
-)
+from executions.services import create_execution, run_pipeline
 from executions.states import ACTIVE, RETRYABLE, SUCCEEDED, TERMINAL, Status, worst
 from executions.transitions import record
 from pipelines import permissions
 from pipelines.spec.model import PipelineSpec, Variable, secret_literals
+from stageline.errors import Conflict, Invalid
 
 FAILED_ONLY = "failed_only"
 ALL = "all"
@@ -262,8 +256,7 @@ def plan_retry(
     execution: Execution, user: AnyUser, *, from_stage: str | None = None, mode: str | None = None
 ) -> RetryPlan:
     """Everything the retry dialog shows, for ``from_stage`` (default: the first failed one)."""
-    if not permissions.can(user, "view", execution):
-        raise NotFound("Not found, or you may not see it.")
+    permissions.check(user, "view", execution)
     reason, latest = retry_blocker(execution, user)
     plan = RetryPlan(execution=execution, allowed=not reason, reason=reason, latest=latest)
     if execution.status not in TERMINAL:
@@ -422,7 +415,7 @@ def create_retry(
     reason: str = "",
 ) -> Execution:
     """Create the retry of ``execution`` and start it; see the module docstring for the rules."""
-    ensure(user, "execute", execution)
+    permissions.check(user, "execute", execution)
     if not from_stage:
         raise Invalid("Pick the stage to retry from.", field_errors={"from_stage": "required"})
     plan = plan_retry(execution, user, from_stage=from_stage, mode=mode)
@@ -525,8 +518,7 @@ def rerun_blocker(execution: Execution, user: AnyUser) -> str:
 
 def plan_rerun(execution: Execution, user: AnyUser) -> RerunPlan:
     """The rerun form: the current version's inputs, prefilled from ``execution`` where they exist."""
-    if not permissions.can(user, "view", execution):
-        raise NotFound("Not found, or you may not see it.")
+    permissions.check(user, "view", execution)
     reason = rerun_blocker(execution, user)
     plan = RerunPlan(execution=execution, allowed=not reason, reason=reason)
     version = execution.pipeline.current_version
@@ -558,7 +550,7 @@ def create_rerun(
     stages: list[str] | None = None,
 ) -> Execution:
     """Run the pipeline's current version again, linked to ``execution`` (SPEC §5)."""
-    ensure(user, "execute", execution)
+    permissions.check(user, "execute", execution)
     reason = rerun_blocker(execution, user)
     if reason:
         raise Conflict(reason)

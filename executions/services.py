@@ -1,7 +1,7 @@
 """State changes that users ask for: run a pipeline, abort an execution, answer an approval.
 
-Each service checks permission first (``pipelines.permissions``), then its guard, then acts in
-one transaction and enqueues work after commit. Refusals raise ``ServiceError`` subclasses,
+Each service checks the acting user's permission first (``pipelines.permissions.check``), then its guard, then acts in
+one transaction and enqueues work after commit. Refusals raise ``stageline.errors`` refusals,
 which views turn into messages (400/403/404/409) and commands into exit code 2.
 """
 
@@ -20,43 +20,7 @@ from executions.states import ACTIVE, Status
 from executions.transitions import events_batched, record, transition
 from pipelines import permissions
 from pipelines.models import Pipeline, PipelineVersion
-
-
-class ServiceError(Exception):
-    """A refused request, with the message to show. ``status`` is the HTTP status to answer."""
-
-    status = 400
-
-    def __init__(self, message: str, *, field_errors: dict[str, str] | None = None, **extra):
-        super().__init__(message)
-        self.message = message
-        self.field_errors = field_errors or {}
-        self.extra = extra
-
-
-class Invalid(ServiceError):
-    status = 400
-
-
-class Forbidden(ServiceError):
-    status = 403
-
-
-class NotFound(ServiceError):
-    status = 404
-
-
-class Conflict(ServiceError):
-    status = 409
-
-
-def ensure(user, action: str, obj) -> None:
-    """Raise ``NotFound`` / ``Forbidden`` unless ``user`` may do ``action`` to ``obj``."""
-    if not permissions.can(user, "view", obj):
-        raise NotFound("Not found, or you may not see it.")
-    if not permissions.can(user, action, obj):
-        raise Forbidden(permissions.why_not(user, action, obj))
-
+from stageline.errors import Conflict, Invalid, NotFound
 
 # What a carried-over step run copies from the original (its log is read from the original).
 CARRIED_STEP_FIELDS = (
@@ -300,7 +264,7 @@ def run_pipeline(
     rerun_of: Execution | None = None,
 ) -> Execution:
     """Start the pipeline's current version with ``inputs`` (validated here)."""
-    ensure(user, "execute", pipeline)
+    permissions.check(user, "execute", pipeline)
     version = pipeline.current_version
     if version is None:
         raise Invalid(f"Pipeline {pipeline.identifier} has no definition yet.")
@@ -348,7 +312,7 @@ def check_stage_selection(spec, stages: list[str]) -> list[str]:
 def abort_execution(*, execution: Execution, user) -> Execution:
     """Abort a running execution: running steps are killed by their workers (they watch their
     status), waiting approvals are cancelled, the execution ends ABORTED."""
-    ensure(user, "execute", execution)
+    permissions.check(user, "execute", execution)
     with transaction.atomic():
         locked = Execution.objects.select_for_update().get(pk=execution.pk)
         if locked.status not in ACTIVE:
@@ -378,7 +342,7 @@ def answer_approval(
     *, execution: Execution, stage: str, user, approve: bool, comment: str = ""
 ) -> StepRun:
     """Approve or reject the approval step waiting in ``stage``."""
-    ensure(user, "approve", execution)
+    permissions.check(user, "approve", execution)
     comment = (comment or "")[:2000]
     with transaction.atomic():
         step = (

@@ -1,8 +1,8 @@
 """Execution pages: the live stage graph, step logs, and the Retry / Rerun / Approve / Abort dialogs.
 
-Every view loads its execution through ``pipelines.permissions`` first, so what the user may
+Every view loads its execution through ``executions.loaders`` first, so what the user may
 not see is a 404. What a page or dialog shows is built in ``executions.presenters``. The rules live in ``executions.retry`` and ``executions.services``; the views
-call them and turn a refusal (``ServiceError``) into the dialog shown again with the message and
+call them and turn a refusal (``stageline.errors.Refusal``) into the dialog shown again with the message and
 the error's status (400/403/404/409). For HTMX such an answer is retargeted to ``#modal-body``:
 base.html's htmx config swaps a 400 or 409 in place, and app.js shows the ``[data-reason]`` of a
 403 or 404 in ``#flash``.
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
@@ -25,6 +25,7 @@ from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
 
 from executions import presenters
 from executions.forms import ApprovalForm, RerunForm, RetryForm, posted_inputs
+from executions.loaders import load_execution
 from executions.models import Execution, StepRun
 from executions.retry import (
     AlreadyRetried,
@@ -33,37 +34,12 @@ from executions.retry import (
     plan_rerun,
     plan_retry,
 )
-from executions.services import (
-    Conflict,
-    Invalid,
-    ServiceError,
-    abort_execution,
-    answer_approval,
-    ensure,
-)
+from executions.services import abort_execution, answer_approval
 from executions.states import ACTIVE
 from pipelines import permissions
+from stageline.errors import Conflict, Invalid, NotFound, Refusal
 
 LIVE_TARGET = "execution-live"
-
-
-def get_execution_for_user(user, pk: int) -> Execution:
-    """The execution, if ``user`` may see it; 404 otherwise (whether or not it exists).
-
-    Read by its key, then checked with ``permissions.can`` (one query, remembered for the
-    request's other checks), rather than filtered through ``visible_executions``, whose list
-    of visible pipelines costs a query of its own on every page."""
-    found = (
-        # Not retry_of / rerun_of: mostly empty, and each join adds planning time (~0.3 ms).
-        Execution.objects.select_related(
-            "pipeline__project__organization", "version", "triggered_by"
-        )
-        .filter(pk=pk)
-        .first()
-    )
-    if found is None or not permissions.can(user, "view", found):
-        raise Http404("No such execution.")
-    return found
 
 
 def execution_url(execution: Execution) -> str:
@@ -77,7 +53,7 @@ def execution_url(execution: Execution) -> str:
 @login_required
 @vary_on_headers("HX-Request")
 def execution_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    execution = get_execution_for_user(request.user, pk)
+    execution = load_execution(request.user, pk)
     context = presenters.page_context(execution, request.user, request.GET.get("step"))
     if request.htmx and request.htmx.target == LIVE_TARGET:
         return render(request, "executions/detail.html#execution-live", context)
@@ -89,14 +65,14 @@ def execution_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @vary_on_headers("HX-Request")
 def step_log(request: HttpRequest, pk: int, step_pk: int) -> HttpResponse:
     """A step's log: the whole panel, or (``?after=SEQ``) only the chunks after the cursor."""
-    execution = get_execution_for_user(request.user, pk)
+    execution = load_execution(request.user, pk)
     step = (
         StepRun.objects.select_related("stage_run", "carried_from__execution")
         .filter(execution=execution, pk=step_pk)
         .first()
     )
     if step is None:
-        raise Http404("No such step in this execution.")
+        raise NotFound("No such step in this execution.")
     if not request.htmx:
         return redirect(f"{execution_url(execution)}?step={step.pk}#log-panel")
     after_text = request.GET.get("after")
@@ -153,12 +129,12 @@ def _refusal_status(execution: Execution, user) -> int:
 @vary_on_headers("HX-Request")
 def execution_retry(request: HttpRequest, pk: int) -> HttpResponse:
     """The Retry Failed Pipeline dialog (GET, re-rendered as the pick changes) and its submit."""
-    execution = get_execution_for_user(request.user, pk)
+    execution = load_execution(request.user, pk)
     if request.method == "POST":
         return _retry_submit(request, execution)
     user = request.user
     params = request.GET
-    error: ServiceError | None = None
+    error: Refusal | None = None
     try:
         plan = plan_retry(
             execution,
@@ -166,7 +142,7 @@ def execution_retry(request: HttpRequest, pk: int) -> HttpResponse:
             from_stage=params.get("from_stage") or None,
             mode=params.get("mode") or None,
         )
-    except ServiceError as exc:
+    except Refusal as exc:
         error = exc
         plan = plan_retry(execution, user)
     # The dialog re-renders as the pick changes: it sends what was typed so far, which is kept.
@@ -188,7 +164,7 @@ def execution_retry(request: HttpRequest, pk: int) -> HttpResponse:
 def _retry_submit(request: HttpRequest, execution: Execution) -> HttpResponse:
     user = request.user
     form = RetryForm(request.POST)
-    error: ServiceError | None = None
+    error: Refusal | None = None
     if not form.is_valid():
         error = Invalid(" ".join(e for errors in form.errors.values() for e in errors))
     else:
@@ -205,7 +181,7 @@ def _retry_submit(request: HttpRequest, execution: Execution) -> HttpResponse:
         except AlreadyRetried as exc:
             messages.warning(request, f"{exc.message} You were taken to #{exc.retry.sequence}.")
             return _done(request, execution_url(exc.retry))
-        except ServiceError as exc:
+        except Refusal as exc:
             error = exc
         else:
             mode = f" ({retry.retry_mode.replace('_', ' ')})" if retry.retry_mode else ""
@@ -222,7 +198,7 @@ def _retry_submit(request: HttpRequest, execution: Execution) -> HttpResponse:
             from_stage=request.POST.get("from_stage") or None,
             mode=request.POST.get("mode") or None,
         )
-    except ServiceError:
+    except Refusal:
         plan = plan_retry(execution, user)
     form = RetryForm(request.POST, entries=plan.inputs)
     form.is_valid()
@@ -239,7 +215,7 @@ def _retry_submit(request: HttpRequest, execution: Execution) -> HttpResponse:
 @vary_on_headers("HX-Request")
 def execution_rerun(request: HttpRequest, pk: int) -> HttpResponse:
     """The Rerun dialog: every input of the current version editable, stages to run if allowed."""
-    execution = get_execution_for_user(request.user, pk)
+    execution = load_execution(request.user, pk)
     user = request.user
     plan = plan_rerun(execution, user)
     if request.method == "GET":
@@ -253,7 +229,7 @@ def execution_rerun(request: HttpRequest, pk: int) -> HttpResponse:
         )
     form = RerunForm(request.POST, entries=plan.inputs)
     stages = form.posted_stages()
-    error: ServiceError | None = None
+    error: Refusal | None = None
     if plan.stage_selection and plan.allowed and not stages:
         error = Invalid("Pick at least one stage to run.", field_errors={"stages": "required"})
     else:
@@ -263,7 +239,7 @@ def execution_rerun(request: HttpRequest, pk: int) -> HttpResponse:
             rerun = create_rerun(
                 execution=execution, user=user, inputs=form.posted_inputs(), stages=stages or None
             )
-        except ServiceError as exc:
+        except Refusal as exc:
             error = exc
         else:
             messages.success(request, f"Rerun #{rerun.sequence} of #{execution.sequence} started.")
@@ -286,15 +262,15 @@ def execution_rerun(request: HttpRequest, pk: int) -> HttpResponse:
 @vary_on_headers("HX-Request")
 def execution_approval(request: HttpRequest, pk: int) -> HttpResponse:
     """Approve or reject the approval waiting in a stage, with an optional comment."""
-    execution = get_execution_for_user(request.user, pk)
+    execution = load_execution(request.user, pk)
     user = request.user
     form = ApprovalForm(request.POST if request.method == "POST" else None)
     stage = (
         request.POST.get("stage", "") if request.method == "POST" else request.GET.get("stage", "")
     )
-    error: ServiceError | None = None
+    error: Refusal | None = None
     try:
-        ensure(user, "approve", execution)
+        permissions.check(user, "approve", execution)
         if request.method == "POST":
             if not form.is_valid():
                 raise Invalid(" ".join(e for errors in form.errors.values() for e in errors))
@@ -312,7 +288,7 @@ def execution_approval(request: HttpRequest, pk: int) -> HttpResponse:
                 request, f"{verb} stage '{step.stage_run.name}' of #{execution.sequence}."
             )
             return _done(request, execution_url(execution))
-    except ServiceError as exc:
+    except Refusal as exc:
         error = exc
     step, message = presenters.waiting_approval(execution, stage)
     if step is None and error is None:
@@ -346,18 +322,18 @@ def execution_approval(request: HttpRequest, pk: int) -> HttpResponse:
 @vary_on_headers("HX-Request")
 def execution_abort(request: HttpRequest, pk: int) -> HttpResponse:
     """Confirm (GET) and abort (POST) a running execution."""
-    execution = get_execution_for_user(request.user, pk)
+    execution = load_execution(request.user, pk)
     user = request.user
-    error: ServiceError | None = None
+    error: Refusal | None = None
     try:
-        ensure(user, "execute", execution)
+        permissions.check(user, "execute", execution)
         if request.method == "POST":
             abort_execution(execution=execution, user=user)
             messages.success(request, f"Execution #{execution.sequence} aborted.")
             return _done(request, execution_url(execution))
         if execution.status not in ACTIVE:
             raise Conflict(presenters.abort_refusal(execution, user))
-    except ServiceError as exc:
+    except Refusal as exc:
         error = exc
     context = {"execution": execution, "error": error.message if error else ""}
     return _dialog(request, "executions/abort.html", context, status=error.status if error else 200)

@@ -1,27 +1,21 @@
-"""What the management commands share: acting as a user, refusing with exit code 2,
-and following an execution until it ends."""
+"""What the management commands share: acting as a user (refusals exit with status 2, see
+``stageline.errors.refusals_exit_2``), and following an execution until it ends."""
 
 from __future__ import annotations
 
 import time
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import CommandError
 
-
-class Refused(CommandError):
-    """A refusal: the reason is printed and the command exits with status 2."""
-
-    def __init__(self, message: str):
-        super().__init__(message, returncode=2)
+from stageline.errors import Invalid, NotFound
 
 
 def user_named(username: str | None):
     if not username:
-        raise Refused("say who is acting with --as USER")
+        raise Invalid("say who is acting with --as USER")
     user = get_user_model().objects.filter(username=username).first()
     if user is None or not user.is_active:
-        raise Refused(f"no active user named '{username}'")
+        raise NotFound(f"no active user named '{username}'")
     return user
 
 

@@ -7,12 +7,16 @@ to the user or to one of their groups; an execution follows its pipeline. A gran
 pipeline makes its project visible (the project page then lists that pipeline only), nothing
 more. Superusers hold every action. Inactive and anonymous users hold none.
 
-Lists are filtered in the database (``visible_projects`` / ``visible_pipelines`` /
-``visible_executions``: one query with sub-selects, whatever the number of rows). ``can``
+Lists are filtered in the database (``visible_projects`` / ``visible_pipelines``: one query
+with sub-selects, whatever the number of rows; executions follow their pipeline, see
+``Execution.objects.visible_to``). ``can``
 costs one query per (project, pipeline) per user object, remembered on that object until a
 permission or group membership changes; ``prefetch`` answers it for a whole page of rows in
 one query. A request loads a fresh user, so a revoked role is gone at the next request.
 
+``check`` is the one guard: services call it with the acting user and it raises the typed
+refusal (``NotFound`` for what the user may not see, ``Forbidden`` naming the missing
+permission); page loaders (``pipelines.loaders``, ``executions.loaders``) use it too.
 Everything else (views, services, admin, management commands) asks this module; apart from
 ``pipelines.roles`` (which writes the permissions) no other code reads guardian tables.
 """
@@ -20,13 +24,11 @@ Everything else (views, services, admin, management commands) asks this module; 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from django.contrib.auth import get_user_model
-from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
 from django.db.models.signals import m2m_changed, post_delete, post_save
-from django.http import Http404
 
 from pipelines.models import (
     Pipeline,
@@ -36,9 +38,7 @@ from pipelines.models import (
     ProjectGroupObjectPermission,
     ProjectUserObjectPermission,
 )
-
-if TYPE_CHECKING:
-    from executions.models import Execution
+from stageline.errors import Forbidden, NotFound
 
 ACTIONS = ("view", "execute", "approve", "change", "manage_access")
 ACTION_LABELS = {
@@ -124,20 +124,6 @@ def visible_pipelines(user, queryset: QuerySet | None = None) -> QuerySet:
     return pipelines_with(user, "view", queryset)
 
 
-def visible_executions(user, queryset: QuerySet | None = None) -> QuerySet:
-    """Executions of the pipelines ``user`` may see."""
-    from executions.models import Execution
-
-    queryset = Execution.objects.all() if queryset is None else queryset
-    if not _is_active(user):
-        return queryset.none()
-    if user.is_superuser:
-        return queryset
-    # A list of ids, not a sub-select: the permission sub-selects cost the planner 7-20 ms on
-    # every list query; the ids cost one small query.
-    return queryset.filter(pipeline__in=list(visible_pipelines(user).values_list("id", flat=True)))
-
-
 # --- what a user may do to one object -------------------------------------------------------
 
 
@@ -180,21 +166,28 @@ def _cache(user) -> dict:
     return cached[1]
 
 
-def _scope(obj) -> tuple[int, int | None, str]:
-    """(project id, pipeline id or None, label for messages) of what ``obj``'s access follows."""
-    from executions.models import Execution
+class FollowsPipeline(Protocol):
+    """An object whose access is its pipeline's (an execution, say: this module does not
+    know the executions app, which builds on this one)."""
 
+    @property
+    def pipeline(self) -> Pipeline: ...
+
+
+Target = Project | Pipeline | FollowsPipeline
+
+
+def _scope(obj: Target) -> tuple[int, int | None, str]:
+    """(project id, pipeline id or None, label for messages) of what ``obj``'s access follows."""
     if isinstance(obj, Project):
         return obj.pk, None, f"project {obj.name}"
-    if isinstance(obj, Pipeline):
-        return obj.project_id, obj.pk, f"pipeline {obj.identifier}"
-    if isinstance(obj, Execution):
-        pipeline = obj.pipeline
-        return pipeline.project_id, pipeline.pk, f"pipeline {pipeline.identifier}"
-    raise TypeError(f"no permissions on {type(obj).__name__}")
+    pipeline = obj if isinstance(obj, Pipeline) else getattr(obj, "pipeline", None)
+    if not isinstance(pipeline, Pipeline):
+        raise TypeError(f"no permissions on {type(obj).__name__}")
+    return pipeline.project_id, pipeline.pk, f"pipeline {pipeline.identifier}"
 
 
-def prefetch(user, objects: Iterable[Project | Pipeline | Execution]) -> None:
+def prefetch(user, objects: Iterable[Target]) -> None:
     """Answer ``can`` for all ``objects`` in one or two queries (for lists with per-row buttons).
 
     Executions should come with ``select_related("pipeline")``.
@@ -233,7 +226,7 @@ def prefetch(user, objects: Iterable[Project | Pipeline | Execution]) -> None:
         cache[(project, pipeline)] = frozenset(actions)
 
 
-def actions_on(user, obj: Project | Pipeline | Execution) -> frozenset[str]:
+def actions_on(user, obj: Target) -> frozenset[str]:
     """Every action ``user`` holds on ``obj`` (one query the first time, then remembered)."""
     if not _is_active(user):
         return frozenset()
@@ -247,14 +240,14 @@ def actions_on(user, obj: Project | Pipeline | Execution) -> frozenset[str]:
     return cache[key]
 
 
-def can(user, action: str, obj: Project | Pipeline | Execution) -> bool:
+def can(user, action: str, obj: Target) -> bool:
     """Whether ``user`` may do ``action`` to ``obj``."""
     if action not in ACTIONS:
         raise ValueError(f"unknown action {action!r}")
     return action in actions_on(user, obj)
 
 
-def why_not(user, action: str, obj) -> str:
+def why_not(user, action: str, obj: Target) -> str:
     """The reason shown when ``user`` may not do ``action`` (empty when they may)."""
     if can(user, action, obj):
         return ""
@@ -262,26 +255,14 @@ def why_not(user, action: str, obj) -> str:
     return f"You need the {ACTION_LABELS[action]} permission on {label}."
 
 
-def require(user, action: str, obj) -> None:
-    """For views: 404 if the user may not even see ``obj``; 403 with the reason if they may
-    see it but not do ``action``."""
+def check(user, action: str, obj: Target, *, missing: str = "") -> None:
+    """The one guard: returns when ``user`` may do ``action`` to ``obj``; raises ``NotFound``
+    when they may not even see it (``missing`` is its message, never confirming that the object
+    exists) and ``Forbidden`` naming the missing permission when they may see it."""
     if not can(user, "view", obj):
-        raise Http404("No such object.")
+        raise NotFound(missing or "Not found, or you may not see it.")
     if action != "view" and not can(user, action, obj):
-        raise PermissionDenied(why_not(user, action, obj))
-
-
-class AccessDenied(Exception):
-    """Raised by ``check`` for a user acting without permission (commands print it, exit 2)."""
-
-
-def check(user, action: str, obj) -> None:
-    """Like ``require`` for code outside a request: raises ``AccessDenied`` with the reason,
-    without saying whether a hidden object exists."""
-    if not can(user, action, obj):
-        if not can(user, "view", obj):
-            raise AccessDenied("Not found, or you may not see it.")
-        raise AccessDenied(why_not(user, action, obj))
+        raise Forbidden(why_not(user, action, obj))
 
 
 def forget(user=None) -> None:

@@ -1,8 +1,8 @@
 """Pages for projects and pipelines: the project list, a project (its pipelines and executions),
 a pipeline (executions, definition, editor, version history) and the Run dialog.
 
-Every view loads its object through ``pipelines.permissions`` first: what the user may not see
-is a 404, what they may see but not do is a 403 with the reason. Changes go through the
+Every view loads its object through ``pipelines.loaders`` first: what the user may not see
+is a 404, what they may see but not do is a 403 with the reason (``stageline.errors``). Changes go through the
 services (``save_pipeline``, ``run_pipeline``), which hold the rules; this module only turns
 their refusals into messages next to the field they are about. A view that serves a page
 also serves its HTMX fragment (``template#partial``) when asked by htmx.
@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.db.models import OuterRef, Subquery
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
@@ -23,7 +22,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from executions import listing
 from executions.models import Execution, Status
-from executions.services import Forbidden, Invalid, NotFound, ServiceError, run_pipeline
+from executions.services import run_pipeline
 from pipelines import permissions
 from pipelines.diffs import unified_rows
 from pipelines.forms import (
@@ -33,36 +32,12 @@ from pipelines.forms import (
     StageSelectionForm,
     annotate_lines,
 )
+from pipelines.loaders import load_pipeline, load_project
 from pipelines.models import Pipeline, PipelineVersion, Project
 from pipelines.services import save_pipeline
 from pipelines.spec.errors import SpecError, SpecErrors
 from pipelines.spec.model import mask_secrets
-
-# --- loading objects for a user ---------------------------------------------------------------
-
-
-def get_project_for_user(user, org: str, project: str) -> Project:
-    found = (
-        permissions.visible_projects(user)
-        .select_related("organization")
-        .filter(organization__slug=org, slug=project)
-        .first()
-    )
-    if found is None:
-        raise Http404("No such project.")
-    return found
-
-
-def get_pipeline_for_user(user, org: str, project: str, identifier: str) -> Pipeline:
-    found = (
-        permissions.visible_pipelines(user)
-        .select_related("project__organization", "current_version")
-        .filter(project__organization__slug=org, project__slug=project, identifier=identifier)
-        .first()
-    )
-    if found is None:
-        raise Http404("No such pipeline.")
-    return found
+from stageline.errors import Forbidden, Invalid, NotFound, Refusal
 
 
 def _pipelines_with_last_execution(user, project: Project) -> list[Pipeline]:
@@ -156,7 +131,7 @@ def home(request: HttpRequest) -> HttpResponse:
 @login_required
 @vary_on_headers("HX-Request")
 def project_detail(request: HttpRequest, org: str, project: str) -> HttpResponse:
-    project_obj = get_project_for_user(request.user, org, project)
+    project_obj = load_project(request.user, org, project)
     pipelines = _pipelines_with_last_execution(request.user, project_obj)
     form, page = _executions_listing(
         request, project=project_obj, pipeline=None, pipelines=pipelines
@@ -183,7 +158,7 @@ def project_detail(request: HttpRequest, org: str, project: str) -> HttpResponse
 @login_required
 @vary_on_headers("HX-Request")
 def pipeline_detail(request: HttpRequest, org: str, project: str, identifier: str) -> HttpResponse:
-    pipeline = get_pipeline_for_user(request.user, org, project, identifier)
+    pipeline = load_pipeline(request.user, org, project, identifier)
     form, page = _executions_listing(request, project=pipeline.project, pipeline=pipeline)
     context = _pipeline_context(request, pipeline, "executions") | {
         "form": form,
@@ -199,7 +174,7 @@ def pipeline_detail(request: HttpRequest, org: str, project: str, identifier: st
 def pipeline_definition(
     request: HttpRequest, org: str, project: str, identifier: str
 ) -> HttpResponse:
-    pipeline = get_pipeline_for_user(request.user, org, project, identifier)
+    pipeline = load_pipeline(request.user, org, project, identifier)
     version = pipeline.current_version
     spec = version.spec if version else None
     context = _pipeline_context(request, pipeline, "definition") | {
@@ -216,12 +191,12 @@ def pipeline_definition(
 def pipeline_edit(request: HttpRequest, org: str, project: str, identifier: str) -> HttpResponse:
     """The editor (Edit permission). Saving validates the YAML: errors are shown at their lines
     and nothing changes; a good definition becomes a new version."""
-    pipeline = get_pipeline_for_user(request.user, org, project, identifier)
     try:
-        permissions.require(request.user, "change", pipeline)
-    except PermissionDenied as exc:
-        context = {"pipeline": pipeline, "project": pipeline.project, "reason": str(exc)}
-        return render(request, "pipelines/refused.html", context, status=403)
+        pipeline = load_pipeline(request.user, org, project, identifier, "change")
+    except Forbidden as refusal:
+        pipeline = load_pipeline(request.user, org, project, identifier)
+        context = {"pipeline": pipeline, "project": pipeline.project, "reason": refusal.message}
+        return render(request, "pipelines/refused.html", context, status=refusal.status)
     current = pipeline.current_version
     current_number = current.number if current else 0
     lines: list[dict] = []
@@ -291,7 +266,7 @@ def pipeline_edit(request: HttpRequest, org: str, project: str, identifier: str)
 def pipeline_history(request: HttpRequest, org: str, project: str, identifier: str) -> HttpResponse:
     """Every version of the definition, and the changes one version made (``?version=N``,
     the newest by default) against the one before it."""
-    pipeline = get_pipeline_for_user(request.user, org, project, identifier)
+    pipeline = load_pipeline(request.user, org, project, identifier)
     versions = list(
         pipeline.versions.select_related("created_by").defer("yaml").order_by("-number")
     )
@@ -345,16 +320,11 @@ def _run_context(
     }
 
 
-def _refusal(
-    request: HttpRequest, pipeline: Pipeline, exc: ServiceError | PermissionDenied, status: int
-) -> HttpResponse:
-    context = {
-        "pipeline": pipeline,
-        "project": pipeline.project,
-        "reason": str(getattr(exc, "message", exc)),
-    }
+def _refusal(request: HttpRequest, pipeline: Pipeline, refusal: Refusal) -> HttpResponse:
+    """The Run dialog saying why the user may not run (in place of the form)."""
+    context = {"pipeline": pipeline, "project": pipeline.project, "reason": refusal.message}
     template = "pipelines/run.html#refused" if request.htmx else "pipelines/run.html"
-    return render(request, template, context | {"refused": True}, status=status)
+    return render(request, template, context | {"refused": True}, status=refusal.status)
 
 
 @require_http_methods(["GET", "POST"])
@@ -364,14 +334,14 @@ def pipeline_run(request: HttpRequest, org: str, project: str, identifier: str) 
     """The Run dialog (a page without htmx): the runtime inputs form built from the current
     version's ``spec.inputs``. POST starts the run and goes to the new execution's page; bad
     inputs come back in place with each message at its field."""
-    pipeline = get_pipeline_for_user(request.user, org, project, identifier)
     try:
-        permissions.require(request.user, "execute", pipeline)
-    except PermissionDenied as exc:
-        return _refusal(request, pipeline, exc, 403)
+        pipeline = load_pipeline(request.user, org, project, identifier, "execute")
+    except Forbidden as refusal:
+        pipeline = load_pipeline(request.user, org, project, identifier)
+        return _refusal(request, pipeline, refusal)
     version = pipeline.current_version
     if version is None:
-        return _refusal(request, pipeline, Invalid("This pipeline has no definition yet."), 400)
+        return _refusal(request, pipeline, Invalid("This pipeline has no definition yet."))
     spec = version.spec
     status = 200
     selectable = spec.allow_stage_selection
@@ -385,9 +355,9 @@ def pipeline_run(request: HttpRequest, org: str, project: str, identifier: str) 
                 inputs=form.submitted_inputs(),
                 stages=(stages_form.submitted() if stages_form else None) or None,
             )
-        except (Forbidden, NotFound) as exc:
-            return _refusal(request, pipeline, exc, exc.status)
-        except ServiceError as exc:
+        except (Forbidden, NotFound) as refusal:
+            return _refusal(request, pipeline, refusal)
+        except Refusal as exc:
             form.add_service_errors(exc.field_errors, exc.message)
             status = exc.status
         else:

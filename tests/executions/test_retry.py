@@ -25,16 +25,9 @@ from executions.retry import (
     retry_history,
     wall_clock_seconds,
 )
-from executions.services import (
-    Conflict,
-    Forbidden,
-    Invalid,
-    NotFound,
-    abort_execution,
-    answer_approval,
-    run_pipeline,
-)
+from executions.services import abort_execution, answer_approval, run_pipeline
 from pipelines.services import save_pipeline
+from stageline.errors import Conflict, Forbidden, Invalid, NotFound
 from tests.conftest import wait_for_status
 from tests.factories import make_pipeline
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth.models import AnonymousUser, Group
-from django.core.exceptions import PermissionDenied
-from django.http import Http404
 from guardian.shortcuts import assign_perm
 
+from executions.models import Execution
 from executions.services import run_pipeline
 from pipelines import permissions
 from pipelines.models import Pipeline, Project, RoleAssignment
 from pipelines.roles import assign_role, change_role, revoke_role
+from stageline.errors import Forbidden, NotFound
 from tests.factories import make_pipeline, make_project, make_user, serial_pipeline, shell_stage
 
 EXPECTED = {
@@ -68,10 +68,10 @@ def test_each_user_sees_the_projects_pipelines_and_executions_of_their_roles_onl
         user = personas.all()[name]
         assert list(permissions.visible_projects(user)) == [personas.project]
         assert list(permissions.visible_pipelines(user)) == [pipeline]
-        assert list(permissions.visible_executions(user)) == [execution]
+        assert list(Execution.objects.visible_to(user)) == [execution]
     assert list(permissions.visible_projects(personas.stranger)) == [personas.other_project]
     assert list(permissions.visible_pipelines(personas.stranger)) == [other_pipeline]
-    assert list(permissions.visible_executions(personas.stranger)) == [other_execution]
+    assert list(Execution.objects.visible_to(personas.stranger)) == [other_execution]
 
 
 def test_the_queryset_methods_ask_the_permissions_module(world):
@@ -97,7 +97,7 @@ def test_a_superuser_may_do_everything_everywhere_without_any_role(world):
     ):
         assert held(root, obj) == EXPECTED["admin"]
     assert permissions.visible_projects(root).count() == 2
-    assert permissions.visible_executions(root).count() == 2
+    assert Execution.objects.visible_to(root).count() == 2
 
 
 def test_an_inactive_user_holds_nothing_even_as_project_admin(world):
@@ -106,7 +106,7 @@ def test_an_inactive_user_holds_nothing_even_as_project_admin(world):
     personas.admin.save(update_fields=["is_active"])
     assert held(personas.admin, pipeline) == set()
     assert not permissions.visible_projects(personas.admin).exists()
-    assert not permissions.visible_executions(personas.admin).exists()
+    assert not Execution.objects.visible_to(personas.admin).exists()
 
 
 def test_an_inactive_superuser_holds_nothing(world):
@@ -122,7 +122,7 @@ def test_an_anonymous_user_sees_nothing_and_may_do_nothing(world):
     assert held(anonymous, execution) == set()
     assert not permissions.visible_projects(anonymous).exists()
     assert not permissions.visible_pipelines(anonymous).exists()
-    assert not permissions.visible_executions(anonymous).exists()
+    assert not Execution.objects.visible_to(anonymous).exists()
 
 
 def test_a_pipeline_grant_shows_that_pipeline_and_its_project_but_not_the_sibling_pipelines(world):
@@ -139,7 +139,7 @@ def test_a_pipeline_grant_shows_that_pipeline_and_its_project_but_not_the_siblin
     assert held(user, personas.project) == {"view"}  # the project page, listing one pipeline
     assert list(permissions.visible_projects(user)) == [personas.project]
     assert list(permissions.visible_pipelines(user)) == [pipeline]
-    assert list(permissions.visible_executions(user)) == [execution]
+    assert list(Execution.objects.visible_to(user)) == [execution]
 
 
 def test_a_group_role_grants_its_members_and_stops_when_they_leave_the_group(world):
@@ -151,7 +151,7 @@ def test_a_group_role_grants_its_members_and_stops_when_they_leave_the_group(wor
 
     user.groups.add(operators)
     assert held(user, pipeline) == {"view", "execute"}
-    assert list(permissions.visible_executions(user)) == [execution]
+    assert list(Execution.objects.visible_to(user)) == [execution]
 
     user.groups.remove(operators)
     assert held(user, pipeline) == set()
@@ -199,26 +199,18 @@ def test_a_permission_granted_on_guardians_object_page_counts(world):
     assert list(permissions.visible_pipelines(user)) == [pipeline]
 
 
-def test_require_answers_404_for_what_the_user_may_not_see_and_403_with_the_reason_otherwise(world):
+def test_check_refuses_with_not_found_or_forbidden_and_never_confirms_a_hidden_object(world):
     personas, pipeline, _, execution, _ = world
-    permissions.require(personas.viewer, "view", execution)
-    with pytest.raises(
-        PermissionDenied, match="You need the Execute permission on pipeline deploy"
-    ):
-        permissions.require(personas.viewer, "execute", execution)
-    with pytest.raises(Http404):
-        permissions.require(personas.stranger, "execute", execution)
-    with pytest.raises(Http404):
-        permissions.require(personas.stranger, "view", personas.project)
-
-
-def test_check_refuses_with_the_reason_and_never_confirms_a_hidden_object(world):
-    personas, pipeline, _, _, _ = world
-    with pytest.raises(permissions.AccessDenied, match="You need the Approve permission"):
+    permissions.check(personas.viewer, "view", execution)
+    with pytest.raises(Forbidden, match="You need the Execute permission on pipeline deploy"):
+        permissions.check(personas.viewer, "execute", execution)
+    with pytest.raises(Forbidden, match="You need the Approve permission"):
         permissions.check(personas.executor, "approve", pipeline)
-    with pytest.raises(permissions.AccessDenied) as hidden:
+    with pytest.raises(NotFound) as hidden:
         permissions.check(personas.stranger, "approve", pipeline)
     assert "deploy" not in str(hidden.value)
+    with pytest.raises(NotFound):
+        permissions.check(personas.stranger, "view", personas.project)
     permissions.check(personas.approver, "approve", pipeline)
 
 

@@ -2,9 +2,10 @@
 
 from django.core.management.base import BaseCommand
 
-from executions.services import ServiceError, abort_execution
-from pipelines import permissions
-from pipelines.cli import Refused, user_named
+from executions.loaders import load_execution
+from executions.services import abort_execution
+from pipelines.cli import user_named
+from stageline.errors import refusals_exit_2
 
 
 class Command(BaseCommand):
@@ -14,13 +15,9 @@ class Command(BaseCommand):
         parser.add_argument("execution_id", type=int)
         parser.add_argument("--as", dest="as_user", required=True)
 
+    @refusals_exit_2
     def handle(self, *args, execution_id, as_user, **options):
         user = user_named(as_user)
-        execution = permissions.visible_executions(user).filter(pk=execution_id).first()
-        if execution is None:
-            raise Refused(f"no execution {execution_id}, or {user} may not see it")
-        try:
-            abort_execution(execution=execution, user=user)
-        except ServiceError as exc:
-            raise Refused(exc.message) from None
+        execution = load_execution(user, execution_id)
+        abort_execution(execution=execution, user=user)
         self.stdout.write(f"aborted #{execution.sequence}")

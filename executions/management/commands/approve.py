@@ -2,9 +2,10 @@
 
 from django.core.management.base import BaseCommand
 
-from executions.services import ServiceError, answer_approval
-from pipelines import permissions
-from pipelines.cli import Refused, user_named
+from executions.loaders import load_execution
+from executions.services import answer_approval
+from pipelines.cli import user_named
+from stageline.errors import refusals_exit_2
 
 
 class Command(BaseCommand):
@@ -17,17 +18,13 @@ class Command(BaseCommand):
         parser.add_argument("--reject", action="store_true")
         parser.add_argument("--comment", default="")
 
+    @refusals_exit_2
     def handle(self, *args, execution_id, stage, as_user, reject, comment, **options):
         user = user_named(as_user)
-        execution = permissions.visible_executions(user).filter(pk=execution_id).first()
-        if execution is None:
-            raise Refused(f"no execution {execution_id}, or {user} may not see it")
-        try:
-            answer_approval(
-                execution=execution, stage=stage, user=user, approve=not reject, comment=comment
-            )
-        except ServiceError as exc:
-            raise Refused(exc.message) from None
+        execution = load_execution(user, execution_id)
+        answer_approval(
+            execution=execution, stage=stage, user=user, approve=not reject, comment=comment
+        )
         self.stdout.write(
             f"{'rejected' if reject else 'approved'} stage {stage} of #{execution.sequence}"
         )

@@ -3,10 +3,10 @@
 from django.core.management.base import BaseCommand
 
 from executions.inputs import InputErrors, parse_assignments
+from executions.loaders import load_execution
 from executions.retry import create_rerun
-from executions.services import ServiceError
-from pipelines import permissions
-from pipelines.cli import Refused, follow, user_named
+from pipelines.cli import follow, user_named
+from stageline.errors import Conflict, Invalid, refusals_exit_2
 
 
 class Command(BaseCommand):
@@ -21,11 +21,10 @@ class Command(BaseCommand):
         parser.add_argument("--as", dest="as_user", required=True)
         parser.add_argument("--wait", action="store_true")
 
+    @refusals_exit_2
     def handle(self, *args, execution_id, stages, input, as_user, wait, **options):
         user = user_named(as_user)
-        execution = permissions.visible_executions(user).filter(pk=execution_id).first()
-        if execution is None:
-            raise Refused(f"no execution {execution_id}, or {user} may not see it")
+        execution = load_execution(user, execution_id)
         try:
             typed = parse_assignments(input)
             current_keys = {v.key for v in execution.pipeline.current_version.spec.inputs}
@@ -39,11 +38,11 @@ class Command(BaseCommand):
                 inputs=submitted,
                 stages=[s.strip() for s in stages.split(",") if s.strip()] or None,
             )
-        except (ServiceError, InputErrors) as exc:
-            raise Refused(getattr(exc, "message", str(exc))) from None
+        except InputErrors as exc:
+            raise Invalid(str(exc)) from None
         self.stdout.write(str(rerun.pk))
         if wait:
             status = follow(rerun, self.stdout.write)
             self.stdout.write(f"{rerun.pipeline.identifier} #{rerun.sequence} ended {status}")
             if status != "SUCCESS":
-                raise Refused(f"execution ended {status}")
+                raise Conflict(f"execution ended {status}")

@@ -4,10 +4,10 @@ from django.core.management.base import BaseCommand
 
 from executions.inputs import InputErrors, parse_assignments
 from executions.listing import format_duration
+from executions.loaders import load_execution
 from executions.retry import ALL, FAILED_ONLY, create_retry, plan_retry
-from executions.services import ServiceError
-from pipelines import permissions
-from pipelines.cli import Refused, follow, user_named
+from pipelines.cli import follow, user_named
+from stageline.errors import Conflict, Invalid, refusals_exit_2
 
 
 class Command(BaseCommand):
@@ -27,6 +27,7 @@ class Command(BaseCommand):
         parser.add_argument("--wait", action="store_true")
         parser.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
 
+    @refusals_exit_2
     def handle(
         self,
         *args,
@@ -41,23 +42,21 @@ class Command(BaseCommand):
         **options,
     ):
         user = user_named(as_user)
-        execution = permissions.visible_executions(user).filter(pk=execution_id).first()
-        if execution is None:
-            raise Refused(f"no execution {execution_id}, or {user} may not see it")
+        execution = load_execution(user, execution_id)
         try:
             inputs = parse_assignments(input)
             if dry_run:
                 plan = plan_retry(execution, user, from_stage=from_stage or None, mode=mode)
                 self.print_plan(plan)
                 if not plan.allowed:  # the plan is shown, and the refusal exits 2 like a submit
-                    raise Refused(plan.reason)
+                    raise Invalid(plan.reason)
                 return
             if not from_stage:
                 plan = plan_retry(execution, user)
                 if not plan.allowed:
-                    raise Refused(plan.reason)
+                    raise Invalid(plan.reason)
                 offered = ", ".join(o.key for o in plan.options)
-                raise Refused(f"say which stage to retry from with --from (one of: {offered})")
+                raise Invalid(f"say which stage to retry from with --from (one of: {offered})")
             retry = create_retry(
                 execution=execution,
                 user=user,
@@ -66,8 +65,8 @@ class Command(BaseCommand):
                 inputs=inputs,
                 reason=reason,
             )
-        except (ServiceError, InputErrors) as exc:
-            raise Refused(getattr(exc, "message", str(exc))) from None
+        except InputErrors as exc:
+            raise Invalid(str(exc)) from None
         self.stdout.write(str(retry.pk))
         if wait:
             self.stdout.write(
@@ -76,7 +75,7 @@ class Command(BaseCommand):
             status = follow(retry, self.stdout.write)
             self.stdout.write(f"{retry.pipeline.identifier} #{retry.sequence} ended {status}")
             if status != "SUCCESS":
-                raise Refused(f"execution ended {status}")
+                raise Conflict(f"execution ended {status}")
 
     def print_plan(self, plan) -> None:
         write = self.stdout.write

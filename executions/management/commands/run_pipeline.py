@@ -3,9 +3,10 @@
 from django.core.management.base import BaseCommand
 
 from executions.inputs import InputErrors, parse_assignments
-from executions.services import ServiceError, run_pipeline
-from pipelines import permissions
-from pipelines.cli import Refused, follow, user_named
+from executions.services import run_pipeline
+from pipelines.cli import follow, user_named
+from pipelines.loaders import load_pipeline
+from stageline.errors import Conflict, Invalid, refusals_exit_2
 
 
 class Command(BaseCommand):
@@ -22,20 +23,13 @@ class Command(BaseCommand):
         parser.add_argument("--as", dest="as_user", required=True)
         parser.add_argument("--wait", action="store_true")
 
+    @refusals_exit_2
     def handle(self, *args, pipeline, input, stages, as_user, wait, **options):
         user = user_named(as_user)
         parts = pipeline.split("/")
         if len(parts) != 3:
-            raise Refused(f"'{pipeline}' is not ORG/PROJECT/PIPELINE")
-        found = (
-            permissions.visible_pipelines(user)
-            .filter(
-                project__organization__slug=parts[0], project__slug=parts[1], identifier=parts[2]
-            )
-            .first()
-        )
-        if found is None:
-            raise Refused(f"no pipeline {pipeline}, or {user} may not see it")
+            raise Invalid(f"'{pipeline}' is not ORG/PROJECT/PIPELINE")
+        found = load_pipeline(user, *parts)
         try:
             inputs = parse_assignments(input)
             execution = run_pipeline(
@@ -44,12 +38,12 @@ class Command(BaseCommand):
                 inputs=inputs,
                 stages=[s.strip() for s in stages.split(",") if s.strip()] or None,
             )
-        except (ServiceError, InputErrors) as exc:
-            raise Refused(getattr(exc, "message", str(exc))) from None
+        except InputErrors as exc:
+            raise Invalid(str(exc)) from None
         self.stdout.write(str(execution.pk))
         if wait:
             self.stdout.write(f"{found.identifier} #{execution.sequence} started")
             status = follow(execution, self.stdout.write)
             self.stdout.write(f"{found.identifier} #{execution.sequence} ended {status}")
             if status != "SUCCESS":
-                raise Refused(f"execution ended {status}")
+                raise Conflict(f"execution ended {status}")

@@ -4,11 +4,12 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand
 
-from pipelines import permissions
-from pipelines.cli import Refused, user_named
+from pipelines.cli import user_named
+from pipelines.loaders import load_project
 from pipelines.models import Organization, Project
 from pipelines.services import save_pipeline
 from pipelines.spec.errors import SpecError, SpecErrors
+from stageline.errors import Invalid, refusals_exit_2
 
 
 class Command(BaseCommand):
@@ -19,22 +20,21 @@ class Command(BaseCommand):
         parser.add_argument("directory", metavar="DIR")
         parser.add_argument("--as", dest="as_user", help="check that this user may edit pipelines")
 
+    @refusals_exit_2
     def handle(self, *args, project, directory, as_user=None, **options):
         org_slug, sep, project_slug = project.partition("/")
         if not sep or not org_slug or not project_slug or "/" in project_slug:
-            raise Refused(f"'{project}' is not ORG/PROJECT")
+            raise Invalid(f"'{project}' is not ORG/PROJECT")
         folder = Path(directory)
         if not folder.is_dir():
-            raise Refused(f"{directory} is not a folder")
+            raise Invalid(f"{directory} is not a folder")
         user = user_named(as_user) if as_user else None
-        proj = Project.objects.filter(organization__slug=org_slug, slug=project_slug).first()
         if user is not None:
             # Acting for a user: the project must exist and the user must be allowed to edit it.
-            if proj is None or not permissions.can(user, "view", proj):
-                raise Refused(f"no project {project}, or {user} may not see it")
-            if not permissions.can(user, "change", proj):
-                raise Refused(permissions.why_not(user, "change", proj))
-        elif proj is None:
+            proj = load_project(user, org_slug, project_slug, "change")
+        else:
+            proj = Project.objects.filter(organization__slug=org_slug, slug=project_slug).first()
+        if proj is None:
             org, _ = Organization.objects.get_or_create(
                 slug=org_slug, defaults={"name": org_slug.title()}
             )
@@ -77,4 +77,4 @@ class Command(BaseCommand):
                 f"{path.name}: {result.pipeline.identifier} v{result.version.number} {state}"
             )
         if refused:
-            raise Refused(f"{refused} of {len(files)} file(s) refused")
+            raise Invalid(f"{refused} of {len(files)} file(s) refused")
