@@ -103,7 +103,8 @@ class RunContext:
         return env
 
     def secret_values(self) -> list[str]:
-        """Values to mask as ``***`` wherever output is stored."""
+        """The values of the Secret variables, to mask (``stageline.masking``) wherever output
+        is stored or shown."""
         values = []
         for var in self.spec.secret_variables:
             stage = self.spec.stage(var.stage) if var.stage else None
@@ -112,13 +113,6 @@ class RunContext:
                 values.append(value)
         # Longest first, so that a secret containing another is masked whole.
         return sorted(set(values), key=len, reverse=True)
-
-
-def mask(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
 
 
 class StageOutputs(Mapping):

@@ -25,7 +25,7 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, Subquery
 from django.utils import timezone
 
-from executions.context import build_context, mask
+from executions.context import build_context
 from executions.models import Execution, StageRun, StepRun
 from executions.runners import run as run_with_runner
 from executions.runners.base import StepResult, with_db_retry
@@ -33,6 +33,7 @@ from executions.states import ACTIVE, SUCCEEDED, TERMINAL, Status, worst
 from executions.transitions import claim_step, events_batched, transition
 from pipelines.conditions import evaluate_condition
 from pipelines.models import PipelineVersion
+from stageline.masking import mask
 
 log = logging.getLogger(__name__)
 

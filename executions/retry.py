@@ -18,7 +18,6 @@ Rules written down where the SPEC is silent:
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -29,13 +28,13 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from executions.context import mask
 from executions.inputs import InputErrors, check_value, validate_inputs
 from executions.models import Execution, StageRun
 from executions.services import create_execution, run_pipeline
 from executions.states import ACTIVE, RETRYABLE, SUCCEEDED, TERMINAL, Status, worst
 from executions.transitions import record
 from pipelines import permissions
+from pipelines.diffs import unified_diff
 from pipelines.spec.model import PipelineSpec, Variable, secret_literals
 from stageline.errors import Conflict, Invalid
 
@@ -306,17 +305,14 @@ def plan_retry(
     current = execution.pipeline.current_version
     if current is not None and current.pk != execution.version_id:
         plan.pipeline_changed = True
-        diff = "".join(
-            difflib.unified_diff(
-                execution.version.yaml.splitlines(keepends=True),
-                current.yaml.splitlines(keepends=True),
-                fromfile=f"v{execution.version.number} (this execution)",
-                tofile=f"v{current.number} (current)",
-            )
+        # Fixed Secret values never leave the server, not even in a diff.
+        plan.diff = unified_diff(
+            execution.version.yaml,
+            current.yaml,
+            f"v{execution.version.number} (this execution)",
+            f"v{current.number} (current)",
+            secret_literals(spec) + secret_literals(current.spec),
         )
-        # Fixed Secret values never leave the server, not even in a diff (a changed secret
-        # still shows as a changed line, with *** on both sides).
-        plan.diff = mask(diff, secret_literals(spec) + secret_literals(current.spec))
     return plan
 
 

@@ -1,9 +1,24 @@
 """Unified diffs of pipeline definitions, as rows the templates colour (version history, the
-retry dialog's "changed since" warning)."""
+retry dialog's "changed since" warning, ``retry_execution``'s plan). Secret values are masked
+in the diff text (``stageline.masking``) after diffing, so a changed secret still shows as a
+changed line, with ``***`` on both sides."""
 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
+
+from stageline.masking import mask
+
+
+def unified_diff(
+    old: str, new: str, old_label: str, new_label: str, secrets: Iterable[str] = ()
+) -> str:
+    """The unified diff of two texts (3 lines of context), every secret value masked."""
+    diff = difflib.unified_diff(
+        old.splitlines(), new.splitlines(), fromfile=old_label, tofile=new_label, lineterm="", n=3
+    )
+    return mask("\n".join(diff), secrets)
 
 
 def diff_rows(diff_text: str) -> list[tuple[str, str]]:
@@ -24,9 +39,8 @@ def diff_rows(diff_text: str) -> list[tuple[str, str]]:
     return rows
 
 
-def unified_rows(old: str, new: str, old_label: str, new_label: str) -> list[tuple[str, str]]:
-    """The unified diff of two texts (3 lines of context), as ``diff_rows``."""
-    diff = difflib.unified_diff(
-        old.splitlines(), new.splitlines(), fromfile=old_label, tofile=new_label, lineterm="", n=3
-    )
-    return diff_rows("\n".join(diff))
+def unified_rows(
+    old: str, new: str, old_label: str, new_label: str, secrets: Iterable[str] = ()
+) -> list[tuple[str, str]]:
+    """``unified_diff`` as ``diff_rows``."""
+    return diff_rows(unified_diff(old, new, old_label, new_label, secrets))

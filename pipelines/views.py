@@ -36,8 +36,9 @@ from pipelines.loaders import load_pipeline, load_project
 from pipelines.models import Pipeline, PipelineVersion, Project
 from pipelines.services import save_pipeline
 from pipelines.spec.errors import SpecError, SpecErrors
-from pipelines.spec.model import mask_secrets
+from pipelines.spec.model import secret_literals
 from stageline.errors import Forbidden, Invalid, NotFound, Refusal
+from stageline.masking import mask
 
 
 def _pipelines_with_last_execution(user, project: Project) -> list[Pipeline]:
@@ -61,18 +62,12 @@ def _pipelines_with_last_execution(user, project: Project) -> list[Pipeline]:
 # --- what a reader may see of a definition ----------------------------------------------------
 
 
-def _readable_yaml(version: PipelineVersion | None) -> str:
-    if version is None:
-        return ""
+def _secrets(version: PipelineVersion | None) -> list[str]:
+    """The fixed Secret values written in a version (none when it does not parse)."""
     try:
-        spec = version.spec
+        return secret_literals(version.spec) if version is not None else []
     except SpecErrors:
-        spec = None
-    return mask_secrets(version.yaml, spec)
-
-
-def _diff(old: str, new: str, old_label: str, new_label: str) -> list[tuple[str, str]]:
-    return unified_rows(old, new, old_label, new_label)
+        return []
 
 
 # --- shared pieces of the pipeline pages ------------------------------------------------------
@@ -180,7 +175,7 @@ def pipeline_definition(
     context = _pipeline_context(request, pipeline, "definition") | {
         "version": version,
         "spec": spec,
-        "lines": annotate_lines(_readable_yaml(version), [])[0],
+        "lines": annotate_lines(mask(version.yaml, _secrets(version)) if version else "", [])[0],
     }
     return render(request, "pipelines/definition.html", context)
 
@@ -293,11 +288,12 @@ def pipeline_history(request: HttpRequest, org: str, project: str, identifier: s
     context |= {
         "selected": selected,
         "previous": previous,
-        "diff": _diff(
-            _readable_yaml(previous),
-            _readable_yaml(selected),
+        "diff": unified_rows(
+            previous.yaml if previous else "",
+            selected.yaml,
             f"version {previous.number}" if previous else "(nothing)",
             f"version {selected.number}",
+            _secrets(previous) + _secrets(selected),
         ),
     }
     return render(request, "pipelines/history.html", context)

@@ -29,9 +29,10 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 
-from executions.context import build_context, mask
+from executions.context import build_context
 from executions.models import LogChunk, Status, StepRun
 from executions.runners.base import Lease, StepResult, with_db_retry
+from stageline.masking import StreamMasker, mask
 
 FLUSH_SECONDS = 0.25
 READ_SIZE = 65536
@@ -44,8 +45,8 @@ MAX_OUTPUT_VALUE = 64 * 1024
 class LogWriter:
     """Appends masked output to a step's log in chunks; keeps head and tail past the limit.
 
-    Secrets are masked in the bytes as they arrive; the last ``len(longest secret) - 1`` bytes
-    wait for the next read, so that a secret cut by a read boundary is masked all the same.
+    Secrets are masked in the bytes as they arrive (``stageline.masking.StreamMasker``: a few
+    bytes wait for the next read, so that a secret cut by a read boundary is masked all the same).
     The head is decoded incrementally and every cut is made where a character starts, so that
     a multi-byte character cut by a boundary is stored whole.
     """
@@ -54,9 +55,7 @@ class LogWriter:
         """``seq``: the number of chunks stored already (none for a freshly claimed step: a
         step is claimed once, from QUEUED, and never returns there)."""
         self.step_id = step.pk
-        self.secrets = [secret.encode() for secret in secrets if secret]
-        self.keep = max((len(secret) for secret in self.secrets), default=1) - 1
-        self.carry = b""  # masked already, but may hold the start of a secret
+        self.masker = StreamMasker(secrets)
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.seq = seq
         self.pending = b""
@@ -70,16 +69,8 @@ class LogWriter:
         self.pid: int | None = None  # the step's process, stored with the first piece of output
         self.pid_stored = False
 
-    def _mask(self, data: bytes, final: bool = False) -> bytes:
-        data = self.carry + data
-        for secret in self.secrets:
-            data = data.replace(secret, b"***")
-        cut = len(data) if final else max(0, len(data) - self.keep)
-        data, self.carry = data[:cut], data[cut:]
-        return data
-
     def feed(self, data: bytes, final: bool = False) -> None:
-        data = self._mask(data, final)
+        data = self.masker.feed(data, final)
         if self.truncated:
             self._to_tail(data)
             return

@@ -22,7 +22,6 @@ from pipelines.spec.model import (
     Stage,
     Step,
     Variable,
-    mask_secrets,
     secret_literals,
 )
 from pipelines.spec.validate import parse_cached, parse_duration, parse_pipeline
@@ -38,7 +37,6 @@ __all__ = [
     "Step",
     "Variable",
     "load_yaml",
-    "mask_secrets",
     "parse_cached",
     "parse_duration",
     "parse_pipeline",

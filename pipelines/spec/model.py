@@ -143,36 +143,6 @@ class PipelineSpec:
         return [v for v in self.all_variables if v.is_secret]
 
 
-def _indent(line: str) -> int:
-    return len(line) - len(line.lstrip(" "))
-
-
-def mask_secrets(text: str, spec: PipelineSpec | None) -> str:
-    """``text`` with the fixed values and defaults of Secret variables replaced by ``***``.
-
-    Only the lines of each secret variable's own mapping are touched (from its first line up to
-    the next line indented no deeper than it), so the rest of the definition reads unchanged.
-    """
-    if spec is None:
-        return text
-    lines = text.split("\n")
-    for var in spec.secret_variables:
-        literals = {str(v) for v in (var.value, var.default) if v not in (None, "", RUNTIME_INPUT)}
-        if not literals or not 1 <= var.line <= len(lines):
-            continue
-        first = var.line - 1
-        base = _indent(lines[first])  # the column of the item's "- " (or of its first key)
-        end = first + 1
-        while end < len(lines) and (not lines[end].strip() or _indent(lines[end]) > base):
-            end += 1
-        pattern = re.compile(
-            "|".join(re.escape(lit) for lit in sorted(literals, key=len, reverse=True))
-        )
-        for index in range(first, end):
-            lines[index] = pattern.sub("***", lines[index])
-    return "\n".join(lines)
-
-
 def secret_literals(spec: PipelineSpec) -> list[str]:
     """The fixed values and defaults of the Secret variables written in the definition."""
     return sorted(
