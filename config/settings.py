@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import parse_qsl, unquote, urlparse
 
+import dj_database_url
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
@@ -26,11 +26,21 @@ def env_str(name: str, default: str = "") -> str:
     return os.environ.get(name, default)
 
 
+BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
 def env_bool(name: str, default: bool = False) -> bool:
+    """true/false, 1/0 or yes/no (any case); anything else stops start-up (a typo such as
+    ``ture`` must not quietly mean false)."""
     value = os.environ.get(name)
-    if value is None or value == "":
+    if value is None or value.strip() == "":
         return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+    try:
+        return BOOLEANS[value.strip().lower()]
+    except KeyError:
+        raise ImproperlyConfigured(
+            f"{name} must be true or false (or 1/0, yes/no), not {value!r}"
+        ) from None
 
 
 def env_int(name: str, default: int) -> int:
@@ -48,47 +58,43 @@ def env_list(name: str, default: str) -> list[str]:
 
 
 def database_from_url(url: str) -> dict:
-    """Turn ``sqlite:///path`` or ``postgres://user:pw@host:port/name`` into a DATABASES entry."""
-    parsed = urlparse(url)
-    options = dict(parse_qsl(parsed.query))
-    if parsed.scheme == "sqlite":
-        path = unquote(parsed.path)
-        if path.startswith("//"):  # sqlite:////absolute/path
-            name = path[1:]
-        elif path.startswith("/"):  # sqlite:///relative/path (to the project root)
-            name = str(BASE_DIR / path[1:])
-        else:
-            name = str(VAR_DIR / "stageline.sqlite3")
-        return {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": name,
-            "OPTIONS": {
-                # IMMEDIATE: a writing transaction takes the write lock at BEGIN, so two
-                # processes never deadlock upgrading read locks ("database is locked").
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 30,
-                "init_command": (
-                    "PRAGMA journal_mode=WAL;"
-                    "PRAGMA synchronous=NORMAL;"
-                    "PRAGMA busy_timeout=30000;"
-                    "PRAGMA foreign_keys=ON;"
-                ),
-            },
-            "TEST": {"NAME": str(VAR_DIR / "test-stageline.sqlite3")},
-        }
-    if parsed.scheme in {"postgres", "postgresql", "pgsql"}:
-        return {
-            "ENGINE": "django.db.backends.postgresql",
-            "NAME": unquote(parsed.path.lstrip("/")) or "stageline",
-            "USER": unquote(parsed.username or ""),
-            "PASSWORD": unquote(parsed.password or ""),
-            "HOST": parsed.hostname or "",
-            "PORT": str(parsed.port or ""),
-            "CONN_MAX_AGE": env_int("DATABASE_CONN_MAX_AGE", 60),
-            "CONN_HEALTH_CHECKS": True,
-            "OPTIONS": options,
-        }
-    raise ImproperlyConfigured(f"DATABASE_URL scheme {parsed.scheme!r} is not supported")
+    """Turn ``sqlite:///path`` or ``postgres://user:pw@host:port/name`` into a DATABASES entry
+    (parsed by dj-database-url). A relative SQLite path is relative to the project root;
+    ``sqlite://`` alone is the default file under ``var/``."""
+    scheme = url.partition("://")[0].lower()
+    if scheme not in {"sqlite", "postgres", "postgresql", "pgsql"}:
+        raise ImproperlyConfigured(
+            f"DATABASE_URL scheme {scheme!r} is not supported: use sqlite:///PATH or "
+            "postgres://USER:PASSWORD@HOST:PORT/NAME"
+        )
+    try:
+        parsed = dj_database_url.parse(
+            url, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60), conn_health_checks=True
+        )
+    except ValueError as exc:  # a port that is not a number, a stray character
+        raise ImproperlyConfigured(f"DATABASE_URL cannot be read: {exc}") from None
+    if scheme != "sqlite":
+        return {**parsed, "NAME": parsed["NAME"] or "stageline"}
+    name = parsed["NAME"]
+    if name in {"", ":memory:"}:
+        name = VAR_DIR / "stageline.sqlite3"
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": str(BASE_DIR / name),  # an absolute path stays as it is
+        "OPTIONS": {
+            # IMMEDIATE: a writing transaction takes the write lock at BEGIN, so two
+            # processes never deadlock upgrading read locks ("database is locked").
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 30,
+            "init_command": (
+                "PRAGMA journal_mode=WAL;"
+                "PRAGMA synchronous=NORMAL;"
+                "PRAGMA busy_timeout=30000;"
+                "PRAGMA foreign_keys=ON;"
+            ),
+        },
+        "TEST": {"NAME": str(VAR_DIR / "test-stageline.sqlite3")},
+    }
 
 
 DEBUG = env_bool("DEBUG", False)

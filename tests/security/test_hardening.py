@@ -3,37 +3,13 @@ answer HTML built from what the client sent."""
 
 from __future__ import annotations
 
-import os
 import secrets
-import subprocess
-import sys
-from pathlib import Path
 
 from django.urls import reverse
 
 from executions.models import StepRun
 from tests.executions.pages import as_user, failed_serial, htmx
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
-    dropped = {
-        "DEBUG",
-        "STAGELINE_HTTPS",
-        "SECRET_KEY",
-        "DJANGO_ALLOW_ASYNC_UNSAFE",
-    }  # set by the browser tests
-    full_env = {k: v for k, v in os.environ.items() if k not in dropped}
-    full_env.update(env)
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+from tests.security.commands import manage
 
 
 def test_deploy_checks_are_clean_with_production_settings():
