@@ -1,4 +1,5 @@
-"""Forms of the execution dialogs: Retry, Rerun, Approve/Reject and Abort.
+"""Forms of the execution dialogs: the runtime inputs of Run, Retry and Rerun (one form),
+Approve/Reject.
 
 They only parse what was posted and render the fields. Every rule (which stage may be picked,
 which inputs may change, what a value must look like) belongs to ``executions.retry`` and
@@ -12,10 +13,12 @@ an unknown one) reaches the domain and is refused with its message.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 from django import forms
-from django.http import QueryDict
 
 from executions.retry import InputField
+from pipelines.spec.model import PipelineSpec
 
 INPUT_PREFIX = "input-"
 REASON_MAX_CHARS = 2000
@@ -26,7 +29,7 @@ def input_name(key: str) -> str:
     return INPUT_PREFIX + key
 
 
-def posted_inputs(data: QueryDict) -> dict[str, str]:
+def posted_inputs(data: Mapping[str, str]) -> dict[str, str]:
     """Every ``input-*`` value of a request, keyed by input key."""
     return {
         name[len(INPUT_PREFIX) :]: data.get(name, "")
@@ -35,41 +38,70 @@ def posted_inputs(data: QueryDict) -> dict[str, str]:
     }
 
 
+def run_entries(spec: PipelineSpec) -> list[InputField]:
+    """The inputs of a first run: every runtime input, prefilled with its default."""
+    return [
+        InputField(var, "" if var.is_secret or var.default is None else str(var.default), True)
+        for var in spec.inputs
+    ]
+
+
 def _input_form_field(entry: InputField) -> forms.Field:
     var = entry.variable
-    label = f"{var.stage} › {var.name}" if var.stage else var.name
-    attrs = {"class": "runtime-input"}
+    help_parts = [var.description] if var.description else []
+    if var.type == "Number":
+        help_parts.append("A number.")
+    attrs: dict[str, str] = {}
+    if var.required and var.default is None:
+        attrs["aria-required"] = "true"
     if var.is_secret:
+        attrs["autocomplete"] = "new-password"
         if entry.has_value:
             attrs["placeholder"] = "unchanged (a value is set)"
+        elif var.default is not None:
+            help_parts.append("Blank keeps the pipeline's default secret.")
         widget: forms.Widget = forms.PasswordInput(attrs=attrs, render_value=False)
     elif var.allowed_values:
-        blank = f"(default: {var.default})" if var.default not in (None, "") else "(none)"
+        blank = "— choose —" if var.default in (None, "") else f"(default: {var.default})"
         widget = forms.Select(
             attrs=attrs, choices=[("", blank), *[(v, v) for v in var.allowed_values]]
         )
     else:
+        if var.default is not None:
+            help_parts.append(f"Blank means the default, {var.default}.")
         if var.type == "Number":
             attrs["inputmode"] = "decimal"
         widget = forms.TextInput(attrs=attrs)
+    widget.attrs["class"] = "runtime-input"  # the Retry dialog sends these with its previews
     # Nothing is checked here: the domain validates the value and names the problem.
-    return forms.CharField(
-        label=label, required=False, strip=False, widget=widget, help_text=var.description
+    field = forms.CharField(
+        label=var.name, required=False, strip=False, widget=widget, help_text=" ".join(help_parts)
     )
+    field.show_required = var.required  # type: ignore[attr-defined]
+    return field
 
 
 class InputsForm(forms.Form):
-    """A form with one field per editable runtime input, prefilled from the previous run.
+    """The runtime inputs of Run, Retry and Rerun: one field per editable input, named
+    ``input-<key>``, prefilled with the entry's value (the default for a run, the previous
+    value for a retry or a rerun).
 
     ``values`` (what the operator typed so far, keyed by input key) wins over the prefill, so a
     re-rendered dialog keeps the operator's edits; secrets are never sent back.
+    ``spec`` (the version the inputs belong to) names the groups of stage inputs.
     """
 
     def __init__(
-        self, *args, entries: list[InputField] = (), values: dict[str, str] | None = None, **kwargs
+        self,
+        *args,
+        entries: Iterable[InputField] = (),
+        values: Mapping[str, str] | None = None,
+        spec: PipelineSpec | None = None,
+        **kwargs,
     ):
         super().__init__(*args, **kwargs)
         values = values or {}
+        self.stage_names = {s.identifier: s.name for s in spec.stages} if spec else {}
         self.entries = [e for e in entries if e.editable]
         for entry in self.entries:
             name = input_name(entry.key)
@@ -80,14 +112,32 @@ class InputsForm(forms.Form):
     def input_fields(self) -> list[tuple[InputField, forms.BoundField]]:
         return [(entry, self[input_name(entry.key)]) for entry in self.entries]
 
+    def groups(self) -> list[dict]:
+        """The fields in pipeline order: pipeline-level inputs, then each stage's."""
+        result: list[dict] = []
+        by_stage: dict[str | None, list[forms.BoundField]] = {}
+        for entry, bound in self.input_fields():
+            by_stage.setdefault(entry.variable.stage, []).append(bound)
+        for stage, fields in by_stage.items():
+            if stage is None:
+                result.insert(0, {"title": "Pipeline inputs", "fields": fields})
+            else:
+                title = f"Stage: {self.stage_names.get(stage, stage)}"
+                result.append({"title": title, "fields": fields})
+        return result
+
     def posted_inputs(self) -> dict[str, str]:
         return posted_inputs(self.data)
 
-    def show_field_errors(self, field_errors: dict[str, str]) -> None:
-        """Attach the domain's per-input errors to the fields that are shown."""
+    def show_field_errors(self, field_errors: Mapping[str, str]) -> None:
+        """Attach the domain's per-input errors to the fields that are shown; the others (an
+        input that is not one of this dialog's, say) to the form."""
+        self.is_valid()  # builds cleaned_data so that add_error() may be used
         for key, message in field_errors.items():
             name = input_name(key)
-            if name in self.fields and not self.has_error(name):
+            if name not in self.fields:
+                self.add_error(None, message)
+            elif not self.has_error(name):
                 self.add_error(name, message)
 
 

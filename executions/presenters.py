@@ -19,6 +19,7 @@ from executions.retry import ALL, FAILED_ONLY, rerun_blocker, retry_blocker, ret
 from executions.states import ACTIVE, Status, is_terminal
 from pipelines import permissions
 from pipelines.diffs import diff_rows
+from pipelines.spec.model import PipelineSpec
 from stageline.errors import Refusal
 
 RETRY_MODE_LABELS = {FAILED_ONLY: "failed stages only", ALL: "all stages of the group"}
@@ -219,6 +220,12 @@ def resumed_label(execution: Execution) -> str:
 
 
 # --- dialogs ------------------------------------------------------------------------------
+
+
+def current_spec(execution: Execution) -> PipelineSpec | None:
+    """The spec of the pipeline's current version (what a rerun runs), if it has one."""
+    current = execution.pipeline.current_version
+    return current.spec if current is not None else None
 
 
 def retry_context(

@@ -147,7 +147,7 @@ def execution_retry(request: HttpRequest, pk: int) -> HttpResponse:
         plan = plan_retry(execution, user)
     # The dialog re-renders as the pick changes: it sends what was typed so far, which is kept.
     values = posted_inputs(params)
-    form = RetryForm(entries=plan.inputs, values=values)
+    form = RetryForm(entries=plan.inputs, values=values, spec=execution.version.spec)
     context = presenters.retry_context(execution, plan, form, values, error)
     if error is not None:
         return _dialog(request, "executions/retry.html", context, status=error.status)
@@ -200,7 +200,7 @@ def _retry_submit(request: HttpRequest, execution: Execution) -> HttpResponse:
         )
     except Refusal:
         plan = plan_retry(execution, user)
-    form = RetryForm(request.POST, entries=plan.inputs)
+    form = RetryForm(request.POST, entries=plan.inputs, spec=execution.version.spec)
     form.is_valid()
     form.show_field_errors(error.field_errors)
     context = presenters.retry_context(execution, plan, form, posted_inputs(request.POST), error)
@@ -219,7 +219,7 @@ def execution_rerun(request: HttpRequest, pk: int) -> HttpResponse:
     user = request.user
     plan = plan_rerun(execution, user)
     if request.method == "GET":
-        form = RerunForm(entries=plan.inputs)
+        form = RerunForm(entries=plan.inputs, spec=presenters.current_spec(execution))
         status = 200 if plan.allowed else _refusal_status(execution, user)
         return _dialog(
             request,
@@ -227,7 +227,7 @@ def execution_rerun(request: HttpRequest, pk: int) -> HttpResponse:
             presenters.rerun_context(execution, plan, form),
             status=status,
         )
-    form = RerunForm(request.POST, entries=plan.inputs)
+    form = RerunForm(request.POST, entries=plan.inputs, spec=presenters.current_spec(execution))
     stages = form.posted_stages()
     error: Refusal | None = None
     if plan.stage_selection and plan.allowed and not stages:

@@ -1,5 +1,5 @@
 """Forms of the project and pipeline pages: the executions filter bar, the pipeline editor and
-the Run dialog's runtime inputs.
+the Run dialog's stage picker (its runtime inputs are ``executions.forms.InputsForm``).
 
 The forms only read and render what the user typed; the rules stay where they live:
 ``executions.listing`` filters, ``pipelines.services.save_pipeline`` validates definitions
@@ -16,7 +16,7 @@ from django import forms
 
 from executions.listing import EXECUTION_STATUSES, Filters
 from pipelines.spec.errors import SpecError
-from pipelines.spec.model import PipelineSpec, Variable
+from pipelines.spec.model import PipelineSpec
 
 DATE_FORMAT = "%Y-%m-%d"
 
@@ -174,96 +174,6 @@ def annotate_lines(text: str, errors: Iterable[SpecError]) -> tuple[list[dict], 
         else:
             unplaced.append(error)
     return lines, unplaced
-
-
-INPUT_PREFIX = "input"  # fields are posted as input-<key>, as in the Retry/Rerun dialogs
-
-
-class RunInputsForm(forms.Form):
-    """The runtime inputs of a pipeline, one field per ``spec.inputs`` variable, posted as
-    ``input-<key>`` (``input-version``, ``input-build.target``) so that no input can collide
-    with another field. Fields are optional here: ``run_pipeline`` validates (defaults,
-    required, type, allowed values) and its ``field_errors`` are attached with
-    ``add_service_errors``. Secret values are never sent back to the browser."""
-
-    def __init__(self, spec: PipelineSpec, data: Mapping[str, str] | None = None) -> None:
-        super().__init__(data, prefix=INPUT_PREFIX)
-        self.spec = spec
-        self.variables: dict[str, Variable] = {}
-        for var in spec.inputs:
-            self.variables[var.key] = var
-            self.fields[var.key] = self._field_for(var)
-
-    @staticmethod
-    def _field_for(var: Variable) -> forms.Field:
-        help_parts = []
-        if var.description:
-            help_parts.append(var.description)
-        if var.type == "Number":
-            help_parts.append("A number.")
-        if var.default is not None and not var.is_secret and not var.allowed_values:
-            help_parts.append(f"Blank means the default, {var.default}.")
-        attrs: dict[str, str] = {}
-        if var.required and var.default is None:
-            attrs["aria-required"] = "true"
-        if var.allowed_values:
-            choices = [(value, value) for value in var.allowed_values]
-            if var.default is None:
-                choices = [("", "— choose —"), *choices]
-            field: forms.Field = forms.CharField(
-                required=False, widget=forms.Select(attrs=attrs, choices=choices)
-            )
-        elif var.is_secret:
-            attrs["autocomplete"] = "new-password"
-            if var.default is not None:
-                help_parts.append("Blank keeps the pipeline's default secret.")
-            field = forms.CharField(
-                required=False,
-                strip=False,
-                widget=forms.PasswordInput(attrs=attrs, render_value=False),
-            )
-        else:
-            if var.type == "Number":
-                attrs["inputmode"] = "decimal"
-            field = forms.CharField(
-                required=False, strip=False, widget=forms.TextInput(attrs=attrs)
-            )
-        field.label = var.name
-        field.help_text = " ".join(help_parts)
-        field.initial = None if var.is_secret else var.default
-        field.show_required = var.required  # type: ignore[attr-defined]
-        return field
-
-    def groups(self) -> list[dict]:
-        """The fields in pipeline order: pipeline-level inputs, then each stage's."""
-        result: list[dict] = []
-        pipeline_level = [self[key] for key, var in self.variables.items() if var.stage is None]
-        if pipeline_level:
-            result.append({"title": "Pipeline inputs", "fields": pipeline_level})
-        for stage in self.spec.stages:
-            fields = [self[var.key] for var in stage.variables if var.is_input]
-            if fields:
-                result.append({"title": f"Stage: {stage.name}", "fields": fields})
-        return result
-
-    def submitted_inputs(self) -> dict[str, str]:
-        """Every posted ``input-*`` value by input key, including keys that are not inputs of
-        this pipeline (so that ``run_pipeline`` refuses them by name); blank for a field left
-        empty."""
-        prefix = INPUT_PREFIX + "-"
-        values = {key: "" for key in self.variables}
-        for name in self.data:
-            if name.startswith(prefix):
-                values[name[len(prefix) :]] = self.data.get(name, "")
-        return values
-
-    def add_service_errors(self, field_errors: Mapping[str, str], message: str) -> None:
-        """Attach ``run_pipeline``'s refusal: each message to its input, the rest to the form."""
-        self.is_valid()  # builds cleaned_data so that add_error() may be used
-        for key, text in field_errors.items():
-            self.add_error(key if key in self.fields else None, text)
-        if not field_errors:
-            self.add_error(None, message)
 
 
 class StageSelectionForm(forms.Form):

@@ -21,6 +21,7 @@ from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect
 
 from executions import listing
+from executions.forms import InputsForm, run_entries
 from executions.models import Execution, Status
 from executions.services import run_pipeline
 from pipelines import permissions
@@ -28,7 +29,6 @@ from pipelines.diffs import unified_rows
 from pipelines.forms import (
     ExecutionFilterForm,
     PipelineEditForm,
-    RunInputsForm,
     StageSelectionForm,
     annotate_lines,
 )
@@ -300,14 +300,17 @@ def pipeline_history(request: HttpRequest, org: str, project: str, identifier: s
 
 
 def _run_context(
-    pipeline: Pipeline, form: RunInputsForm, stages_form: StageSelectionForm | None
+    pipeline: Pipeline,
+    form: InputsForm,
+    stages_form: StageSelectionForm | None,
+    error: Refusal | None = None,
 ) -> dict:
     return {
         "pipeline": pipeline,
         "project": pipeline.project,
         "form": form,
+        "error": error.message if error else "",
         "stages_form": stages_form,
-        "groups": form.groups(),
         "version": pipeline.current_version,
         "run_url": reverse(
             "pipeline_run",
@@ -340,22 +343,24 @@ def pipeline_run(request: HttpRequest, org: str, project: str, identifier: str) 
         return _refusal(request, pipeline, Invalid("This pipeline has no definition yet."))
     spec = version.spec
     status = 200
+    error: Refusal | None = None
     selectable = spec.allow_stage_selection
+    entries = run_entries(spec)
     if request.method == "POST":
-        form = RunInputsForm(spec, request.POST)
+        form = InputsForm(request.POST, entries=entries, spec=spec)
         stages_form = StageSelectionForm(spec, request.POST) if selectable else None
         try:
             execution = run_pipeline(
                 pipeline=pipeline,
                 user=request.user,
-                inputs=form.submitted_inputs(),
+                inputs=form.posted_inputs(),
                 stages=(stages_form.submitted() if stages_form else None) or None,
             )
         except (Forbidden, NotFound) as refusal:
             return _refusal(request, pipeline, refusal)
         except Refusal as exc:
-            form.add_service_errors(exc.field_errors, exc.message)
-            status = exc.status
+            form.show_field_errors(exc.field_errors)
+            error, status = exc, exc.status
         else:
             target = reverse("execution", args=[execution.pk])
             messages.success(request, f"Started {pipeline.name} #{execution.sequence}.")
@@ -363,7 +368,9 @@ def pipeline_run(request: HttpRequest, org: str, project: str, identifier: str) 
                 return HttpResponseClientRedirect(target)
             return redirect(target)
     else:
-        form = RunInputsForm(spec)
+        form = InputsForm(entries=entries, spec=spec)
         stages_form = StageSelectionForm(spec) if selectable else None
     template = "pipelines/run.html#dialog" if request.htmx else "pipelines/run.html"
-    return render(request, template, _run_context(pipeline, form, stages_form), status=status)
+    return render(
+        request, template, _run_context(pipeline, form, stages_form, error), status=status
+    )

@@ -54,7 +54,9 @@ def impact(html: str) -> tuple[list[str], list[str]]:
 
 
 def editable_inputs(html: str) -> list[str]:
-    return re.findall(r'name="input-([^"]+)"', section(html, 'class="retry-inputs"', "</fieldset>"))
+    return re.findall(
+        r'name="input-([^"]+)"', section(html, 'class="retry-inputs"', 'id="retry-impact"')
+    )
 
 
 def frozen_inputs(html: str) -> list[str]:
