@@ -158,6 +158,23 @@ def worker(transactional_db, _workers):
     yield _workers
 
 
+SESSION_PROCESSES = ("w1", "beat")  # started once per session by ``_workers`` in process mode
+
+
+@pytest.fixture
+def workers(worker):
+    """Process mode only (the integration and fault suites): the session's ``ProcessWorkers``
+    (worker ``w1`` on ``default`` and the beat that sends the reaper every second; lease 4 s,
+    heartbeat 1 s). Workers a test starts on it are stopped after the test."""
+    for name in SESSION_PROCESSES:
+        proc = worker.procs.get(name)
+        assert proc is not None and proc.poll() is None, (
+            f"the session's {name} process is gone; its log: {worker.logs.get(name)}"
+        )
+    yield worker
+    worker.stop_all_but(*SESSION_PROCESSES)
+
+
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, message: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -7,9 +7,9 @@ import pytest
 from executions import engine
 from executions.models import Event, Execution, LogChunk, StageRun, Status, StepRun
 from executions.services import Conflict, abort_execution, answer_approval, run_pipeline
+from stageline.processes import live_processes_in_group
 from tests.conftest import wait_for, wait_for_stage, wait_for_status
 from tests.factories import make_pipeline, serial_pipeline, shell_stage
-from tests.processes import live_processes_in_group
 
 pytestmark = pytest.mark.engine
 

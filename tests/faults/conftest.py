@@ -19,14 +19,12 @@ from django.db import connection
 from executions.models import Execution, LogChunk, StepRun
 from tests.faults.servers import (
     FAULTS_DIR,
-    FaultWorkers,
     Gunicorn,
     PostgresCluster,
     RedisServer,
     kill_leftovers,
 )
-
-SESSION_PROCESSES = ("w1", "beat")
+from tests.workers import ProcessWorkers
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -36,26 +34,15 @@ def _no_leftovers():
 
 
 @pytest.fixture
-def session_workers(worker):
-    """The session's ``ProcessWorkers``: worker ``w1`` on ``default`` and the beat that sends
-    the reaper every second (lease 4 s, heartbeat 1 s)."""
-    for name in SESSION_PROCESSES:
-        proc = worker.procs.get(name)
-        assert proc is not None and proc.poll() is None, (
-            f"the session's {name} is gone; log: {worker.logs.get(name)}"
-        )
-    yield worker
-    worker.stop_all_but(*SESSION_PROCESSES)
-
-
-@pytest.fixture
-def fault_workers(session_workers) -> Iterator:
-    """Make ``FaultWorkers`` (workers with settings of their own); all are stopped afterwards."""
-    made: list[FaultWorkers] = []
+def fault_workers(workers) -> Iterator:
+    """Make ``ProcessWorkers`` with settings of their own (``env=``, ``database_url=``,
+    ``lease_seconds=``…), their logs and pid files in ``$STAGELINE_VAR_DIR/test-faults``; they
+    never touch the session's ``w1`` and ``beat``. All are stopped afterwards."""
+    made: list[ProcessWorkers] = []
     FAULTS_DIR.mkdir(parents=True, exist_ok=True)
 
-    def make(**options) -> FaultWorkers:
-        group = FaultWorkers(connection.settings_dict["NAME"], **options)
+    def make(**options) -> ProcessWorkers:
+        group = ProcessWorkers(connection.settings_dict["NAME"], log_dir=FAULTS_DIR, **options)
         made.append(group)
         return group
 
@@ -86,8 +73,8 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
 @pytest.fixture(scope="module")
 def web(django_db_setup) -> Iterator[Gunicorn]:
     """gunicorn (2 processes × 8 threads) on the test database and the session's broker, for
-    the tests of one module (tests using it need the ``session_workers`` too)."""
-    server = Gunicorn(FaultWorkers(connection.settings_dict["NAME"]).env())
+    the tests of one module (tests using it need the ``workers`` too)."""
+    server = Gunicorn(ProcessWorkers(connection.settings_dict["NAME"], log_dir=FAULTS_DIR).env())
     server.start()
     yield server
     server.stop()

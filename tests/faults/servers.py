@@ -1,5 +1,6 @@
 """Servers that fault tests start, break and restart: their own Redis, their own PostgreSQL
-cluster, gunicorn, Celery workers with their own settings, and a small HTTP client.
+cluster, gunicorn, and a small HTTP client. Celery workers with settings of their own are
+``tests.workers.ProcessWorkers`` with ``log_dir=FAULTS_DIR`` (the ``fault_workers`` fixture).
 
 The machine's PostgreSQL and Redis are shared (other test sessions use them), so a test that
 stops a server stops one of these throwaway ones, never those. Every process runs in its own
@@ -28,8 +29,8 @@ from urllib.parse import urlencode, urlsplit
 import pytest
 from django.conf import settings
 
-from tests.processes import command_line, is_alive, process_group_of
-from tests.workers import ROOT, ProcessWorkers
+from stageline.processes import command_line, is_alive, process_group_of
+from stageline.workers import ROOT
 
 FAULTS_DIR = Path(settings.VAR_DIR) / "test-faults"
 
@@ -299,47 +300,7 @@ class PostgresCluster:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
-# --- Celery workers with their own settings ---------------------------------------------------
-
-
-class FaultWorkers(ProcessWorkers):
-    """``celery worker`` / ``celery beat`` processes with settings of their own: another
-    broker, another database, a short visibility timeout, a small log limit…
-
-    They keep their logs and pid files in ``$STAGELINE_VAR_DIR/test-faults`` (not the session
-    workers' folder), and never touch the session's ``w1`` and ``beat``.
-    """
-
-    def __init__(
-        self,
-        database_name: str,
-        *,
-        env: dict[str, str] | None = None,
-        database_url: str | None = None,
-        lease_seconds: int = 4,
-        heartbeat_seconds: int = 1,
-        reaper_interval_seconds: int = 1,
-    ):
-        super().__init__(
-            database_name,
-            lease_seconds=lease_seconds,
-            heartbeat_seconds=heartbeat_seconds,
-            reaper_interval_seconds=reaper_interval_seconds,
-        )
-        self.extra_env = dict(env or {})
-        self.database_url = database_url
-        self.log_dir = FAULTS_DIR
-
-    def env(self, **overrides: str) -> dict[str, str]:
-        env = super().env()
-        if self.database_url:
-            env["DATABASE_URL"] = self.database_url
-        env.update(self.extra_env)
-        env.update(overrides)
-        return env
-
-    def log_text(self, name: str) -> str:
-        return self.logs[name].read_text(errors="replace")
+# --- Celery workers with their own settings: ProcessWorkers(log_dir=FAULTS_DIR, env=...) ----
 
 
 def forget_unacked(broker_url: str) -> None:

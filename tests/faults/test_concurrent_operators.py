@@ -48,7 +48,7 @@ def race(
 
 
 def test_fifty_simultaneous_retry_posts_make_one_retry_and_send_everyone_to_it(
-    web, session_workers, personas
+    web, workers, personas
 ):
     operators = [personas.executor, personas.admin]
     for number in range(8):
@@ -102,7 +102,7 @@ def test_fifty_simultaneous_retry_posts_make_one_retry_and_send_everyone_to_it(
 
 
 def test_an_abort_racing_the_end_of_an_execution_leaves_one_consistent_status(
-    web, session_workers, personas
+    web, workers, personas
 ):
     pipeline = make_pipeline(
         personas.project, serial_pipeline("quick", [shell_stage("only", "sleep 1\necho done")])
@@ -138,7 +138,7 @@ def test_an_abort_racing_the_end_of_an_execution_leaves_one_consistent_status(
     assert_nothing_active()
 
 
-def test_approve_racing_reject_makes_exactly_one_decision(web, session_workers, personas):
+def test_approve_racing_reject_makes_exactly_one_decision(web, workers, personas):
     pipeline = make_pipeline(
         personas.project,
         """

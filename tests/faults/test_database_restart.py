@@ -16,9 +16,10 @@ import time
 
 import pytest
 
+from stageline.workers import ROOT
 from tests.factories import serial_pipeline, shell_stage
-from tests.faults.servers import FaultWorkers, Gunicorn, HttpSession
-from tests.workers import ROOT
+from tests.faults.servers import Gunicorn, HttpSession
+from tests.workers import ProcessWorkers
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +67,7 @@ def test_web_and_workers_recover_from_a_database_restart_and_every_execution_end
     cluster = postgres_cluster
     cluster.sql("CREATE DATABASE stageline", dbname="postgres")
     database_url = cluster.url("stageline")
-    group: FaultWorkers = fault_workers(
+    group: ProcessWorkers = fault_workers(
         database_url=database_url,
         lease_seconds=10,
         env={"CELERY_BROKER_URL": redis_server.url(), "STAGELINE_REDISPATCH_AFTER_SECONDS": "5"},

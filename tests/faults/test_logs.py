@@ -64,7 +64,7 @@ class RssSampler(threading.Thread):
 
 
 def test_fifty_megabytes_of_output_keep_head_and_tail_and_the_worker_memory_stays_bounded(
-    session_workers, personas
+    workers, personas
 ):
     pipeline = make_pipeline(
         personas.project, serial_pipeline("flood", [shell_stage("flood", FLOOD, timeout="5m")])
@@ -122,7 +122,7 @@ def test_fifty_megabytes_of_output_keep_head_and_tail_and_the_worker_memory_stay
     assert "The middle was left out" in html
 
 
-def test_multibyte_characters_cut_by_a_read_boundary_are_stored_whole(session_workers, personas):
+def test_multibyte_characters_cut_by_a_read_boundary_are_stored_whole(workers, personas):
     # 300 000 euro signs (3 bytes each) on one line: the runner reads 64 KiB at a time.
     script = "head -c 300000 /dev/zero | tr '\\0' 'x' | sed 's/x/€/g'\necho"
     pipeline = make_pipeline(
@@ -138,7 +138,7 @@ def test_multibyte_characters_cut_by_a_read_boundary_are_stored_whole(session_wo
     assert text.count("€") == 300_000
 
 
-def test_a_secret_cut_by_a_read_boundary_is_still_masked(session_workers, personas):
+def test_a_secret_cut_by_a_read_boundary_is_still_masked(workers, personas):
     secret = "S3cret-" + "k" * 33  # 40 characters, printed 20 000 times on one 2 MB line
     script = (
         'yes "' + "x" * 60 + '<+pipeline.variables.token>" | tr -d "\\n" | head -c 2000000\necho'

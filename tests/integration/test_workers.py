@@ -15,10 +15,10 @@ import pytest
 from executions.models import Execution, LogChunk, StepRun
 from executions.services import abort_execution, run_pipeline
 from executions.states import ACTIVE, Status
+from stageline.processes import is_alive, live_processes_in_group, parent_of
+from stageline.workers import ROOT
 from tests.conftest import wait_for, wait_for_status
 from tests.factories import make_pipeline, serial_pipeline, shell_stage
-from tests.processes import is_alive, live_processes_in_group, parent_of
-from tests.workers import ROOT
 
 pytestmark = pytest.mark.integration
 

@@ -1,5 +1,7 @@
-"""Looking at live processes (to prove that a killed step left nothing behind, and to tell
-which worker process ran a step)."""
+"""Looking at live processes through /proc: whether one lives, its parent, its process group,
+its command line. ``stageline.workers`` uses them to end workers a crashed run left behind and
+to tell which worker a process belongs to; the tests use them to prove that a killed step left
+nothing behind."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ def _stat(pid: int) -> list[str] | None:
 
 def live_processes_in_group(pgid: int) -> list[int]:
     """Pids of processes in process group ``pgid`` that are not zombies."""
-    found = []
+    found: list[int] = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         pid = int(stat.parent.name)
         rest = _stat(pid)
