@@ -156,6 +156,17 @@ def test_a_refused_update_keeps_the_current_version(tmp_path):
     assert pipeline.versions.count() == 1
 
 
+def test_a_long_load_shows_its_progress(tmp_path):
+    for number in range(25):
+        (tmp_path / f"p{number:02d}.yaml").write_text(
+            GOOD.replace("identifier: nightly", f"identifier: nightly_{number:02d}")
+        )
+    out, err = load("acme/web", tmp_path)
+    lines = out.splitlines()
+    assert lines[0] == "[1/25] p00.yaml: nightly_00 v1 created"
+    assert lines[-1] == "[25/25] p24.yaml: nightly_24 v1 created" and err == ""
+
+
 def test_only_yaml_files_are_loaded(tmp_path):
     (tmp_path / "nightly.yaml").write_text(GOOD)
     (tmp_path / "README.md").write_text("# not a pipeline\n")

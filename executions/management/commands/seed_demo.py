@@ -119,6 +119,7 @@ class Command(BaseCommand):
             ),
             "data-success": run_pipeline(pipeline=data, user=executor, inputs={}),
         }
+        self.stdout.write(f"running {len(started)} demo executions on the worker ...")
         answers = {"success": "approve", "rejected": "reject", "aborted": "abort"}
         deadline = time.monotonic() + timeout
         pending = dict(started)
@@ -144,8 +145,10 @@ class Command(BaseCommand):
                             else "Release candidate, not for production",
                         )
                 elif execution.status in TERMINAL:
-                    self.stdout.write(
-                        f"execution {execution.pipeline.identifier} #{execution.sequence}: {execution.status}"
-                    )
                     del pending[name]
+                    done = len(started) - len(pending)
+                    self.stdout.write(
+                        f"[{done}/{len(started)}] execution {execution.pipeline.identifier} "
+                        f"#{execution.sequence}: {execution.status}"
+                    )
             time.sleep(0.2)

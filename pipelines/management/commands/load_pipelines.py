@@ -45,7 +45,9 @@ class Command(BaseCommand):
             )
         files = sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
         refused = 0
-        for path in files:
+        for number, path in enumerate(files, 1):
+            # Progress on long loads (over 20 files: a few seconds or more): "[3/120] name: ...".
+            at = f"[{number}/{len(files)}] " if len(files) > 20 else ""
             try:
                 try:
                     text = path.read_text(encoding="utf-8")
@@ -60,7 +62,7 @@ class Command(BaseCommand):
                 result = save_pipeline(project=proj, yaml_text=text, user=user)
             except SpecErrors as exc:
                 refused += 1
-                self.stderr.write(f"{path.name}: refused")
+                self.stderr.write(f"{at}{path.name}: refused")
                 for error in exc.errors:
                     self.stderr.write(
                         f"  {path.name}:{error.line}: {error.message}"
@@ -74,7 +76,7 @@ class Command(BaseCommand):
                 else ("updated" if result.created_version else "unchanged")
             )
             self.stdout.write(
-                f"{path.name}: {result.pipeline.identifier} v{result.version.number} {state}"
+                f"{at}{path.name}: {result.pipeline.identifier} v{result.version.number} {state}"
             )
         if refused:
             raise Invalid(f"{refused} of {len(files)} file(s) refused")
