@@ -115,9 +115,19 @@ def test_the_demo_round_trips_through_dumpdata_and_loaddata(worker, tmp_path):
         verbosity=0,
     )
     assert any(row["model"] == "executions.execution" for row in json.loads(dump.read_text()))
+    secrets = {e.pk: dict(e.secret_inputs) for e in Execution.objects.exclude(secret_inputs={})}
+    assert secrets, "the demo has executions with a secret input"
+    rows = [row for row in json.loads(dump.read_text()) if row["model"] == "executions.execution"]
+    assert not [row for row in rows if "demo-token-123" in json.dumps(row)], (
+        "a dump holds secret input values in plain text"
+    )
     call_command("flush", "--noinput", verbosity=0)
     assert Execution.objects.count() == 0
     call_command("loaddata", str(dump), verbosity=0)
     assert {m.__name__: m.objects.count() for m in models} == before
+    # loaded as tokens, not encrypted twice: the values read back as they were
+    assert {
+        e.pk: dict(e.secret_inputs) for e in Execution.objects.filter(pk__in=secrets)
+    } == secrets
     failed = Execution.objects.filter(status=Status.FAILED).first()
     assert failed.stage_runs.filter(status=Status.FAILED).exists()
