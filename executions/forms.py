@@ -51,6 +51,8 @@ def _input_form_field(entry: InputField) -> forms.Field:
     help_parts = [var.description] if var.description else []
     if var.type == "Number":
         help_parts.append("A number.")
+    if var.pattern:
+        help_parts.append(f"Must match {var.pattern}.")
     attrs: dict[str, str] = {}
     if var.required and var.default is None:
         attrs["aria-required"] = "true"
@@ -71,7 +73,11 @@ def _input_form_field(entry: InputField) -> forms.Field:
             help_parts.append(f"Blank means the default, {var.default}.")
         if var.type == "Number":
             attrs["inputmode"] = "decimal"
-        widget = forms.TextInput(attrs=attrs)
+        widget = (
+            forms.Textarea(attrs={**attrs, "rows": "3"})
+            if var.multiline
+            else forms.TextInput(attrs=attrs)
+        )
     widget.attrs["class"] = "runtime-input"  # the Retry dialog sends these with its previews
     # Nothing is checked here: the domain validates the value and names the problem.
     field = forms.CharField(

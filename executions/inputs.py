@@ -1,8 +1,9 @@
 """Validation of runtime input values: the same rules for a run, a retry and a rerun.
 
 Inputs are keyed ``name`` (pipeline level) or ``stage.name`` (stage level). A blank value
-takes the variable's default; then ``required``, the type (Number) and ``allowed_values``
-are checked. Secret values are returned apart so that they are never stored with the rest.
+takes the variable's default; then ``required``, the type (Number), line breaks (refused
+unless the variable says ``multiline: true``), ``pattern`` and ``allowed_values`` are checked.
+Secret values are returned apart so that they are never stored with the rest.
 """
 
 from __future__ import annotations
@@ -48,9 +49,13 @@ def check_value(var: Variable, raw: object) -> tuple[str, str]:
         return value, "is required" if var.required else ""
     if var.type == "Number" and not _is_number(value):
         return value, f"must be a number, not '{value[:40]}'"
+    problem = var.value_problem(value)
+    if problem:
+        return value, problem
     if var.allowed_values and value not in var.allowed_values:
-        shown = "***" if var.is_secret else f"'{value[:40]}'"
-        return value, f"must be one of {', '.join(var.allowed_values)} (got {shown})"
+        if var.is_secret:  # a secret's allowed values are secrets too
+            return value, "is not one of its allowed values"
+        return value, f"must be one of {', '.join(var.allowed_values)} (got '{value[:40]}')"
     return value, ""
 
 

@@ -13,11 +13,13 @@ Rules written down where the SPEC is silent:
   a member stage's identifier selects its group.
 - The retry keeps a rerun's stage selection: a stage that was not selected stays SKIPPED.
 - "Time saved" is the sum of the carried-over stages' run times (compute time not paid again).
-- Secret inputs are never sent back to a form; a blank secret field keeps the previous value.
+- Secret inputs are never sent back to a form; a blank secret field keeps the previous value,
+  and a frozen secret sent again with its stored value counts as unchanged.
 """
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -35,7 +37,8 @@ from executions.states import ACTIVE, RETRYABLE, SUCCEEDED, TERMINAL, Status, wo
 from executions.transitions import record
 from pipelines import permissions
 from pipelines.diffs import unified_diff
-from pipelines.spec.model import PipelineSpec, Variable, secret_literals
+from pipelines.spec.model import PipelineSpec, Variable
+from pipelines.spec.redact import mask_secrets
 from stageline.errors import Conflict, Invalid
 
 FAILED_ONLY = "failed_only"
@@ -305,13 +308,13 @@ def plan_retry(
     current = execution.pipeline.current_version
     if current is not None and current.pk != execution.version_id:
         plan.pipeline_changed = True
-        # Fixed Secret values never leave the server, not even in a diff.
+        # Fixed Secret values never leave the server, not even in a diff: both sides are masked
+        # before they are compared.
         plan.diff = unified_diff(
-            execution.version.yaml,
-            current.yaml,
+            mask_secrets(execution.version.yaml),
+            mask_secrets(current.yaml),
             f"v{execution.version.number} (this execution)",
             f"v{current.number} (current)",
-            secret_literals(spec) + secret_literals(current.spec),
         )
     return plan
 
@@ -358,7 +361,11 @@ def _resolve_inputs(
         if entry.editable:
             continue
         value = "" if raw is None else str(raw)
-        unchanged = value == "" if entry.is_secret else value == entry.value
+        if entry.is_secret:  # blank, or the stored value sent again (compared in constant time)
+            stored = execution.secret_inputs.get(key, "") if entry.has_value else ""
+            unchanged = value == "" or hmac.compare_digest(value.encode(), stored.encode())
+        else:
+            unchanged = value == entry.value
         if not unchanged:
             errors[key] = f"Input '{key}' cannot change: {entry.reason}."
     if errors:

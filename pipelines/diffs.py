@@ -1,24 +1,19 @@
 """Unified diffs of pipeline definitions, as rows the templates colour (version history, the
-retry dialog's "changed since" warning, ``retry_execution``'s plan). Secret values are masked
-in the diff text (``stageline.masking``) after diffing, so a changed secret still shows as a
-changed line, with ``***`` on both sides."""
+retry dialog's "changed since" warning, ``retry_execution``'s plan). Callers pass the texts as
+readers may see them (``pipelines.spec.redact.mask_secrets``): Secret literals are masked before
+diffing, by their positions in the YAML."""
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
-
-from stageline.masking import mask
 
 
-def unified_diff(
-    old: str, new: str, old_label: str, new_label: str, secrets: Iterable[str] = ()
-) -> str:
-    """The unified diff of two texts (3 lines of context), every secret value masked."""
+def unified_diff(old: str, new: str, old_label: str, new_label: str) -> str:
+    """The unified diff of two texts (3 lines of context)."""
     diff = difflib.unified_diff(
         old.splitlines(), new.splitlines(), fromfile=old_label, tofile=new_label, lineterm="", n=3
     )
-    return mask("\n".join(diff), secrets)
+    return "\n".join(diff)
 
 
 def diff_rows(diff_text: str) -> list[tuple[str, str]]:
@@ -39,8 +34,6 @@ def diff_rows(diff_text: str) -> list[tuple[str, str]]:
     return rows
 
 
-def unified_rows(
-    old: str, new: str, old_label: str, new_label: str, secrets: Iterable[str] = ()
-) -> list[tuple[str, str]]:
+def unified_rows(old: str, new: str, old_label: str, new_label: str) -> list[tuple[str, str]]:
     """``unified_diff`` as ``diff_rows``."""
-    return diff_rows(unified_diff(old, new, old_label, new_label, secrets))
+    return diff_rows(unified_diff(old, new, old_label, new_label))

@@ -17,6 +17,7 @@ class SaveResult:
     version: PipelineVersion
     created_pipeline: bool
     created_version: bool
+    warnings: tuple[SpecError, ...] = ()  # saved all the same: see ``PipelineSpec.warnings``
 
 
 def save_pipeline(
@@ -52,7 +53,7 @@ def save_pipeline(
         pipeline = Pipeline.objects.select_for_update().get(pk=pipeline.pk)
         current = pipeline.current_version
         if current is not None and current.sha256 == PipelineVersion.hash_yaml(yaml_text):
-            return SaveResult(pipeline, current, created_pipeline, False)
+            return SaveResult(pipeline, current, created_pipeline, False, spec.warnings)
         number = (current.number if current else 0) + 1
         version = PipelineVersion.objects.create(
             pipeline=pipeline, number=number, yaml=yaml_text, created_by=user
@@ -66,4 +67,4 @@ def save_pipeline(
             action="pipeline.saved",
             detail=f"{pipeline.identifier} v{number}",
         )
-    return SaveResult(pipeline, version, created_pipeline, True)
+    return SaveResult(pipeline, version, created_pipeline, True, spec.warnings)

@@ -36,9 +36,8 @@ from pipelines.loaders import load_pipeline, load_project
 from pipelines.models import Pipeline, PipelineVersion, Project
 from pipelines.services import save_pipeline
 from pipelines.spec.errors import SpecError, SpecErrors
-from pipelines.spec.model import secret_literals
+from pipelines.spec.redact import mask_secrets
 from stageline.errors import Forbidden, Invalid, NotFound, Refusal
-from stageline.masking import mask
 
 
 def _pipelines_with_last_execution(user, project: Project) -> list[Pipeline]:
@@ -62,12 +61,9 @@ def _pipelines_with_last_execution(user, project: Project) -> list[Pipeline]:
 # --- what a reader may see of a definition ----------------------------------------------------
 
 
-def _secrets(version: PipelineVersion | None) -> list[str]:
-    """The fixed Secret values written in a version (none when it does not parse)."""
-    try:
-        return secret_literals(version.spec) if version is not None else []
-    except SpecErrors:
-        return []
+def _readable_yaml(version: PipelineVersion | None) -> str:
+    """A version's text as readers see it: every Secret literal masked, lines kept."""
+    return mask_secrets(version.yaml) if version is not None else ""
 
 
 # --- shared pieces of the pipeline pages ------------------------------------------------------
@@ -175,7 +171,7 @@ def pipeline_definition(
     context = _pipeline_context(request, pipeline, "definition") | {
         "version": version,
         "spec": spec,
-        "lines": annotate_lines(mask(version.yaml, _secrets(version)) if version else "", [])[0],
+        "lines": annotate_lines(_readable_yaml(version), [])[0],
     }
     return render(request, "pipelines/definition.html", context)
 
@@ -238,13 +234,15 @@ def pipeline_edit(request: HttpRequest, org: str, project: str, identifier: str)
                     messages.info(
                         request, "No changes: the definition is the same as the current version."
                     )
+                for warning in result.warnings:
+                    messages.warning(request, f"Warning, {warning}")
                 target = reverse("pipeline_definition", args=[org, project, identifier])
                 if request.htmx:
                     return HttpResponseClientRedirect(target)
                 return redirect(target)
     else:
         form = PipelineEditForm(
-            initial={"yaml": current.yaml if current else "", "base_version": current_number}
+            initial={"yaml": _readable_yaml(current), "base_version": current_number}
         )
     context = _pipeline_context(request, pipeline, "definition") | {
         "form": form,
@@ -289,11 +287,10 @@ def pipeline_history(request: HttpRequest, org: str, project: str, identifier: s
         "selected": selected,
         "previous": previous,
         "diff": unified_rows(
-            previous.yaml if previous else "",
-            selected.yaml,
+            _readable_yaml(previous),
+            _readable_yaml(selected),
             f"version {previous.number}" if previous else "(nothing)",
             f"version {selected.number}",
-            _secrets(previous) + _secrets(selected),
         ),
     }
     return render(request, "pipelines/history.html", context)

@@ -182,7 +182,7 @@ pipeline:
   name: Echo
   identifier: echo
   variables:
-    - {name: payload, type: String, value: <+input>}
+    - {name: payload, type: String, value: <+input>, multiline: true}
   stages:
     - stage:
         identifier: say

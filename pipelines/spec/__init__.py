@@ -22,8 +22,8 @@ from pipelines.spec.model import (
     Stage,
     Step,
     Variable,
-    secret_literals,
 )
+from pipelines.spec.redact import mask_secrets
 from pipelines.spec.validate import parse_cached, parse_duration, parse_pipeline
 
 __all__ = [
@@ -37,8 +37,8 @@ __all__ = [
     "Step",
     "Variable",
     "load_yaml",
+    "mask_secrets",
     "parse_cached",
     "parse_duration",
     "parse_pipeline",
-    "secret_literals",
 ]

@@ -7,9 +7,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipelines.spec.errors import SpecError
+
 EXPRESSION_RE = re.compile(r"<\+([^<>]*)>")
 RUNTIME_INPUT = "<+input>"
 VARIABLE_TYPES = ("String", "Number", "Secret")
+# Every character that ``str.splitlines`` (and so many a reader of a value) breaks a line at.
+LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+LINE_BREAK_RE = re.compile(f"[{re.escape(LINE_BREAKS)}]")
 STEP_TYPES = ("ShellScript", "Approval", "Wait")
 
 
@@ -24,6 +29,21 @@ class Variable:
     description: str = ""
     stage: str | None = None  # None: a pipeline-level variable
     line: int = 0
+    pattern: str = ""  # a full-match regular expression (String variables)
+    multiline: bool = False  # without it, a value holding any line break is refused
+
+    @property
+    def is_free_text(self) -> bool:
+        """A String input that takes any text: no ``pattern``, no ``allowed_values``."""
+        return self.type == "String" and not self.pattern and not self.allowed_values
+
+    def value_problem(self, value: str) -> str:
+        """Why ``value`` breaks this variable's ``multiline``/``pattern`` rules ("" if it does not)."""
+        if not self.multiline and LINE_BREAK_RE.search(value):
+            return "must be one line (it holds a line break; the variable may say multiline: true)"
+        if self.pattern and not re.fullmatch(self.pattern, value):
+            return f"does not match the pattern {self.pattern}"
+        return ""
 
     @property
     def is_input(self) -> bool:
@@ -105,6 +125,9 @@ class PipelineSpec:
     variables: tuple[Variable, ...] = ()
     allow_stage_selection: bool = False
     description: str = ""
+    # What saving should point out without refusing (each with its line): a free-text input
+    # in a bash arithmetic context (``pipelines.spec.arithmetic``).
+    warnings: tuple[SpecError, ...] = field(default=(), compare=False)
     _stage_index: dict[str, Stage] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -141,17 +164,3 @@ class PipelineSpec:
     @property
     def secret_variables(self) -> list[Variable]:
         return [v for v in self.all_variables if v.is_secret]
-
-
-def secret_literals(spec: PipelineSpec) -> list[str]:
-    """The fixed values and defaults of the Secret variables written in the definition."""
-    return sorted(
-        {
-            str(value)
-            for var in spec.secret_variables
-            for value in (var.value, var.default)
-            if value not in (None, "", RUNTIME_INPUT)
-        },
-        key=len,
-        reverse=True,
-    )

@@ -8,13 +8,15 @@ strictly before it. Their values are filled in at run time by ``executions.conte
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
 
 from pipelines.conditions import parse_condition
+from pipelines.spec.arithmetic import DESCRIPTION as ARITHMETIC_CONTEXTS
+from pipelines.spec.arithmetic import arithmetic_spans, in_spans
 from pipelines.spec.errors import SpecError, SpecErrors, as_text, short
 from pipelines.spec.loader import LList, LMap, load_yaml
 from pipelines.spec.model import (
@@ -41,6 +43,7 @@ MAX_DURATION = 30 * 86400  # a timeout or a wait longer than 30 days is a typo
 MAX_NAME_CHARS = 200  # the database columns that store pipeline, stage and step names
 DEFAULT_TIMEOUTS = {"ShellScript": 3600, "Approval": 86400, "Wait": 86400}
 RESERVED_ENV_PREFIXES = ("STAGELINE_", "SL_")
+MAX_PATTERN_CHARS = 1000
 
 
 def parse_duration(value: Any) -> int | None:
@@ -72,6 +75,7 @@ class _Text:
     stage: Stage | None
     where: str
     variable: Variable | None = None
+    script: bool = False  # the script of a ShellScript step
 
     def line_at(self, offset: int) -> int:
         return self.line + self.text.count("\n", 0, offset) if self.literal else self.line
@@ -159,7 +163,17 @@ class _Validator:
     def variable(self, item: LMap, where: str, stage: str | None, seen: set[str]) -> Variable:
         self.check_keys(
             item,
-            {"name", "type", "value", "default", "allowed_values", "required", "description"},
+            {
+                "name",
+                "type",
+                "value",
+                "default",
+                "allowed_values",
+                "required",
+                "description",
+                "pattern",
+                "multiline",
+            },
             f"a variable of {where}",
         )
         name = self.text(item, "name", f"a variable of {where}", required=True)
@@ -248,6 +262,19 @@ class _Validator:
                         f"allowed value '{short(candidate)}' of Number variable '{name}' is not a number",
                         self.line_of(item, "allowed_values"),
                     )
+        pattern = self.pattern(item, name, vtype)
+        multiline = item.get("multiline", False)
+        if not isinstance(multiline, bool):
+            self.error(
+                f"'multiline' of variable '{name}' must be true or false",
+                self.line_of(item, "multiline"),
+            )
+            multiline = False
+        if multiline and vtype == "Number":
+            self.error(
+                f"'multiline' applies to String and Secret variables, not to Number '{name}'",
+                self.line_of(item, "multiline"),
+            )
         variable = Variable(
             name=name,
             type=vtype,
@@ -258,12 +285,51 @@ class _Validator:
             description=self.text(item, "description", f"variable '{name}'"),
             stage=stage,
             line=item.line,
+            pattern=pattern,
+            multiline=multiline,
         )
+        candidates = [("default", default)] if default is not None else []
+        candidates += [("allowed_values", a) for a in allowed]
+        if not is_input and not EXPRESSION_RE.search(value):
+            candidates.append(("value", value))
+        for label, candidate in candidates:
+            problem = variable.value_problem(candidate) if candidate else ""
+            if problem:
+                what = "allowed value" if label == "allowed_values" else label
+                shown = "***" if vtype == "Secret" else f"'{short(candidate)}'"
+                self.error(
+                    f"{what} {shown} of variable '{name}' {problem}",
+                    self.line_of(item, label),
+                )
         if not is_input and value:
             located = self.locate(item, "value", value, None, f"variable '{name}'")
             located.variable = variable
             self.texts.append(located)
         return variable
+
+    def pattern(self, item: LMap, name: str, vtype: str) -> str:
+        if item.get("pattern") is None:
+            return ""
+        pattern = self.text(item, "pattern", f"variable '{name}'")
+        line = self.line_of(item, "pattern")
+        if vtype != "String":
+            self.error(f"'pattern' applies to String variables, not to {vtype} '{name}'", line)
+            return ""
+        if len(pattern) > MAX_PATTERN_CHARS:
+            self.error(
+                f"the pattern of variable '{name}' is longer than {MAX_PATTERN_CHARS} characters",
+                line,
+            )
+            return ""
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            self.error(
+                f"the pattern of variable '{name}' is not a valid regular expression: {exc.msg}",
+                line,
+            )
+            return ""
+        return pattern
 
     def allowed_values(self, item: LMap, name: str) -> tuple[str, ...]:
         raw = item.get("allowed_values")
@@ -326,7 +392,9 @@ class _Validator:
             )
             if "script" in spec and spec.get("script") is not None and not script.strip():
                 self.error(f"the script of step '{ident}' is empty", self.line_of(spec, "script"))
-            texts.append(self.locate(spec, "script", script, None, step_where))
+            located = self.locate(spec, "script", script, None, step_where)
+            located.script = True
+            texts.append(located)
             env = self.env(spec, ident, step_where, texts)
         elif stype == "Approval":
             self.check_keys(spec, {"message"}, f"the spec of step '{ident}'")
@@ -506,6 +574,7 @@ class _Validator:
             groups=tuple(groups),
         )
         self.references(spec)
+        spec = replace(spec, warnings=tuple(self.arithmetic_warnings(spec)))
         self.cycles(spec)
         return spec
 
@@ -579,6 +648,28 @@ class _Validator:
                         located.line_at(match.start()),
                     )
 
+    def arithmetic_warnings(self, spec: PipelineSpec) -> list[SpecError]:
+        """A free-text input used where bash evaluates arithmetic (``pipelines.spec.arithmetic``)."""
+        warnings: list[SpecError] = []
+        for located in self.texts:
+            if not located.script:
+                continue
+            spans = arithmetic_spans(located.text)
+            for match in EXPRESSION_RE.finditer(located.text):
+                if not in_spans(match.start(), spans):
+                    continue
+                for var in free_text_inputs(match.group(1).strip(), spec, located.stage):
+                    warnings.append(
+                        SpecError(
+                            f"{located.where}: input '{var.key}' takes any text and bash "
+                            f"evaluates it as arithmetic here ({ARITHMETIC_CONTEXTS}), where a "
+                            "value like a[$(cmd)] runs cmd: give the input a 'pattern' "
+                            "(e.g. '[0-9]+') or 'allowed_values', or make it a Number",
+                            located.line_at(match.start()),
+                        )
+                    )
+        return warnings
+
     def cycles(self, spec: PipelineSpec) -> None:
         """Refuse variables whose values refer to each other in a circle (they would resolve to "")."""
         edges: dict[tuple[str | None, str], list[tuple[str | None, str]]] = {}
@@ -620,6 +711,31 @@ class _Validator:
                     state[target] = 1
                     path.append(target)
                     pending.append(iter(edges[target]))
+
+
+def free_text_inputs(
+    expr: str, spec: PipelineSpec, stage: Stage | None, depth: int = 0
+) -> list[Variable]:
+    """The free-text String inputs whose value ``<+expr>`` may carry (through fixed variables)."""
+    parts = expr.split(".")
+    if depth > 8 or len(parts) != 3 or parts[1] != "variables":
+        return []
+    if parts[0] == "pipeline":
+        variables, scope = spec.variables, None
+    elif parts[0] == "stage" and stage is not None:
+        variables, scope = stage.variables, stage
+    else:
+        return []
+    found: list[Variable] = []
+    for var in variables:
+        if var.name != parts[2]:
+            continue
+        if var.is_input:
+            found += [var] if var.is_free_text else []
+        else:
+            for inner in EXPRESSION_RE.findall(str(var.value)):
+                found += free_text_inputs(inner.strip(), spec, scope, depth + 1)
+    return found
 
 
 def _is_fixed_non_number(text: str) -> bool:

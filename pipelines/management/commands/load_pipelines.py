@@ -78,5 +78,7 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"{at}{path.name}: {result.pipeline.identifier} v{result.version.number} {state}"
             )
+            for warning in result.warnings:
+                self.stdout.write(f"  {path.name}:{warning.line}: warning: {warning.message}")
         if refused:
             raise Invalid(f"{refused} of {len(files)} file(s) refused")

@@ -1,0 +1,71 @@
+"""What a reader may see of a definition: the text with every Secret variable's literals hidden.
+
+A Secret variable's ``value`` (unless it is ``<+input>`` or a single expression such as
+``<+secrets.NAME>``), ``default`` and ``allowed_values`` are replaced by ``***`` where they are
+written, found by their positions in the parsed YAML rather than by searching for their text: a
+value written with escapes (``"\\x41…"``), folded or quoted across lines is hidden all the same.
+Line numbers are kept (a hidden value spanning lines leaves empty lines), so ``#L14`` links and
+the editor's line numbers stay true. Saving refuses literal secrets today; this protects the
+versions stored before that, on the Definition and History pages and in the retry dialog's diff.
+"""
+
+from __future__ import annotations
+
+import re
+
+import yaml
+
+from pipelines.spec.loader import _Loader
+from pipelines.spec.model import RUNTIME_INPUT
+
+HIDDEN = "***"
+UNREADABLE = "# This version cannot be read as YAML, so it is not shown (it may hold secrets).\n"
+SINGLE_EXPRESSION_RE = re.compile(r"^\s*<\+[^<>]*>\s*$")
+SECRET_KEYS = ("value", "default", "allowed_values")
+
+
+def _shown_as_written(node: yaml.Node, key: str) -> bool:
+    """A runtime input or a reference (``<+secrets.X>``) holds no secret of its own."""
+    return (
+        key == "value"
+        and isinstance(node, yaml.ScalarNode)
+        and (node.value == RUNTIME_INPUT or bool(SINGLE_EXPRESSION_RE.match(node.value)))
+    )
+
+
+def secret_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) character offsets of the Secret literals written in ``text``."""
+    loader = _Loader(text)
+    try:
+        root = loader.get_single_node()
+    finally:
+        loader.dispose()
+    spans: list[tuple[int, int]] = []
+    pending: list[yaml.Node] = [root] if root is not None else []
+    while pending:
+        node = pending.pop()
+        if isinstance(node, yaml.MappingNode):
+            pairs = {k.value: v for k, v in node.value if isinstance(k, yaml.ScalarNode)}
+            kind = pairs.get("type")
+            if isinstance(kind, yaml.ScalarNode) and kind.value == "Secret":
+                for key in SECRET_KEYS:
+                    value = pairs.get(key)
+                    if value is not None and not _shown_as_written(value, key):
+                        spans.append((value.start_mark.index, value.end_mark.index))
+            for key_node, value_node in node.value:
+                pending += [key_node, value_node]
+        elif isinstance(node, yaml.SequenceNode):
+            pending += node.value
+    return spans
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with every Secret variable's literals replaced by ``***`` (lines kept)."""
+    try:
+        spans = secret_spans(text)
+    except yaml.YAMLError:
+        return UNREADABLE
+    for start, end in sorted(spans, reverse=True):
+        hidden = text[start:end]
+        text = text[:start] + HIDDEN + "\n" * hidden.count("\n") + text[end:]
+    return text
