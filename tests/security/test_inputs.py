@@ -12,10 +12,11 @@ from django.urls import reverse
 
 from executions.models import Status
 from executions.retry import create_rerun, create_retry
-from executions.services import Invalid, run_pipeline
+from executions.services import run_pipeline
 from pipelines.services import save_pipeline
 from pipelines.spec.errors import SpecErrors
 from pipelines.spec.validate import parse_pipeline
+from stageline.errors import Invalid
 from tests.executions.pages import drive, failed_serial, run
 from tests.factories import make_pipeline
 
