@@ -1,10 +1,11 @@
 """The project's Access page: who holds which role, and (for Project Admins) adding, changing
 and removing role assignments.
 
-A user who may not see the project gets a 404; one who may see it without Manage access gets
-a 403 that says so. Every change goes through ``pipelines.roles``; a refused change re-renders
-the page with the reason and a 4xx, and changes nothing. A project always keeps at least one
-project-wide Project Admin here, so its admins cannot lock everyone out.
+The project comes from ``pipelines.loaders.load_project``: a user who may not see it gets a
+404; one who may see it without Manage access gets a 403 that says so. Every change goes
+through ``pipelines.roles``, which holds the rules (Manage access, and a project always keeps a
+project-wide Project Admin); a refused change re-renders the page with the reason and the
+refusal's status, and changes nothing. This module holds no permission logic of its own.
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import Group
 from django.db.models import F
 from django.db.models.functions import Coalesce
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from pipelines import permissions, roles
+from pipelines.loaders import load_project
 from pipelines.models import Pipeline, Project, Role, RoleAssignment
+from stageline.errors import Forbidden, NotFound, Refusal
 
 ROLE_ERROR = {"invalid_choice": "Choose one of the roles: " + ", ".join(Role.labels) + "."}
 
@@ -95,19 +98,6 @@ class ChangeRoleForm(forms.Form):
     role = forms.ChoiceField(choices=Role.choices, error_messages=ROLE_ERROR)
 
 
-def _project(request: HttpRequest, org: str, project: str) -> Project:
-    """The project if the user may see it (404 otherwise, whether or not it exists)."""
-    found = (
-        permissions.visible_projects(request.user)
-        .select_related("organization")
-        .filter(organization__slug=org, slug=project)
-        .first()
-    )
-    if found is None:
-        raise Http404("No such project.")
-    return found
-
-
 def _assignment(project: Project, assignment_id: int) -> RoleAssignment:
     found = (
         RoleAssignment.objects.select_related("user", "group", "pipeline", "project")
@@ -115,7 +105,7 @@ def _assignment(project: Project, assignment_id: int) -> RoleAssignment:
         .first()
     )
     if found is None:
-        raise Http404("No such role assignment in this project.")
+        raise NotFound("No such role assignment in this project.")
     return found
 
 
@@ -147,15 +137,23 @@ def _page(
     return render(request, "pipelines/access.html", context, status=status)
 
 
-def _refuse_unless_admin(request: HttpRequest, project: Project) -> HttpResponse | None:
-    if permissions.can(request.user, "manage_access", project):
-        return None
-    return _page(
-        request,
-        project,
-        denied=permissions.why_not(request.user, "manage_access", project),
-        status=403,
-    )
+def _administered(
+    request: HttpRequest, org: str, project: str
+) -> tuple[Project, HttpResponse | None]:
+    """The project (``NotFound`` when the user may not see it) and, when they may not manage
+    its access, the page saying so (403)."""
+    try:
+        return load_project(request.user, org, project, "manage_access"), None
+    except Forbidden as refusal:
+        found = load_project(request.user, org, project)
+        return found, _page(request, found, denied=refusal.message, status=refusal.status)
+
+
+def _refused(request: HttpRequest, project: Project, refusal: Refusal) -> HttpResponse:
+    """The page again with the reason a role function gave (nothing was changed)."""
+    if isinstance(refusal, Forbidden):
+        return _page(request, project, denied=refusal.message, status=refusal.status)
+    return _page(request, project, error=refusal.message, status=refusal.status)
 
 
 def _after_change(request: HttpRequest, project: Project) -> HttpResponse:
@@ -171,8 +169,7 @@ def _after_change(request: HttpRequest, project: Project) -> HttpResponse:
 @login_required
 def project_access(request: HttpRequest, org: str, project: str) -> HttpResponse:
     """The Access page (GET) and adding a role assignment (POST)."""
-    project_obj = _project(request, org, project)
-    refused = _refuse_unless_admin(request, project_obj)
+    project_obj, refused = _administered(request, org, project)
     if refused is not None:
         return refused
     if request.method == "GET":
@@ -181,14 +178,17 @@ def project_access(request: HttpRequest, org: str, project: str) -> HttpResponse
     if not form.is_valid():
         return _page(request, project_obj, form=form, status=400)
     data = form.cleaned_data
-    assignment = roles.assign_role(
-        project=project_obj,
-        role=data["role"],
-        user=data["user"],
-        group=data["group"],
-        pipeline=data["pipeline"],
-        granted_by=request.user,
-    )
+    try:
+        assignment = roles.assign_role(
+            project=project_obj,
+            role=data["role"],
+            user=data["user"],
+            group=data["group"],
+            pipeline=data["pipeline"],
+            granted_by=request.user,
+        )
+    except Refusal as refusal:
+        return _refused(request, project_obj, refusal)
     messages.success(request, f"Added {roles.describe(assignment)}.")
     return redirect(
         reverse("project_access", args=[project_obj.organization.slug, project_obj.slug])
@@ -201,8 +201,7 @@ def change_assignment(
     request: HttpRequest, org: str, project: str, assignment_id: int
 ) -> HttpResponse:
     """Give an existing assignment another role."""
-    project_obj = _project(request, org, project)
-    refused = _refuse_unless_admin(request, project_obj)
+    project_obj, refused = _administered(request, org, project)
     if refused is not None:
         return refused
     assignment = _assignment(project_obj, assignment_id)
@@ -210,13 +209,13 @@ def change_assignment(
     if not form.is_valid():
         return _page(request, project_obj, error=form.errors["role"][0], status=400)
     role = form.cleaned_data["role"]
-    problem = roles.last_admin_problem(assignment, role)
-    if problem:
-        return _page(request, project_obj, error=problem, status=409)
     if role == assignment.role:
         messages.info(request, f"Nothing changed: {roles.describe(assignment)} already.")
         return redirect("project_access", project_obj.organization.slug, project_obj.slug)
-    assignment = roles.change_role(assignment=assignment, role=role, changed_by=request.user)
+    try:
+        assignment = roles.change_role(assignment=assignment, role=role, changed_by=request.user)
+    except Refusal as refusal:
+        return _refused(request, project_obj, refusal)
     messages.success(request, f"Changed to {roles.describe(assignment)}.")
     return _after_change(request, project_obj)
 
@@ -227,15 +226,14 @@ def remove_assignment(
     request: HttpRequest, org: str, project: str, assignment_id: int
 ) -> HttpResponse:
     """Remove an assignment and the permissions its role granted."""
-    project_obj = _project(request, org, project)
-    refused = _refuse_unless_admin(request, project_obj)
+    project_obj, refused = _administered(request, org, project)
     if refused is not None:
         return refused
     assignment = _assignment(project_obj, assignment_id)
-    problem = roles.last_admin_problem(assignment)
-    if problem:
-        return _page(request, project_obj, error=problem, status=409)
     description = roles.describe(assignment)
-    roles.revoke_role(assignment=assignment, revoked_by=request.user)
+    try:
+        roles.revoke_role(assignment=assignment, revoked_by=request.user)
+    except Refusal as refusal:
+        return _refused(request, project_obj, refusal)
     messages.success(request, f"Removed {description}.")
     return _after_change(request, project_obj)

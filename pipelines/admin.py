@@ -7,13 +7,15 @@ guardian permissions follow."""
 
 from __future__ import annotations
 
+import copy
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import ActionLocation
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.forms.models import BaseInlineFormSet
-from django.http import Http404
+from django.db import transaction
+from django.http import Http404, QueryDict
 from django.shortcuts import redirect
 from guardian.admin import GuardedModelAdmin
 
@@ -27,6 +29,7 @@ from pipelines.models import (
     Role,
     RoleAssignment,
 )
+from stageline.errors import Refusal
 
 
 def administered_projects(request):
@@ -42,9 +45,22 @@ def _administers_any(request) -> bool:
 
 class ScopedAdmin(admin.ModelAdmin):
     """Limits rows to the projects the staff user administers; ``project_path`` is the lookup
-    from a row to its project (``"pk"`` for projects themselves)."""
+    from a row to its project (``"pk"`` for projects themselves).
+
+    A refusal raised by a service while saving (``pipelines.roles``: the last Project Admin, a
+    missing permission) rolls the whole save back; the page is shown again, as it now is, with
+    the reason (status 200), like a form error."""
 
     project_path = "project"
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except Refusal as refusal:
+            self.message_user(request, refusal.message, messages.ERROR)
+            again = copy.copy(request)
+            again.method, again.POST = "GET", QueryDict()
+            return super().changeform_view(again, object_id, form_url, extra_context)
 
     def get_queryset(self, request):
         qs = super().get_queryset(request)
@@ -142,20 +158,10 @@ class RoleAssignmentForm(forms.ModelForm):
             return self.cleaned_data.get("project")
         return self.instance.project if self.instance.project_id else None
 
-    enforce_last_admin = False  # set on the form class for non-superusers
-
     def clean(self):
         data = super().clean()
         if self.instance.pk:
-            role = data.get("role")
-            problem = (
-                roles.last_admin_problem(self.instance, role)
-                if self.enforce_last_admin and role
-                else ""
-            )
-            if problem:
-                raise ValidationError(problem)
-            return data
+            return data  # only the role changes; pipelines.roles decides whether it may
         user, group, pipeline = data.get("user"), data.get("group"), data.get("pipeline")
         project = self._project()
         if (user is None) == (group is None):
@@ -182,35 +188,9 @@ class RoleAssignmentForm(forms.ModelForm):
         """``clean`` has already said, in words, what the database constraints would refuse."""
 
 
-class RoleAssignmentFormSet(BaseInlineFormSet):
-    """Refuses, for a non-superuser, changes that would leave the project without a Project Admin."""
-
-    enforce_last_admin = False
-
-    def clean(self):
-        super().clean()
-        if not self.enforce_last_admin or self.instance.pk is None or any(self.errors):
-            return
-        had_admin = RoleAssignment.objects.filter(
-            project=self.instance, pipeline__isnull=True, role=Role.ADMIN
-        ).exists()
-        keeps_admin = any(
-            form.cleaned_data.get("role") == Role.ADMIN
-            and form.cleaned_data.get("pipeline") is None
-            and not self._should_delete_form(form)
-            for form in self.forms
-            if form.cleaned_data and (form.instance.pk or form.has_changed())
-        )
-        if had_admin and not keeps_admin:
-            raise ValidationError(
-                "The project would have no Project Admin left: make someone else Project Admin first."
-            )
-
-
 class RoleAssignmentInline(admin.TabularInline):
     model = RoleAssignment
     form = RoleAssignmentForm
-    formset = RoleAssignmentFormSet
     extra = 0
     fields = ["user", "group", "pipeline", "role", "granted_by", "granted_at"]
     readonly_fields = ["granted_by", "granted_at"]
@@ -222,7 +202,6 @@ class RoleAssignmentInline(admin.TabularInline):
             Pipeline.objects.filter(project=obj) if obj is not None else Pipeline.objects.none()
         )
         formset.form.base_fields["pipeline"].queryset = pipelines
-        formset.enforce_last_admin = not request.user.is_superuser
         return formset
 
     def get_queryset(self, request):
@@ -244,14 +223,17 @@ class RoleAssignmentInline(admin.TabularInline):
 
 
 def save_assignment_forms(request, project: Project, formset) -> None:
-    """Save an inline formset of role assignments through ``pipelines.roles``."""
+    """Save an inline formset of role assignments through ``pipelines.roles``.
+
+    New Project Admins first, removals last: a form that hands the project to someone else
+    and demotes the old admin in one save passes the last-admin rule at every step. A refusal
+    rolls the whole save back (``ScopedAdmin.changeform_view`` shows why)."""
     formset.save(commit=False)  # fills new/changed/deleted_objects for the admin's change message
-    for form in formset.deleted_forms:
-        if form.instance.pk:
-            roles.revoke_role(assignment=form.instance, revoked_by=request.user)
-    for form in formset.forms:
-        if form in formset.deleted_forms or not form.has_changed():
-            continue
+    changed = [
+        form for form in formset.forms if form not in formset.deleted_forms and form.has_changed()
+    ]
+    changed.sort(key=lambda form: form.instance.role != Role.ADMIN)
+    for form in changed:
         obj = form.instance
         if obj.pk:
             roles.change_role(assignment=obj, role=obj.role, changed_by=request.user)
@@ -265,6 +247,9 @@ def save_assignment_forms(request, project: Project, formset) -> None:
                 granted_by=request.user,
             )
             form.instance = created
+    for form in formset.deleted_forms:
+        if form.instance.pk:
+            roles.revoke_role(assignment=form.instance, revoked_by=request.user)
 
 
 @admin.register(Project)
@@ -368,7 +353,6 @@ class RoleAssignmentAdmin(ScopedAdmin):
             form.base_fields["pipeline"].queryset = Pipeline.objects.filter(
                 project__in=projects.values("pk")
             )
-        form.enforce_last_admin = not request.user.is_superuser  # a fresh class per call
         return form
 
     def save_model(self, request, obj, form, change):
@@ -393,39 +377,23 @@ class RoleAssignmentAdmin(ScopedAdmin):
         roles.revoke_role(assignment=obj, revoked_by=request.user)
 
     def delete_view(self, request, object_id, extra_context=None):
-        obj = self.get_object(request, object_id)
-        problem = "" if request.user.is_superuser else roles.last_admin_problem(obj)
-        if problem:
-            self.message_user(request, problem, messages.ERROR)
-            return redirect("admin:pipelines_roleassignment_change", obj.pk)
-        return super().delete_view(request, object_id, extra_context)
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except Refusal as refusal:  # nothing was deleted: back to the assignment, with the reason
+            self.message_user(request, refusal.message, messages.ERROR)
+            return redirect("admin:pipelines_roleassignment_change", object_id)
 
     @admin.action(description="Revoke the selected role assignments", permissions=["delete"])
     def revoke_selected(self, request, queryset):
         chosen = list(queryset.select_related("project", "pipeline", "user", "group"))
-        if not request.user.is_superuser and _removes_last_admin(chosen):
-            self.message_user(
-                request,
-                "Nothing was revoked: a project would have no Project Admin left. "
-                "Make someone else Project Admin first.",
-                messages.ERROR,
-            )
+        try:
+            with transaction.atomic():  # all of them or none
+                for assignment in chosen:
+                    roles.revoke_role(assignment=assignment, revoked_by=request.user)
+        except Refusal as refusal:
+            self.message_user(request, f"Nothing was revoked: {refusal.message}", messages.ERROR)
             return
-        for assignment in chosen:
-            roles.revoke_role(assignment=assignment, revoked_by=request.user)
         self.message_user(request, f"Revoked {len(chosen)} role assignment(s).", messages.SUCCESS)
-
-
-def _removes_last_admin(chosen: list[RoleAssignment]) -> bool:
-    """Whether revoking all of ``chosen`` leaves one of their projects without a Project Admin."""
-    admins = [a for a in chosen if a.role == Role.ADMIN and not a.pipeline_id]
-    for project_id in {a.project_id for a in admins}:
-        left = RoleAssignment.objects.filter(
-            project_id=project_id, pipeline__isnull=True, role=Role.ADMIN
-        )
-        if not left.exclude(pk__in=[a.pk for a in chosen]).exists():
-            return True
-    return False
 
 
 @admin.register(AuditEvent)

@@ -5,17 +5,28 @@ of its pipelines (at most one row per subject and target). ``assign_role``, ``ch
 and ``revoke_role`` keep those rows and the object permissions they stand for in step, in
 one transaction: a role grants exactly the actions of ``ROLE_ACTIONS``, changing it adds and
 removes only the difference, revoking it removes exactly what it granted. Each change is
-written to the audit trail. Only these functions write role permissions.
+written to the audit trail. Only these functions write role permissions: the Access page,
+the admin and anything else that grants go through them.
+
+Each function is its own guard. The acting user (``granted_by`` / ``changed_by`` /
+``revoked_by``; ``None`` only for the system itself: seeding, tests' set-up) must hold
+Manage access on the project (``NotFound`` / ``Forbidden`` otherwise), and a project always
+keeps at least one project-wide Project Admin (``Conflict``): that rule is checked here, after
+locking the project's row, so two admins demoting each other at the same moment cannot both
+pass (the second waits for the first and then sees it is the last one).
 """
 
 from __future__ import annotations
 
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import AnonymousUser, Group, User
 from django.db import IntegrityError, transaction
 from guardian.shortcuts import assign_perm, remove_perm
 
+from pipelines import permissions
 from pipelines.models import AuditEvent, Pipeline, Project, Role, RoleAssignment
-from pipelines.permissions import forget
+from stageline.errors import Conflict, Invalid
+
+AnyUser = User | AnonymousUser
 
 ROLE_ACTIONS: dict[str, tuple[str, ...]] = {
     Role.VIEWER: ("view",),
@@ -25,16 +36,18 @@ ROLE_ACTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
-class RoleError(ValueError):
-    """A role change that cannot be made; ``str()`` is the message to show."""
+class RoleError(Invalid):
+    """A role change that cannot be made as asked; ``message`` says why."""
 
 
-def _subject(assignment: RoleAssignment):
-    return assignment.user if assignment.user_id else assignment.group
+def _subject(assignment: RoleAssignment) -> User | Group:
+    subject = assignment.user if assignment.user_id else assignment.group
+    assert subject is not None  # a database constraint: a user or a group
+    return subject
 
 
 def _target(assignment: RoleAssignment) -> tuple[Project | Pipeline, str]:
-    if assignment.pipeline_id:
+    if assignment.pipeline_id and assignment.pipeline is not None:
         return assignment.pipeline, "pipeline"
     return assignment.project, "project"
 
@@ -46,7 +59,7 @@ def _set_actions(assignment: RoleAssignment, *, add: set[str], remove: set[str])
         assign_perm(f"pipelines.{action}_{model}", subject, target)
     for action in sorted(remove):
         remove_perm(f"pipelines.{action}_{model}", subject, target)
-    forget(assignment.user)
+    permissions.forget(assignment.user)
 
 
 def describe(assignment: RoleAssignment) -> str:
@@ -54,7 +67,7 @@ def describe(assignment: RoleAssignment) -> str:
     who = f"user {assignment.user}" if assignment.user_id else f"group {assignment.group}"
     target = (
         f"pipeline {assignment.pipeline.identifier}"
-        if assignment.pipeline_id
+        if assignment.pipeline_id and assignment.pipeline is not None
         else "the whole project"
     )
     return f"{who} as {Role(assignment.role).label} on {target}"
@@ -63,6 +76,17 @@ def describe(assignment: RoleAssignment) -> str:
 def _check_role(role: str) -> None:
     if role not in ROLE_ACTIONS:
         raise RoleError(f"Unknown role '{role}': choose one of {', '.join(Role.values)}.")
+
+
+def _guard(actor: AnyUser | None, project: Project) -> None:
+    """Check that ``actor`` may manage ``project``'s access, then lock the project's row: every
+    role change of a project waits for the one before it, so the last-admin rule below reads
+    the assignments as the change before it left them."""
+    if actor is not None:
+        permissions.check(actor, "manage_access", project)
+    locked = Project.objects.select_for_update().filter(pk=project.pk).values_list("pk", flat=True)
+    if not list(locked):
+        raise RoleError("This project no longer exists.")
 
 
 def _stored(assignment: RoleAssignment) -> RoleAssignment:
@@ -84,20 +108,36 @@ def _stored(assignment: RoleAssignment) -> RoleAssignment:
     return stored
 
 
+def _keep_an_admin(stored: RoleAssignment, new_role: str | None) -> None:
+    """Refuse (``Conflict``) to change ``stored`` to ``new_role`` (``None``: remove it) when
+    that leaves its project without a project-wide Project Admin. Call with the project locked."""
+    if stored.pipeline_id or stored.role != Role.ADMIN or new_role == Role.ADMIN:
+        return
+    others = RoleAssignment.objects.filter(
+        project_id=stored.project_id, pipeline__isnull=True, role=Role.ADMIN
+    ).exclude(pk=stored.pk)
+    if not others.exists():
+        raise Conflict(
+            f"The project would have no Project Admin left ({describe(stored)} is the last "
+            "one): make someone else Project Admin first."
+        )
+
+
 @transaction.atomic
 def assign_role(
     *,
     project: Project,
     role: str,
-    user=None,
+    user: User | None = None,
     group: Group | None = None,
     pipeline: Pipeline | None = None,
-    granted_by=None,
+    granted_by: AnyUser | None = None,
 ) -> RoleAssignment:
     """Give ``user`` or ``group`` a role on ``project`` (or on one of its pipelines).
 
-    An existing assignment for the same subject and target gets the new role instead.
-    """
+    An existing assignment for the same subject and target gets the new role instead (through
+    ``change_role``, so the last-admin rule holds there too)."""
+    _guard(granted_by, project)
     if (user is None) == (group is None):
         raise RoleError("A role goes to a user or to a group, not both and not neither.")
     _check_role(role)
@@ -109,7 +149,7 @@ def assign_role(
         try:
             with transaction.atomic():
                 assignment = RoleAssignment.objects.create(
-                    **lookup, role=role, granted_by=granted_by
+                    **lookup, role=role, granted_by=_person(granted_by)
                 )
         except IntegrityError:  # someone assigned the same subject and target at the same moment
             existing = RoleAssignment.objects.get(**lookup)
@@ -117,26 +157,33 @@ def assign_role(
         return change_role(assignment=existing, role=role, changed_by=granted_by)
     _set_actions(assignment, add=set(ROLE_ACTIONS[role]), remove=set())
     AuditEvent.objects.create(
-        actor=granted_by, project=project, action="role.assigned", detail=describe(assignment)
+        actor=_person(granted_by),
+        project=project,
+        action="role.assigned",
+        detail=describe(assignment),
     )
     return assignment
 
 
 @transaction.atomic
-def change_role(*, assignment: RoleAssignment, role: str, changed_by=None) -> RoleAssignment:
+def change_role(
+    *, assignment: RoleAssignment, role: str, changed_by: AnyUser | None = None
+) -> RoleAssignment:
     """Give an existing assignment another role: grants what the new role adds, removes what
     it no longer includes. Changing to the same role only restores its permissions."""
+    _guard(changed_by, assignment.project)
     _check_role(role)
     stored = _stored(assignment)
+    _keep_an_admin(stored, role)
     old, new = set(ROLE_ACTIONS[stored.role]), set(ROLE_ACTIONS[role])
     _set_actions(stored, add=new, remove=old - new)
     if stored.role != role:
         previous = Role(stored.role).label
         stored.role = role
-        stored.granted_by = changed_by
+        stored.granted_by = _person(changed_by)
         stored.save(update_fields=["role", "granted_by"])
         AuditEvent.objects.create(
-            actor=changed_by,
+            actor=_person(changed_by),
             project=stored.project,
             action="role.changed",
             detail=f"{describe(stored)} (was {previous})",
@@ -146,27 +193,21 @@ def change_role(*, assignment: RoleAssignment, role: str, changed_by=None) -> Ro
 
 
 @transaction.atomic
-def revoke_role(*, assignment: RoleAssignment, revoked_by=None) -> None:
+def revoke_role(*, assignment: RoleAssignment, revoked_by: AnyUser | None = None) -> None:
     """Remove an assignment and exactly the permissions its role granted."""
+    _guard(revoked_by, assignment.project)
     stored = _stored(assignment)
+    _keep_an_admin(stored, None)
     _set_actions(stored, add=set(), remove=set(ROLE_ACTIONS[stored.role]))
     AuditEvent.objects.create(
-        actor=revoked_by, project=stored.project, action="role.revoked", detail=describe(stored)
+        actor=_person(revoked_by),
+        project=stored.project,
+        action="role.revoked",
+        detail=describe(stored),
     )
     stored.delete()
 
 
-def last_admin_problem(assignment: RoleAssignment, new_role: str | None = None) -> str:
-    """Why changing ``assignment`` to ``new_role`` (``None``: removing it) would leave its project
-    without a project-wide Project Admin; empty when it would not."""
-    if assignment.pipeline_id or assignment.role != Role.ADMIN or new_role == Role.ADMIN:
-        return ""
-    others = RoleAssignment.objects.filter(
-        project_id=assignment.project_id, pipeline__isnull=True, role=Role.ADMIN
-    ).exclude(pk=assignment.pk)
-    if others.exists():
-        return ""
-    return (
-        f"The project would have no Project Admin left ({describe(assignment)} is the last one): "
-        "make someone else Project Admin first."
-    )
+def _person(actor: AnyUser | None) -> User | None:
+    """The actor as stored on rows (an anonymous user is nobody)."""
+    return actor if isinstance(actor, User) else None

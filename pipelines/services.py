@@ -1,4 +1,11 @@
-"""Saving pipeline definitions: validate, then create a new immutable version if it changed."""
+"""Saving pipeline definitions: check, validate, then create a new immutable version if it
+changed.
+
+``save_pipeline`` is its own guard: the acting user needs the Edit permission (``change``) on
+the pipeline, or on the project for a pipeline it creates (``NotFound`` / ``Forbidden``), and
+an editor's save based on an older version than the current one is a ``Conflict`` (checked
+again under the pipeline's row lock, so two editors saving at once cannot both win).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +13,11 @@ from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
 
+from pipelines import permissions
 from pipelines.models import AuditEvent, Pipeline, PipelineVersion, Project
 from pipelines.spec.errors import SpecError, SpecErrors
 from pipelines.spec.validate import parse_pipeline
+from stageline.errors import Conflict, Invalid
 
 
 @dataclass
@@ -20,14 +29,41 @@ class SaveResult:
     warnings: tuple[SpecError, ...] = ()  # saved all the same: see ``PipelineSpec.warnings``
 
 
+def _check_base(pipeline: Pipeline, current: PipelineVersion | None, base: int | None) -> None:
+    number = current.number if current else 0
+    if base is not None and base != number:
+        raise Conflict(
+            f"Someone saved version {number} while you were editing version {base}. "
+            "Your text is kept below: compare it with the current definition, then save again.",
+            current=number,
+        )
+
+
 def save_pipeline(
-    *, project: Project, yaml_text: str, user=None, pipeline: Pipeline | None = None
+    *,
+    project: Project,
+    yaml_text: str,
+    user=None,
+    pipeline: Pipeline | None = None,
+    base_version: int | None = None,
 ) -> SaveResult:
     """Validate ``yaml_text`` and store it as the pipeline's current version.
 
-    With ``pipeline`` given (the editor), the YAML's identifier must match it. Saving the same
-    YAML again creates no version. Raises ``SpecErrors`` and changes nothing when invalid.
+    ``user`` is the acting user (``None`` only for the system itself: seeding, benchmarks).
+    With ``pipeline`` given (the editor), the YAML's identifier must match it, and
+    ``base_version`` is the version number the editor started from (0: none yet). Saving the
+    same YAML again creates no version. Refuses (``stageline.errors``: NotFound, Forbidden,
+    Conflict, Invalid for an empty text) or raises ``SpecErrors``, and changes nothing.
     """
+    if user is not None:
+        permissions.check(user, "change", pipeline if pipeline is not None else project)
+    if pipeline is not None:
+        _check_base(pipeline, pipeline.current_version, base_version)
+    if not yaml_text.strip():
+        raise Invalid(
+            "The definition is empty. Paste or write the pipeline's YAML.",
+            field_errors={"yaml": "The definition is empty. Paste or write the pipeline's YAML."},
+        )
     spec = parse_pipeline(yaml_text)
     if pipeline is not None and spec.identifier != pipeline.identifier:
         raise SpecErrors(
@@ -52,6 +88,7 @@ def save_pipeline(
                 pipeline = Pipeline.objects.get(project=project, identifier=spec.identifier)
         pipeline = Pipeline.objects.select_for_update().get(pk=pipeline.pk)
         current = pipeline.current_version
+        _check_base(pipeline, current, base_version)
         if current is not None and current.sha256 == PipelineVersion.hash_yaml(yaml_text):
             return SaveResult(pipeline, current, created_pipeline, False, spec.warnings)
         number = (current.number if current else 0) + 1

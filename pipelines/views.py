@@ -37,7 +37,7 @@ from pipelines.models import Pipeline, PipelineVersion, Project
 from pipelines.services import save_pipeline
 from pipelines.spec.errors import SpecError, SpecErrors
 from pipelines.spec.redact import mask_secrets
-from stageline.errors import Forbidden, Invalid, NotFound, Refusal
+from stageline.errors import Conflict, Forbidden, Invalid, NotFound, Refusal
 
 
 def _pipelines_with_last_execution(user, project: Project) -> list[Pipeline]:
@@ -197,26 +197,26 @@ def pipeline_edit(request: HttpRequest, org: str, project: str, identifier: str)
         form = PipelineEditForm(request.POST)
         form.is_valid()
         text = form.cleaned_data.get("yaml", "")
-        base = form.cleaned_data.get("base_version")
-        if base is not None and base != current_number:
-            form.add_error(
-                None,
-                f"Someone saved version {current_number} while you were editing version {base}. "
-                "Your text is kept below: compare it with the current definition, then save again.",
-            )
-            form.data = form.data.copy()
-            form.data["base_version"] = str(current_number)
-            status = 409
-        elif form.has_error("yaml"):
+        if form.has_error("yaml"):
             status = 400  # the field already says what is wrong (a NUL character, say)
-        elif not text.strip():
-            form.add_error("yaml", "The definition is empty. Paste or write the pipeline's YAML.")
-            status = 400
         else:
             try:
                 result = save_pipeline(
-                    project=pipeline.project, yaml_text=text, user=request.user, pipeline=pipeline
+                    project=pipeline.project,
+                    yaml_text=text,
+                    user=request.user,
+                    pipeline=pipeline,
+                    base_version=form.cleaned_data.get("base_version"),
                 )
+            except Conflict as refusal:  # saved by someone else meanwhile: keep the text
+                form.add_error(None, refusal.message)
+                form.data = form.data.copy()
+                form.data["base_version"] = str(refusal.extra["current"])
+                status = refusal.status
+            except Invalid as refusal:
+                for field, message in refusal.field_errors.items() or [(None, refusal.message)]:
+                    form.add_error(field, message)
+                status = refusal.status
             except SpecErrors as exc:
                 lines, unplaced = annotate_lines(text, exc.errors)
                 count = len(exc.errors)

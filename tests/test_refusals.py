@@ -16,6 +16,7 @@ from django_htmx.middleware import HtmxDetails
 
 from executions.models import Execution, Status
 from executions.services import abort_execution, run_pipeline
+from pipelines.services import save_pipeline
 from stageline.errors import (
     Conflict,
     Forbidden,
@@ -139,3 +140,31 @@ def test_conflict_when_the_state_moved_on(client, personas, waiting):
         call_command("abort_execution", str(waiting.pk), "--as", "executor", stdout=io.StringIO())
     assert refused.value.returncode == 2
     assert "has ended" in str(refused.value) or "already ended" in str(refused.value)
+
+
+def test_save_pipeline_guards_itself_and_refuses_a_stale_base_version(personas, waiting):
+    pipeline = waiting.pipeline
+    edited = GATED.replace("name: Deploy", "name: Deploy it")
+    with pytest.raises(Forbidden, match="You need the Edit permission on pipeline deploy."):
+        save_pipeline(
+            project=personas.project, yaml_text=edited, user=personas.executor, pipeline=pipeline
+        )
+    with pytest.raises(NotFound):
+        save_pipeline(project=personas.project, yaml_text=edited, user=personas.stranger)
+    with pytest.raises(Conflict, match="Someone saved version 1 while you were editing version 0"):
+        save_pipeline(
+            project=personas.project,
+            yaml_text=edited,
+            user=personas.admin,
+            pipeline=pipeline,
+            base_version=0,
+        )
+    assert pipeline.versions.count() == 1
+    result = save_pipeline(
+        project=personas.project,
+        yaml_text=edited,
+        user=personas.admin,
+        pipeline=pipeline,
+        base_version=1,
+    )
+    assert result.version.number == 2

@@ -296,7 +296,7 @@ def test_history_lists_versions_and_shows_what_a_version_changed(client, persona
     save_pipeline(
         project=personas.project,
         yaml_text=RELEASE.replace('default: "2"', 'default: "5"'),
-        user=personas.executor,
+        user=personas.admin,
         pipeline=release,
     )
     client.force_login(personas.viewer)

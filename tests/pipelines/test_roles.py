@@ -3,19 +3,23 @@ atomically, and every change is in the audit trail."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from django.contrib.auth.models import Group
+from django.db import connection, transaction
 from guardian.shortcuts import assign_perm, get_group_perms, get_user_perms
 
-from pipelines.models import AuditEvent, Pipeline, RoleAssignment
+from pipelines.models import AuditEvent, Pipeline, Project, RoleAssignment
 from pipelines.roles import (
     ROLE_ACTIONS,
     RoleError,
     assign_role,
     change_role,
-    last_admin_problem,
     revoke_role,
 )
+from stageline.errors import Conflict, Forbidden, NotFound
+from tests.conftest import wait_for
 from tests.factories import make_pipeline, make_user, serial_pipeline, shell_stage
 
 # Row locks and constraints differ between SQLite and PostgreSQL: the integration suite runs
@@ -79,9 +83,12 @@ def test_a_group_role_grants_the_group_not_its_members_one_by_one(personas):
 
 
 def test_changing_a_role_grants_what_the_new_role_adds_and_removes_what_it_drops(personas):
-    assignment = RoleAssignment.objects.get(user=personas.admin)
+    assignment = RoleAssignment.objects.get(user=personas.executor)
     change_role(assignment=assignment, role="approver", changed_by=personas.admin)
-    assert project_perms(personas.admin, personas.project) == {"view_project", "approve_project"}
+    assert project_perms(personas.executor, personas.project) == {
+        "view_project",
+        "approve_project",
+    }
     assignment.refresh_from_db()
     assert assignment.role == "approver"
     assert assignment.granted_by == personas.admin
@@ -194,23 +201,98 @@ def test_every_change_is_written_to_the_audit_trail_with_who_did_it(personas):
     ]
 
 
+def admin_state(project) -> list:
+    return list(
+        RoleAssignment.objects.filter(project=project).order_by("pk").values_list("pk", "role")
+    )
+
+
 def test_the_last_project_admin_cannot_be_removed_or_demoted(personas):
     admin = RoleAssignment.objects.get(user=personas.admin)
-    assert "no Project Admin left" in last_admin_problem(admin)
-    assert "no Project Admin left" in last_admin_problem(admin, "viewer")
-    assert last_admin_problem(admin, "admin") == ""
-    assert last_admin_problem(RoleAssignment.objects.get(user=personas.viewer)) == ""
+    before = (admin_state(personas.project), AuditEvent.objects.count())
+    with pytest.raises(Conflict, match="no Project Admin left"):
+        revoke_role(assignment=admin, revoked_by=personas.admin)
+    with pytest.raises(Conflict, match="no Project Admin left"):
+        change_role(assignment=admin, role="viewer", changed_by=personas.admin)
+    with pytest.raises(Conflict, match="no Project Admin left"):
+        assign_role(project=personas.project, role="viewer", user=personas.admin)
+    assert (admin_state(personas.project), AuditEvent.objects.count()) == before
+    assert "manage_access_project" in project_perms(personas.admin, personas.project)
+    change_role(assignment=admin, role="admin", changed_by=personas.admin)
+    revoke_role(assignment=RoleAssignment.objects.get(user=personas.viewer))
 
 
 def test_another_project_admin_by_group_lets_the_last_user_admin_go(personas):
     admins = Group.objects.create(name="admins")
     assign_role(project=personas.project, role="admin", group=admins)
-    assert last_admin_problem(RoleAssignment.objects.get(user=personas.admin)) == ""
+    revoke_role(assignment=RoleAssignment.objects.get(user=personas.admin))
+    assert project_perms(personas.admin, personas.project) == set()
 
 
 def test_a_pipeline_admin_does_not_count_as_a_project_admin(personas):
     pipeline = pipeline_in(personas.project)
     assign_role(project=personas.project, role="admin", user=personas.viewer, pipeline=pipeline)
-    assert "no Project Admin left" in last_admin_problem(
-        RoleAssignment.objects.get(user=personas.admin)
-    )
+    with pytest.raises(Conflict, match="no Project Admin left"):
+        revoke_role(assignment=RoleAssignment.objects.get(user=personas.admin, pipeline=None))
+
+
+def test_only_a_user_with_manage_access_may_assign_change_or_revoke(personas):
+    bob = make_user("bob")
+    viewer = RoleAssignment.objects.get(user=personas.viewer)
+    before = admin_state(personas.project)
+    for actor, refusal in ((personas.executor, Forbidden), (personas.stranger, NotFound)):
+        with pytest.raises(refusal):
+            assign_role(project=personas.project, role="admin", user=bob, granted_by=actor)
+        with pytest.raises(refusal):
+            change_role(assignment=viewer, role="admin", changed_by=actor)
+        with pytest.raises(refusal):
+            revoke_role(assignment=viewer, revoked_by=actor)
+    assert admin_state(personas.project) == before
+    with pytest.raises(Forbidden, match="You need the Manage access permission on project Web"):
+        revoke_role(assignment=viewer, revoked_by=personas.viewer)
+    revoke_role(assignment=viewer, revoked_by=make_user("root", is_superuser=True))
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="row locks: runs on PostgreSQL (integration suite)"
+)
+def test_two_admins_demoting_each_other_at_once_leave_one_admin(transactional_db):
+    """Each demotes the other in its own thread and connection at the same moment. Both have
+    passed their permission check and wait for the project's lock (held here until both
+    wait): the first to get it wins, the second then finds it would remove the last admin."""
+    from tests.factories import make_project
+
+    project = make_project("acme", "web")
+    alice, bob = make_user("alice"), make_user("bob")
+    assignments = {
+        user: assign_role(project=project, role="admin", user=user) for user in (alice, bob)
+    }
+    outcomes: dict[str, str] = {}
+
+    def demote(actor, other) -> None:
+        try:
+            change_role(assignment=assignments[other], role="viewer", changed_by=actor)
+            outcomes[actor.username] = "done"
+        except Conflict as refusal:
+            outcomes[actor.username] = refusal.message
+        finally:
+            connection.close()
+
+    def waiting_for_locks() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
+            return cursor.fetchone()[0] >= 2
+
+    threads = [threading.Thread(target=demote, args=pair) for pair in ((alice, bob), (bob, alice))]
+    with transaction.atomic():
+        Project.objects.select_for_update().get(pk=project.pk)
+        for thread in threads:
+            thread.start()
+        wait_for(waiting_for_locks, timeout=30, message="both demotions to wait for the lock")
+    for thread in threads:
+        thread.join(timeout=30)
+    results = sorted(outcomes.values(), key=lambda outcome: outcome != "done")
+    assert len(results) == 2 and results[0] == "done"
+    assert "no Project Admin left" in results[1]
+    admins = RoleAssignment.objects.filter(project=project, role="admin", pipeline=None)
+    assert admins.count() == 1
