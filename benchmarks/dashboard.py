@@ -211,6 +211,7 @@ def measure(
     wide_execution = (
         Execution.objects.filter(pipeline=data.wide, status=Status.FAILED).order_by("-id").first()
     )
+    assert wide_execution is not None, "the dataset has no failed execution of the wide pipeline"
     page = timed(client, reverse("execution", args=[wide_execution.pk]), requests, warmup=warmup)
     _add(report, section, "execution page, 50 stages", page, PAGE_P95_TARGET)
 
@@ -220,6 +221,7 @@ def measure(
         .order_by("-id")
         .first()
     )
+    assert retry_execution is not None, "the dataset has no failed execution to retry"
     dialog = timed(
         client,
         reverse("execution-retry", args=[retry_execution.pk]),

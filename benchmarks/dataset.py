@@ -30,11 +30,12 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 from django.core.management.color import no_style
 from django.db import DatabaseError, connection, models, transaction
 from django.db.models import Max
@@ -62,7 +63,7 @@ SHAPES = [
     [["build"], ["deploy"]],
     [["checkout"], ["build"], ["test"], ["scan"], ["publish"]],
 ]
-ERRORS = {
+ERRORS: dict[str, str] = {
     Status.FAILED: "exit code 1",
     Status.ABORTED: "aborted by bench-user-01",
     Status.EXPIRED: "timed out after 300s",
@@ -83,7 +84,7 @@ class Dataset:
 
     executions: int
     projects: list[Project]
-    operator: object
+    operator: User
     wide: Pipeline
     retry: Pipeline
     generated_in: float  # seconds; 0 when it was reused
@@ -134,7 +135,8 @@ class Writer:
         unknown = [c for c in columns if c not in fields]
         if unknown:
             raise ValueError(f"{model.__name__} has no column(s) {unknown}")
-        names = [fields[c].column for c in columns]
+        # A concrete field's column is its db_column, else its attname (Django's own rule).
+        names = [fields[c].column or fields[c].attname for c in columns]
         constants = []
         for attname, f in fields.items():
             if attname in columns:
@@ -148,7 +150,7 @@ class Writer:
                 value = _json(value)
             elif isinstance(f, models.DateTimeField):
                 value = self.when(value)
-            names.append(f.column)
+            names.append(f.column or f.attname)
             constants.append(value)
         quoted = ", ".join(connection.ops.quote_name(n) for n in names)
         return f"{connection.ops.quote_name(model._meta.db_table)} ({quoted})", tuple(constants)
@@ -173,7 +175,7 @@ class Writer:
 
 
 def next_id(model: type[models.Model]) -> int:
-    return (model.objects.aggregate(top=Max("id"))["top"] or 0) + 1
+    return (model._default_manager.aggregate(top=Max("id"))["top"] or 0) + 1
 
 
 def reset_sequences(*model_list: type[models.Model]) -> None:
@@ -198,7 +200,9 @@ class Shape:
 
 
 def shape_of(pipeline: Pipeline, fails_at: int | None = None) -> Shape:
-    spec = pipeline.current_version.spec
+    version = pipeline.current_version
+    assert version is not None, f"pipeline {pipeline.identifier} has no definition"
+    spec = version.spec
     values, _secrets = validate_inputs(spec, {})
     groups = [[(stage.identifier, stage.name) for stage in group.stages] for group in spec.groups]
     return Shape(pipeline, groups, _json(values), fails_at)
@@ -207,7 +211,7 @@ def shape_of(pipeline: Pipeline, fails_at: int | None = None) -> Shape:
 class RowMaker:
     """Builds the rows of executions, one at a time, into per-table lists."""
 
-    def __init__(self, writer: Writer, rng: random.Random, user_ids: list[int]):
+    def __init__(self, writer: Writer, rng: random.Random, user_ids: Sequence[int | None]):
         self.writer = writer
         self.rng = rng
         self.user_ids = user_ids
@@ -468,7 +472,9 @@ def ensure(
     projects = [fixtures.project(slug, name) for slug, name in PROJECTS]
     operator = fixtures.operator(projects)
     if state == "ready":
-        detail = json.loads(_marker().detail)
+        marker = _marker()
+        assert marker is not None  # status() found it
+        detail = json.loads(marker.detail)
         wide = Pipeline.objects.get(project=projects[0], identifier=WIDE)
         retry = Pipeline.objects.get(project=projects[0], identifier=RETRY)
         data = Dataset(executions, projects, operator, wide, retry, 0.0, detail.get("rows", 0))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 
 from pipelines.models import Organization, Pipeline, Project, RoleAssignment
 from pipelines.roles import assign_role
@@ -43,7 +44,7 @@ def runner():
     return user(RUNNER, superuser=True)
 
 
-def operator(projects: list[Project]):
+def operator(projects: list[Project]) -> User:
     """The user the dashboard is timed as: an ordinary Pipeline Executor (not a superuser), so
     every page pays for its permission checks."""
     found = user(OPERATOR)

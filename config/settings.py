@@ -75,7 +75,7 @@ def database_from_url(url: str) -> dict:
         raise ImproperlyConfigured(f"DATABASE_URL cannot be read: {exc}") from None
     if scheme != "sqlite":
         return {**parsed, "NAME": parsed["NAME"] or "stageline"}
-    name = parsed["NAME"]
+    name: str | Path = parsed["NAME"]
     if name in {"", ":memory:"}:
         name = VAR_DIR / "stageline.sqlite3"
     return {

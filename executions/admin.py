@@ -21,7 +21,7 @@ class ReadOnlyAdmin(ScopedAdmin):
 class StageRunInline(admin.TabularInline):
     model = StageRun
     extra = 0
-    fields = [
+    fields = readonly_fields = (
         "position",
         "identifier",
         "status",
@@ -29,8 +29,7 @@ class StageRunInline(admin.TabularInline):
         "finished_at",
         "carried_from",
         "error",
-    ]
-    readonly_fields = fields
+    )
     can_delete = False
     show_change_link = True
 

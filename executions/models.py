@@ -254,7 +254,7 @@ class StepRun(models.Model):
     @property
     def log_source(self) -> StepRun:
         """The step run whose log this one shows (a carried-over step shows the original's)."""
-        return self.carried_from if self.carried_from_id else self
+        return self.carried_from or self  # None when carried_from_id is: no query
 
     @property
     def duration_seconds(self) -> float | None:

@@ -123,10 +123,10 @@ def _new_runs(
     # The carried stages' step runs, in one query.
     carried_steps: dict[int, dict[str, StepRun]] = {}
     if carried:
-        for original in StepRun.objects.filter(stage_run__in=[s.pk for s in carried.values()]).only(
+        for step_run in StepRun.objects.filter(stage_run__in=[s.pk for s in carried.values()]).only(
             *CARRIED_STEP_FIELDS, "stage_run_id", "identifier"
         ):
-            carried_steps.setdefault(original.stage_run_id, {})[original.identifier] = original
+            carried_steps.setdefault(step_run.stage_run_id, {})[step_run.identifier] = step_run
     step_runs: list[StepRun] = []
     for run in stage_runs:
         stage = spec.stage(run.identifier)
@@ -216,7 +216,7 @@ def _copy_runs(
                 [*params, source.pk],
             )
 
-    new_id = (str(int(execution.pk)), [])
+    new_id: tuple[str, list[object]] = (str(int(execution.pk)), [])
     stage_table = ops.quote_name(StageRun._meta.db_table)
     insert(
         StageRun,

@@ -252,8 +252,10 @@ def save_assignment_forms(request, project: Project, formset) -> None:
             roles.revoke_role(assignment=form.instance, revoked_by=request.user)
 
 
+# guardian types change_form_template as str, django-stubs as str | list | None: the stubs of
+# two packages disagree, nothing of ours.
 @admin.register(Project)
-class ProjectAdmin(ScopedAdmin, GuardedModelAdmin):
+class ProjectAdmin(ScopedAdmin, GuardedModelAdmin):  # type: ignore[misc]
     project_path = "pk"
     list_display = ["__str__", "name", "created_at"]
     list_select_related = ["organization"]
@@ -275,8 +277,7 @@ class ProjectAdmin(ScopedAdmin, GuardedModelAdmin):
 class PipelineVersionInline(admin.TabularInline):
     model = PipelineVersion
     extra = 0
-    fields = ["number", "sha256", "created_by", "created_at"]
-    readonly_fields = fields
+    fields = readonly_fields = ("number", "sha256", "created_by", "created_at")
     can_delete = False
     show_change_link = True
 
@@ -288,7 +289,7 @@ class PipelineVersionInline(admin.TabularInline):
 
 
 @admin.register(Pipeline)
-class PipelineAdmin(ScopedAdmin, GuardedModelAdmin):
+class PipelineAdmin(ScopedAdmin, GuardedModelAdmin):  # type: ignore[misc]  # as ProjectAdmin
     list_display = ["identifier", "name", "project", "current_version", "created_at"]
     list_filter = [("project", ProjectListFilter)]
     list_select_related = [

@@ -24,7 +24,7 @@ Everything else (views, services, admin, management commands) asks this module; 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from django.contrib.auth import get_user_model
 from django.db.models import Q, QuerySet
@@ -131,6 +131,7 @@ def _granted(user, project_ids: Iterable[int], pipeline_ids: Iterable[int]) -> t
     """Actions held per project id and per pipeline id, read in one query (a UNION of four)."""
     project_ids, pipeline_ids = set(project_ids), set(pipeline_ids)
     parts = []
+    model: Any  # four guardian tables; their common base has no manager or content_object
     for ids, models in (
         (project_ids, (ProjectUserObjectPermission, ProjectGroupObjectPermission)),
         (pipeline_ids, (PipelineUserObjectPermission, PipelineGroupObjectPermission)),

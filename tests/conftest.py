@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from django.contrib.auth.models import User
 from django.db import connection
 
+from pipelines.models import Project
 from tests import factories
 from tests.workers import ProcessWorkers, thread_worker
 
@@ -104,15 +106,15 @@ def process_mode_problem(settings) -> str:
 
 @dataclass
 class Personas:
-    project: object
-    other_project: object
-    admin: object
-    executor: object
-    viewer: object
-    approver: object
-    stranger: object
+    project: Project
+    other_project: Project
+    admin: User
+    executor: User
+    viewer: User
+    approver: User
+    stranger: User
 
-    def all(self) -> dict[str, object]:
+    def all(self) -> dict[str, User]:
         return {
             "admin": self.admin,
             "executor": self.executor,

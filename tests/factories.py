@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import itertools
 import textwrap
+from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 
 from pipelines.models import Organization, Pipeline, Project
 from pipelines.roles import assign_role
@@ -14,7 +16,7 @@ from pipelines.services import save_pipeline
 _counter = itertools.count(1)
 
 
-def make_user(username: str | None = None, *, password: str = "pw", **extra):
+def make_user(username: str | None = None, *, password: str = "pw", **extra: Any) -> User:
     username = username or f"user{next(_counter)}"
     return get_user_model().objects.create_user(username=username, password=password, **extra)
 

@@ -22,6 +22,7 @@ from django.contrib import admin
 from django.contrib.auth.models import Group
 from django.core.management import CommandError, call_command
 from django.db import transaction
+from django.db.models import Model
 from django.urls import reverse
 
 from executions.models import Event, Execution, StageRun, StepRun
@@ -57,7 +58,7 @@ pipeline:
 class World:
     """What the rows point at: objects of acme/web (``own``), of globex/ops (``other``)."""
 
-    personas: object
+    personas: Personas
     users: dict
     pipeline: Pipeline
     sibling: Pipeline
@@ -144,7 +145,7 @@ def world(django_db_setup, django_db_blocker):
 def expect(default: int, **statuses: int | None) -> dict[str, int | None]:
     """Expected status per persona: ``default`` unless named (``members=`` names the four roles;
     ``None`` leaves a persona out of the row)."""
-    result = dict.fromkeys(PERSONAS, default)
+    result: dict[str, int | None] = dict.fromkeys(PERSONAS, default)
     if "members" in statuses:
         result.update(dict.fromkeys(MEMBERS, statuses.pop("members")))
     unknown = set(statuses) - set(PERSONAS)
@@ -182,8 +183,16 @@ def execution_url(execution: Callable[[World], object]) -> Callable[[World], str
     return lambda w: reverse("execution", args=[execution(w)])
 
 
+def own_row(model: type[Model]) -> Callable[[World], Model]:
+    return lambda w: w.own(model)
+
+
+def foreign_row(model: type[Model]) -> Callable[[World], Model]:
+    return lambda w: w.foreign(model)
+
+
 def admin_url(
-    model, view: str, obj: Callable[[World], object] | None = None
+    model, view: str, obj: Callable[[World], Model] | None = None
 ) -> Callable[[World], str]:
     name = f"admin:{model._meta.app_label}_{model._meta.model_name}_{view}"
     return lambda w: reverse(name, args=[obj(w).pk] if obj else [])
@@ -375,7 +384,7 @@ ADMIN_ROWS = [
         Row(
             f"admin {m.__name__} page",
             "GET",
-            admin_url(m, "change", lambda w, m=m: w.own(m)),
+            admin_url(m, "change", own_row(m)),
             expect(302, admin=200),
         )
         for m in WITH_ROWS
@@ -384,7 +393,7 @@ ADMIN_ROWS = [
         Row(
             f"admin {m.__name__} page of another project",
             "GET",
-            admin_url(m, "change", lambda w, m=m: w.foreign(m)),
+            admin_url(m, "change", foreign_row(m)),
             expect(302, admin=404),
         )
         for m in WITH_ROWS
@@ -393,7 +402,7 @@ ADMIN_ROWS = [
         Row(
             f"admin {m.__name__} change of another project",
             "POST",
-            admin_url(m, "change", lambda w, m=m: w.foreign(m)),
+            admin_url(m, "change", foreign_row(m)),
             expect(302, admin=404),
         )
         for m in WITH_ROWS
@@ -472,6 +481,7 @@ def named_execution_url(
 def step_log_url(execution: Callable[[World], Execution]) -> Callable[[World], str]:
     def build(w: World) -> str:
         step = StepRun.objects.filter(execution=execution(w)).order_by("pk").first()
+        assert step is not None, "the execution has no step run"
         return reverse("execution-step-log", args=[step.execution_id, step.pk])
 
     return build

@@ -434,7 +434,7 @@ FIELD_NAMES = st.sampled_from(
         "csrfmiddlewaretoken",
     ]
 ) | st.text(min_size=1, max_size=12)
-TEXT = st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=60)
+TEXT = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=60)
 VALUES = (
     st.sampled_from(
         ["build", "deploy", "notify", "parallel_1", "failed_only", "all", "", "1.0", "gold"]

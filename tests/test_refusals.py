@@ -10,6 +10,7 @@ import io
 import pytest
 from django.contrib.auth.models import AnonymousUser
 from django.core.management import CommandError, call_command
+from django.http import HttpResponse
 from django.test import RequestFactory
 from django.urls import reverse
 from django_htmx.middleware import HtmxDetails
@@ -54,8 +55,8 @@ def waiting(personas) -> Execution:
 def answer(refusal: Refusal, *, htmx: bool):
     request = RequestFactory().get("/", headers={"HX-Request": "true"} if htmx else {})
     request.user = AnonymousUser()
-    request.htmx = HtmxDetails(request)
-    return RefusalMiddleware(lambda r: None).process_exception(request, refusal)
+    request.htmx = HtmxDetails(request)  # type: ignore[attr-defined]  # what HtmxMiddleware sets
+    return RefusalMiddleware(lambda r: HttpResponse()).process_exception(request, refusal)
 
 
 @pytest.mark.parametrize(

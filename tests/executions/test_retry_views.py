@@ -40,9 +40,10 @@ def picker(html: str) -> list[tuple[str, str, bool]]:
     block = section(html, '<ol class="options">', "</ol>")
     found = []
     for item in block.split("<li>")[1:]:
-        key = re.search(r'name="from_stage" value="([^"]+)"', item).group(1)
-        status = re.search(r'<span class="badge status-[a-z_]+">([^<]+)</span>', item).group(1)
-        found.append((key, status, " checked>" in item))
+        key = re.search(r'name="from_stage" value="([^"]+)"', item)
+        status = re.search(r'<span class="badge status-[a-z_]+">([^<]+)</span>', item)
+        assert key and status, f"a stage option without its key or status: {item}"
+        found.append((key.group(1), status.group(1), " checked>" in item))
     return found
 
 

@@ -369,12 +369,13 @@ class Gunicorn:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        self.pidfile.write_text(str(self.proc.pid))
+        proc = self.proc
+        self.pidfile.write_text(str(proc.pid))
 
         def answers() -> bool:
-            if self.proc.poll() is not None:
+            if proc.poll() is not None:
                 raise AssertionError(
-                    f"gunicorn exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}"
+                    f"gunicorn exited with {proc.returncode}:\n{self.log.read_text()[-3000:]}"
                 )
             try:
                 return HttpSession(self.base_url).get("/login/").status == 200
@@ -418,6 +419,7 @@ class HttpSession:
         self, method: str, path: str, data=None, headers: dict[str, str] | None = None
     ) -> Response:
         parts = urlsplit(self.base_url)
+        assert parts.hostname, f"no host in {self.base_url!r}"
         conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=self.timeout)
         sent = {"Host": f"{parts.hostname}:{parts.port}", "Connection": "close"}
         if self.cookies:

@@ -32,6 +32,7 @@ def start_run(browser, pipeline) -> tuple[Execution, float]:
     answer = browser.post(f"/p/acme/web/pipelines/{pipeline.identifier}/run/", {})
     assert answer.status == 302, f"Run answered {answer.status}: {answer.text[:500]}"
     found = re.search(r"/executions/(\d+)/", answer.location)
+    assert found, f"Run sent the browser to {answer.location!r}"
     return Execution.objects.get(pk=int(found.group(1))), answer.elapsed
 
 
