@@ -40,8 +40,9 @@ from django.urls import reverse
 from benchmarks import dataset, fixtures
 from benchmarks.report import Report, ms, percentile
 from config.runtime import freeze_startup_heap
-from executions import engine
+from executions import engine, listing
 from executions.models import Execution, Status
+from pipelines.models import Pipeline
 
 LIST_P95_TARGET = 0.100
 DEEP_RATIO_TARGET = 1.20
@@ -125,9 +126,6 @@ def _add(report: Report, section: str, name: str, timing: Timing, target: float 
 
 def explain_list(user, project, params: dict) -> float:
     """The database's own execution time (EXPLAIN ANALYZE) of the executions list's page query."""
-    from executions import listing
-    from pipelines.models import Pipeline
-
     pipeline = None
     if params.get("pipeline"):
         pipeline = Pipeline.objects.get(project=project, identifier=params["pipeline"])

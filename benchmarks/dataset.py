@@ -42,8 +42,9 @@ from django.db.models import Max
 
 from benchmarks import fixtures
 from executions.inputs import validate_inputs
-from executions.models import Execution, LogChunk, StageRun, Status, StepRun
+from executions.models import Event, Execution, LogChunk, StageRun, Status, StepRun
 from pipelines.models import AuditEvent, Pipeline, Project
+from pipelines.services import save_pipeline
 
 MARKER = "bench.dataset"
 PROJECTS = [("alpha", "Alpha"), ("beta", "Beta"), ("gamma", "Gamma")]
@@ -448,8 +449,6 @@ def _pipelines(projects: list[Project], count: int) -> tuple[Pipeline, Pipeline,
         variables=(VERSION_INPUT,),
         stage_variables={f"s{i:03d}": (TARGET_INPUT,) for i in range(10, RETRY_STAGES + 1, 10)},
     )
-    from pipelines.services import save_pipeline
-
     retry = save_pipeline(project=alpha, yaml_text=retry_yaml).pipeline
     regular = []
     for index in range(max(1, count - 2)):
@@ -620,8 +619,6 @@ def delete_executions(ids: Iterable[int]) -> None:
     if not ids:
         return
     retries = list(Execution.objects.filter(retry_of_id__in=ids).values_list("id", flat=True))
-    from executions.models import Event
-
     with transaction.atomic():
         for group in (retries, ids):
             if not group:

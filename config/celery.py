@@ -3,8 +3,10 @@
 import os
 
 from celery import Celery, signals
+from django.db import close_old_connections
 
 import config.broker  # noqa: F401  (registers the embedded localfs:// broker)
+from config.runtime import freeze_startup_heap
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -16,8 +18,6 @@ app.autodiscover_tasks()
 @signals.worker_process_init.connect
 def _freeze_startup_heap(**kwargs) -> None:
     """A pool process starts with Django and the apps loaded: keep full collections off them."""
-    from config.runtime import freeze_startup_heap
-
     freeze_startup_heap()
 
 
@@ -27,6 +27,4 @@ def _recycle_database_connections(**kwargs) -> None:
     """Between tasks, close connections the way Django does between requests (too old, or
     broken): with CELERY_DB_REUSE_MAX set, Celery's Django fix-up no longer closes every
     connection around every task, so a step claim does not open a new PostgreSQL connection."""
-    from django.db import close_old_connections
-
     close_old_connections()

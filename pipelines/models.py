@@ -6,7 +6,9 @@ Organization ─< Project ─< Pipeline ─< PipelineVersion (immutable YAML, on
 
 Access is stored as django-guardian object permissions in direct foreign-key tables (the
 ``*ObjectPermission`` models below); ``RoleAssignment`` rows are the source of truth that
-``pipelines.roles`` turns into those permissions.
+``pipelines.roles`` turns into those permissions. Which rows a user may see is answered by
+``pipelines.permissions`` (``visible_projects`` / ``visible_pipelines``), which builds on this
+module; this module imports nothing of it.
 """
 
 from __future__ import annotations
@@ -37,13 +39,6 @@ class Organization(models.Model):
         return self.name
 
 
-class ProjectQuerySet(models.QuerySet):
-    def visible_to(self, user) -> ProjectQuerySet:
-        from pipelines import permissions
-
-        return permissions.visible_projects(user, self)
-
-
 class Project(models.Model):
     """A set of pipelines with one access policy (roles are granted per project)."""
 
@@ -54,8 +49,6 @@ class Project(models.Model):
     slug = models.SlugField(max_length=100)
     description = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
-
-    objects = ProjectQuerySet.as_manager()
 
     class Meta:
         ordering = ["organization__slug", "slug"]
@@ -78,13 +71,6 @@ class Project(models.Model):
         return f"{self.organization.slug}/{self.slug}"
 
 
-class PipelineQuerySet(models.QuerySet):
-    def visible_to(self, user) -> PipelineQuerySet:
-        from pipelines import permissions
-
-        return permissions.visible_pipelines(user, self)
-
-
 class Pipeline(models.Model):
     """A named pipeline of a project; its definition lives in ``PipelineVersion`` rows."""
 
@@ -96,8 +82,6 @@ class Pipeline(models.Model):
     )
     last_sequence = models.PositiveIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
-
-    objects = PipelineQuerySet.as_manager()
 
     class Meta:
         ordering = ["project_id", "identifier"]

@@ -74,12 +74,13 @@ def test_each_user_sees_the_projects_pipelines_and_executions_of_their_roles_onl
     assert list(Execution.objects.visible_to(personas.stranger)) == [other_execution]
 
 
-def test_the_queryset_methods_ask_the_permissions_module(world):
+def test_the_visible_lists_narrow_a_given_queryset_and_executions_follow_their_pipeline(world):
     personas, pipeline, _, execution, _ = world
-    from executions.models import Execution
-
-    assert list(Project.objects.visible_to(personas.viewer)) == [personas.project]
-    assert list(Pipeline.objects.visible_to(personas.viewer)) == [pipeline]
+    projects = Project.objects.filter(slug=personas.project.slug)
+    assert list(permissions.visible_projects(personas.viewer, projects)) == [personas.project]
+    assert list(permissions.visible_pipelines(personas.viewer, Pipeline.objects.all())) == [
+        pipeline
+    ]
     assert list(Execution.objects.visible_to(personas.viewer)) == [execution]
     assert list(Execution.objects.visible_to(make_user("nobody"))) == []
 

@@ -2,10 +2,11 @@
 
 from django.core.management.base import BaseCommand
 
+from executions.cli import follow
 from executions.inputs import InputErrors, parse_assignments
 from executions.loaders import load_execution
 from executions.retry import create_rerun
-from pipelines.cli import follow, user_named
+from pipelines.cli import user_named
 from stageline.errors import Conflict, Invalid, refusals_exit_2
 
 

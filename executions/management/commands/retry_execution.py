@@ -2,11 +2,12 @@
 
 from django.core.management.base import BaseCommand
 
+from executions.cli import follow
 from executions.inputs import InputErrors, parse_assignments
 from executions.listing import format_duration
 from executions.loaders import load_execution
 from executions.retry import ALL, FAILED_ONLY, create_retry, plan_retry
-from pipelines.cli import follow, user_named
+from pipelines.cli import user_named
 from stageline.errors import Conflict, Invalid, refusals_exit_2
 
 

@@ -2,9 +2,10 @@
 
 from django.core.management.base import BaseCommand
 
+from executions.cli import follow
 from executions.inputs import InputErrors, parse_assignments
 from executions.services import run_pipeline
-from pipelines.cli import follow, user_named
+from pipelines.cli import user_named
 from pipelines.loaders import load_pipeline
 from stageline.errors import Conflict, Invalid, refusals_exit_2
 
