@@ -17,6 +17,8 @@ from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
 
+from stageline.numbers import NumberError, parse_int
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("STAGELINE_VAR_DIR", BASE_DIR / "var"))
 VAR_DIR.mkdir(parents=True, exist_ok=True)  # the SQLite file, the embedded broker, work dirs
@@ -48,9 +50,9 @@ def env_int(name: str, default: int) -> int:
     if value is None or value == "":
         return default
     try:
-        return int(value)
-    except ValueError as exc:
-        raise ImproperlyConfigured(f"{name} must be a whole number, not {value!r}") from exc
+        return parse_int(value, name)
+    except NumberError as exc:
+        raise ImproperlyConfigured(str(exc)) from None
 
 
 def env_list(name: str, default: str) -> list[str]:

@@ -1,9 +1,11 @@
 """Validation of runtime input values: the same rules for a run, a retry and a rerun.
 
 Inputs are keyed ``name`` (pipeline level) or ``stage.name`` (stage level). A blank value
-takes the variable's default; then ``required``, the type (Number), line breaks (refused
-unless the variable says ``multiline: true``), ``pattern`` and ``allowed_values`` are checked.
-Secret values are returned apart so that they are never stored with the rest.
+takes the variable's default; then ``required``, the type (a Number by the one grammar of
+``stageline.numbers``: ``1_000``, ``1e3``, ``" 3"`` or ``١٢`` are refused, naming the input and
+the value), line breaks (refused unless the variable says ``multiline: true``), ``pattern``
+and ``allowed_values`` are checked. Secret values are returned apart so that they are never
+stored with the rest.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from django.conf import settings
 
 from pipelines.spec.model import PipelineSpec, Variable
+from stageline.numbers import NumberError, parse_number
 
 
 class InputErrors(ValueError):
@@ -21,14 +24,6 @@ class InputErrors(ValueError):
     def __init__(self, errors: dict[str, str]):
         self.errors = errors
         super().__init__("; ".join(f"{k}: {v}" if k else v for k, v in errors.items()))
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return text.strip().lower() not in {"nan", "inf", "-inf", "+inf", "infinity", "-infinity"}
 
 
 def check_value(var: Variable, raw: object) -> tuple[str, str]:
@@ -47,8 +42,11 @@ def check_value(var: Variable, raw: object) -> tuple[str, str]:
         return value, "contains a NUL character"
     if value == "":
         return value, "is required" if var.required else ""
-    if var.type == "Number" and not _is_number(value):
-        return value, f"must be a number, not '{value[:40]}'"
+    if var.type == "Number":
+        try:
+            parse_number(value, var.key)
+        except NumberError as exc:
+            return value, exc.reason
     problem = var.value_problem(value)
     if problem:
         return value, problem

@@ -38,6 +38,7 @@ from executions.services import abort_execution, answer_approval
 from executions.states import ACTIVE
 from pipelines import permissions
 from stageline.errors import Conflict, Invalid, NotFound, Refusal
+from stageline.numbers import NumberError, parse_int
 
 LIVE_TARGET = "execution-live"
 
@@ -83,8 +84,8 @@ def step_log(request: HttpRequest, pk: int, step_pk: int) -> HttpResponse:
             {"execution": execution, **presenters.log_context(execution, step)},
         )
     try:
-        after = int(after_text)
-    except ValueError:
+        after = parse_int(after_text, "after")
+    except NumberError:
         return HttpResponse(
             f"'after' must be a log position (a whole number), not '{after_text[:40]}'.",
             status=400,

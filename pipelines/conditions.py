@@ -3,26 +3,29 @@
     when: <+pipeline.variables.env> == "prod" && <+pipeline.stages.build.output.changed> != "false"
 
 Operands are expressions (``<+…>``), quoted strings (``"…"`` or ``'…'``, with ``\\`` escaping
-the next character), numbers, ``true`` and ``false``; any other bare word is refused, so a
-typo such as ``prod`` for ``"prod"`` is caught when the pipeline is saved. Operators, from
+the next character), numbers (the one grammar of ``stageline.numbers``: ``12``, ``-3.5``),
+``true`` and ``false``; any other bare word is refused, so a typo such as ``prod`` for
+``"prod"`` (or ``1_000`` for ``1000``) is caught when the pipeline is saved. Operators, from
 the loosest to the tightest: ``||``, ``&&``, ``==`` / ``!=`` (not chained), ``!``, and
 parentheses (at most ``MAX_NESTING`` deep).
 
 Expression values are substituted as values, never spliced into the text, so a runtime input
 cannot change the condition's shape: an input ``" || true`` is only ever that text.
 
-Two values compare as numbers when both are decimal numbers (``3 == 3.0``; surrounding
-spaces ignored), else as exact text. A lone operand is true unless, ignoring case and
-surrounding spaces, it is empty, ``false``, ``no``, ``null``, ``none``, or a number equal
-to zero (``0``, ``0.0``).
+Two values compare as numbers when both are numbers by that grammar (``3 == 3.0``), else as
+exact text (``1_000``, ``1e3``, ``" 3"`` and ``.5`` are text, as everywhere in Stageline). A
+lone operand is true unless, ignoring case and surrounding spaces, it is empty, ``false``,
+``no``, ``null``, ``none``, or a number equal to zero (``0``, ``0.0``, ``-0``).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
+
+from stageline.numbers import NUMBER_HINT, NumberError, is_number, parse_number
 
 TOKEN_RE = re.compile(
     r"""
@@ -33,7 +36,6 @@ TOKEN_RE = re.compile(
     """,
     re.VERBOSE | re.DOTALL,
 )
-NUMBER_RE = re.compile(r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$")
 FALSY = {"", "false", "no", "null", "none"}
 MAX_NESTING = 32
 WORD_HINTS = {"and": "&&", "or": "||", "not": "!"}
@@ -71,7 +73,12 @@ def _tokenize(text: str) -> list[tuple[str, str]]:
             lowered = value.lower()
             if lowered in WORD_HINTS:
                 raise ValueError(f"'{value}' is not an operator here: use {WORD_HINTS[lowered]}")
-            if lowered not in ("true", "false") and not NUMBER_RE.match(value):
+            if lowered not in ("true", "false") and not is_number(value):
+                if value[0] in "0123456789+-.":
+                    raise ValueError(
+                        f"'{value[:40]}' is not {NUMBER_HINT}; quote it if it is text, "
+                        f'as in "{value[:40]}"'
+                    )
                 raise ValueError(
                     f"'{value[:40]}' is not a value: quote text, as in \"{value[:40]}\""
                 )
@@ -164,12 +171,10 @@ def parse_condition(text: str) -> Any:
 
 
 def _number(text: str) -> Decimal | None:
-    text = text.strip()
-    if not NUMBER_RE.match(text):
-        return None
+    """``text`` as a number by the one grammar, or None when it is text."""
     try:
-        return Decimal(text)
-    except InvalidOperation:  # pragma: no cover - NUMBER_RE only lets decimals through
+        return parse_number(text, "a condition's value")
+    except NumberError:
         return None
 
 
@@ -192,7 +197,7 @@ def _equal(left: str, right: str) -> bool:
 
 def is_truthy(value: str) -> bool:
     """The truthiness rule of the module docstring, for one value."""
-    text = value.strip().lower()
+    text = value.strip().lower()  # the truthiness words and zero, ignoring surrounding spaces
     if text in FALSY:
         return False
     number = _number(text)

@@ -17,6 +17,7 @@ from django import forms
 from executions.listing import EXECUTION_STATUSES, Filters
 from pipelines.spec.errors import SpecError
 from pipelines.spec.model import PipelineSpec
+from stageline.numbers import NumberError, parse_int
 
 DATE_FORMAT = "%Y-%m-%d"
 
@@ -103,12 +104,13 @@ class ExecutionFilterForm(forms.Form):
         raw = self.cleaned_data[name].strip()
         if not raw:
             return None
-        if not raw.isascii() or not raw.isdigit() or int(raw) < 1 or len(raw) > 18:
+        try:
+            return parse_int(raw, name, minimum=1, maximum=10**18 - 1)
+        except NumberError:
             raise forms.ValidationError(
                 f"The page link is broken: '{name}' must be an execution number, not '{raw[:40]}'. "
                 "Start again from the newest executions."
-            )
-        return int(raw)
+            ) from None
 
     def clean_before(self) -> int | None:
         return self._cursor("before")
@@ -156,7 +158,16 @@ class PipelineEditForm(forms.Form):
             attrs={"rows": 28, "spellcheck": "false", "autocapitalize": "off", "wrap": "off"}
         ),
     )
-    base_version = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
+    base_version = forms.CharField(required=False, strip=False, widget=forms.HiddenInput)
+
+    def clean_base_version(self) -> int | None:
+        raw = self.cleaned_data["base_version"]
+        if not raw:
+            return None
+        try:
+            return parse_int(raw, "base_version", minimum=0)
+        except NumberError as exc:
+            raise forms.ValidationError(str(exc)) from None
 
 
 def annotate_lines(text: str, errors: Iterable[SpecError]) -> tuple[list[dict], list[SpecError]]:

@@ -38,6 +38,7 @@ from pipelines.services import save_pipeline
 from pipelines.spec.errors import SpecError, SpecErrors
 from pipelines.spec.redact import mask_secrets
 from stageline.errors import Conflict, Forbidden, Invalid, NotFound, Refusal
+from stageline.numbers import NumberError, parse_int
 
 
 def _pipelines_with_last_execution(user, project: Project) -> list[Pipeline]:
@@ -271,13 +272,16 @@ def pipeline_history(request: HttpRequest, org: str, project: str, identifier: s
         return render(request, "pipelines/history.html", context)
     raw = request.GET.get("version", "")
     numbers = {v.number for v in versions}
-    if raw and (not raw.isdigit() or int(raw) not in numbers):
+    try:
+        number = parse_int(raw, "version") if raw else versions[0].number
+    except NumberError:
+        number = 0
+    if number not in numbers:
         context["error"] = (
             f"There is no version '{raw[:20]}' of this pipeline; "
             f"pick one of 1 to {versions[0].number}."
         )
         return render(request, "pipelines/history.html", context, status=400)
-    number = int(raw) if raw else versions[0].number
     pair = {
         v.number: v
         for v in PipelineVersion.objects.filter(pipeline=pipeline, number__in=[number, number - 1])

@@ -30,6 +30,7 @@ from pipelines.spec.model import (
     Step,
     Variable,
 )
+from stageline.numbers import NumberError, parse_int, parse_number
 
 IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 QUEUE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -37,7 +38,6 @@ ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 DURATION_RE = re.compile(
     r"^(?:([0-9]{1,9})d)?(?:([0-9]{1,9})h)?(?:([0-9]{1,9})m)?(?:([0-9]{1,9})s)?$"
 )
-NUMBER_RE = re.compile(r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$")
 UNCLOSED_EXPRESSION_RE = re.compile(r"<\+\s*[A-Za-z]")
 MAX_DURATION = 30 * 86400  # a timeout or a wait longer than 30 days is a typo
 MAX_NAME_CHARS = 200  # the database columns that store pipeline, stage and step names
@@ -47,16 +47,21 @@ MAX_PATTERN_CHARS = 1000
 
 
 def parse_duration(value: Any) -> int | None:
-    """``30s``, ``10m``, ``1h30m``, ``2d`` or a whole number of seconds → seconds."""
+    """``30s``, ``10m``, ``1h30m``, ``2d`` or a whole number of seconds (``stageline.numbers``)
+    → seconds; None when it is none of these, or not above zero."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value if value > 0 else None
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str) or not value:
         return None
-    text = value.strip()
-    if text.isascii() and text.isdigit() and len(text) <= 9:
-        return int(text) or None
+    text = value
+    try:
+        seconds = parse_int(text, "a duration", minimum=1, maximum=999_999_999)
+    except NumberError:
+        pass
+    else:
+        return seconds
     match = DURATION_RE.match(text)
     if not match or not any(match.groups()):
         return None
@@ -251,17 +256,15 @@ class _Validator:
             )
         if vtype == "Number":
             for label, candidate in (("default", default), ("value", value)):
-                if candidate and _is_fixed_non_number(candidate):
-                    self.error(
-                        f"{label} '{short(candidate)}' of Number variable '{name}' is not a number",
-                        self.line_of(item, label),
-                    )
+                if candidate and _is_fixed(candidate):
+                    self.number(candidate, f"{label} of Number variable '{name}'", item, label)
             for candidate in allowed:
-                if not _is_number(candidate):
-                    self.error(
-                        f"allowed value '{short(candidate)}' of Number variable '{name}' is not a number",
-                        self.line_of(item, "allowed_values"),
-                    )
+                self.number(
+                    candidate,
+                    f"allowed value of Number variable '{name}'",
+                    item,
+                    "allowed_values",
+                )
         pattern = self.pattern(item, name, vtype)
         multiline = item.get("multiline", False)
         if not isinstance(multiline, bool):
@@ -330,6 +333,13 @@ class _Validator:
             )
             return ""
         return pattern
+
+    def number(self, text: str, field: str, item: LMap, key: str) -> None:
+        """Refuse ``text`` unless it is a number by the one grammar (``stageline.numbers``)."""
+        try:
+            parse_number(text, field)
+        except NumberError as exc:
+            self.error(str(exc), self.line_of(item, key))
 
     def allowed_values(self, item: LMap, name: str) -> tuple[str, ...]:
         raw = item.get("allowed_values")
@@ -738,9 +748,9 @@ def free_text_inputs(
     return found
 
 
-def _is_fixed_non_number(text: str) -> bool:
-    """True for a fixed value that is not a number (an input or an expression is not fixed)."""
-    return text != RUNTIME_INPUT and not EXPRESSION_RE.search(text) and not _is_number(text)
+def _is_fixed(text: str) -> bool:
+    """True for a fixed value (an input or a value holding an expression is not fixed)."""
+    return text != RUNTIME_INPUT and not EXPRESSION_RE.search(text)
 
 
 def reference_problem(
@@ -789,11 +799,6 @@ def reference_problem(
             return f"stage '{stage.identifier}' reads the output of '{target}', which runs later"
         return ""
     return f"unknown expression <+{short(expr)}>"
-
-
-def _is_number(text: str) -> bool:
-    """A decimal number, as ``executions.inputs`` accepts it (no NaN, no infinity)."""
-    return bool(NUMBER_RE.match(text.strip())) if isinstance(text, str) else False
 
 
 def parse_pipeline(text: str) -> PipelineSpec:

@@ -365,7 +365,7 @@ def test_bad_inputs_come_back_in_place_with_each_message_at_its_field(client, pe
             in html
         )
         assert (
-            '<p class="field-error" id="id_input-replicas_error">replicas must be a number, not &#x27;many&#x27;</p>'
+            '<p class="field-error" id="id_input-replicas_error">replicas must be a number (like 12 or -3.5), not &#x27;many&#x27;</p>'
             in html
         )
         assert '<p class="field-error" id="id_input-token_error">token is required</p>' in html

@@ -6,13 +6,14 @@ from executions.loaders import load_execution
 from executions.services import abort_execution
 from pipelines.cli import user_named
 from stageline.errors import refusals_exit_2
+from stageline.numbers import id_argument
 
 
 class Command(BaseCommand):
     help = "Abort a running execution as a user with Execute rights."
 
     def add_arguments(self, parser):
-        parser.add_argument("execution_id", type=int)
+        parser.add_argument("execution_id", type=id_argument)
         parser.add_argument("--as", dest="as_user", required=True)
 
     @refusals_exit_2

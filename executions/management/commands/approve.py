@@ -6,13 +6,14 @@ from executions.loaders import load_execution
 from executions.services import answer_approval
 from pipelines.cli import user_named
 from stageline.errors import refusals_exit_2
+from stageline.numbers import id_argument
 
 
 class Command(BaseCommand):
     help = "Answer a waiting approval as a user with Approve rights."
 
     def add_arguments(self, parser):
-        parser.add_argument("execution_id", type=int)
+        parser.add_argument("execution_id", type=id_argument)
         parser.add_argument("stage")
         parser.add_argument("--as", dest="as_user", required=True)
         parser.add_argument("--reject", action="store_true")

@@ -20,6 +20,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from benchmarks import dashboard, database, dataset, engine, report, throughput
 from benchmarks.workers import Workers
+from stageline.numbers import float_argument, int_argument
 
 PARTS = ("engine", "throughput", "dashboard")
 
@@ -59,21 +60,27 @@ class Command(BaseCommand):
         parser.add_argument(
             "--fresh", action="store_true", help="drop and recreate the benchmark database first"
         )
-        parser.add_argument("--serial", type=int, help="stages of the serial pipeline (50)")
         parser.add_argument(
-            "--groups", type=int, help="parallel groups of the parallel pipeline (10)"
-        )
-        parser.add_argument("--width", type=int, help="stages per parallel group (8)")
-        parser.add_argument(
-            "--repeat", type=int, help="runs of each engine pipeline and of the chain (3)"
+            "--serial", type=int_argument, help="stages of the serial pipeline (50)"
         )
         parser.add_argument(
-            "--executions", type=int, help="executions started at once for throughput (200)"
+            "--groups", type=int_argument, help="parallel groups of the parallel pipeline (10)"
         )
-        parser.add_argument("--stages", type=int, help="stages of the throughput pipeline (5)")
-        parser.add_argument("--workers", type=int, default=2, help="worker processes (2)")
+        parser.add_argument("--width", type=int_argument, help="stages per parallel group (8)")
         parser.add_argument(
-            "--concurrency", type=int, default=1, help="pool processes per worker (1)"
+            "--repeat", type=int_argument, help="runs of each engine pipeline and of the chain (3)"
+        )
+        parser.add_argument(
+            "--executions",
+            type=int_argument,
+            help="executions started at once for throughput (200)",
+        )
+        parser.add_argument(
+            "--stages", type=int_argument, help="stages of the throughput pipeline (5)"
+        )
+        parser.add_argument("--workers", type=int_argument, default=2, help="worker processes (2)")
+        parser.add_argument(
+            "--concurrency", type=int_argument, default=1, help="pool processes per worker (1)"
         )
         parser.add_argument(
             "--worker-app",
@@ -82,14 +89,16 @@ class Command(BaseCommand):
             "config.celery and changes something measures the effect of that change",
         )
         parser.add_argument(
-            "--dataset", type=int, help="executions in the dashboard dataset (1,000,000)"
+            "--dataset", type=int_argument, help="executions in the dashboard dataset (1,000,000)"
         )
         parser.add_argument(
-            "--pipelines", type=int, help="pipelines in the dashboard dataset (100, at least 3)"
+            "--pipelines",
+            type=int_argument,
+            help="pipelines in the dashboard dataset (100, at least 3)",
         )
-        parser.add_argument("--requests", type=int, help="timed requests per page (200)")
+        parser.add_argument("--requests", type=int_argument, help="timed requests per page (200)")
         parser.add_argument(
-            "--timeout", type=float, default=900.0, help="seconds to wait for any one run"
+            "--timeout", type=float_argument, default=900.0, help="seconds to wait for any one run"
         )
         parser.add_argument(
             "--markdown", default="", help="also write the table as Markdown to this file"

@@ -15,6 +15,7 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from benchmarks import dataset, fixtures
+from stageline.numbers import int_argument
 
 
 class Command(BaseCommand):
@@ -25,13 +26,16 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument(
-            "--executions", type=int, default=1_000_000, help="how many (1,000,000)"
+            "--executions", type=int_argument, default=1_000_000, help="how many (1,000,000)"
         )
         parser.add_argument(
-            "--pipelines", type=int, default=dataset.PIPELINES, help="how many (100)"
+            "--pipelines", type=int_argument, default=dataset.PIPELINES, help="how many (100)"
         )
         parser.add_argument(
-            "--seed", type=int, default=20251126, help="random seed (the same data each time)"
+            "--seed",
+            type=int_argument,
+            default=20251126,
+            help="random seed (the same data each time)",
         )
 
     def handle(self, *args, executions: int, pipelines: int, seed: int, **options):

@@ -8,13 +8,14 @@ from executions.loaders import load_execution
 from executions.retry import create_rerun
 from pipelines.cli import user_named
 from stageline.errors import Conflict, Invalid, refusals_exit_2
+from stageline.numbers import id_argument
 
 
 class Command(BaseCommand):
     help = "Rerun an execution with the pipeline's current version; prints the new execution id."
 
     def add_arguments(self, parser):
-        parser.add_argument("execution_id", type=int)
+        parser.add_argument("execution_id", type=id_argument)
         parser.add_argument(
             "--stages", default="", help="comma-separated stages to run (others are skipped)"
         )

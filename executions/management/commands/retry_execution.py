@@ -9,13 +9,14 @@ from executions.loaders import load_execution
 from executions.retry import ALL, FAILED_ONLY, create_retry, plan_retry
 from pipelines.cli import user_named
 from stageline.errors import Conflict, Invalid, refusals_exit_2
+from stageline.numbers import id_argument
 
 
 class Command(BaseCommand):
     help = "Retry an execution from STAGE (carried-over stages are not run again)."
 
     def add_arguments(self, parser):
-        parser.add_argument("execution_id", type=int)
+        parser.add_argument("execution_id", type=id_argument)
         parser.add_argument(
             "--from", dest="from_stage", default="", help="stage (or parallel group) to retry from"
         )

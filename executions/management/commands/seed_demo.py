@@ -27,6 +27,7 @@ from pipelines.models import Organization, Pipeline, Project
 from pipelines.roles import assign_role
 from pipelines.services import save_pipeline
 from pipelines.spec import parse_pipeline
+from stageline.numbers import float_argument
 
 EXAMPLES = Path(settings.BASE_DIR) / "examples" / "pipelines"
 USERS = [
@@ -42,7 +43,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--no-worker", action="store_true", help="use the running workers")
-        parser.add_argument("--timeout", type=float, default=120.0)
+        parser.add_argument("--timeout", type=float_argument, default=120.0)
 
     def handle(self, *args, no_worker=False, timeout=120.0, **options):
         password = os.environ.get("STAGELINE_DEMO_PASSWORD", "stageline")
