@@ -160,9 +160,15 @@ class RetryForm(InputsForm):
     )
 
 
-class RerunForm(InputsForm):
-    def posted_stages(self) -> list[str]:
-        return [s for s in self.data.getlist("stages") if s]
+class RunForm(InputsForm):
+    """The Run and Rerun dialogs: the runtime inputs and, when the pipeline allows it, the stage
+    picker (``executions.selection`` decides what a pick means)."""
+
+    def picked_stages(self, *, offered: bool) -> list[str] | None:
+        """The ticked stages when the picker is ``offered`` (possibly none); otherwise ``None``
+        unless stages were posted anyway (then they are refused, not ignored)."""
+        posted = [s for s in self.data.getlist("stages") if s] if self.is_bound else []
+        return posted if offered or posted else None
 
 
 class ApprovalForm(forms.Form):

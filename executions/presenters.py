@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 
 from django.urls import reverse
 
-from executions.forms import RerunForm, RetryForm
+from executions.forms import RetryForm, RunForm
 from executions.listing import format_duration
 from executions.models import Event, Execution, LogChunk, StageRun, StepRun
 from executions.retry import ALL, FAILED_ONLY, rerun_blocker, retry_blocker, retry_history
+from executions.selection import picker_rows
 from executions.states import ACTIVE, Status, is_terminal
 from pipelines import permissions
 from pipelines.diffs import diff_rows
@@ -280,21 +281,17 @@ def changed_inputs(plan, values: dict[str, str]) -> list[tuple[str, str, str]]:
     return changed
 
 
-def rerun_context(
-    execution: Execution, plan, form: RerunForm, error: Refusal | None = None
-) -> dict:
-    """The Rerun dialog: the form and the stage picker, as posted or as the execution ran."""
-    if form.is_bound:
-        picked = set(form.posted_stages())
-    else:
-        picked = set(execution.selected_stages or [identifier for identifier, _ in plan.stages])
+def rerun_context(execution: Execution, plan, form: RunForm, error: Refusal | None = None) -> dict:
+    """The Rerun dialog: the form and the stage picker (every stage ticked, or as posted)."""
+    spec = current_spec(execution)
+    picked = form.picked_stages(offered=True) if form.is_bound else None
     current = execution.pipeline.current_version
     return {
         "execution": execution,
         "plan": plan,
         "form": form,
         "error": error.message if error else "",
-        "stages": [(identifier, name, identifier in picked) for identifier, name in plan.stages],
+        "stages": picker_rows(spec, picked) if spec is not None else [],
         "current_version": current,
         "version_changed": current is not None and current.pk != execution.version_id,
     }

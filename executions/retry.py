@@ -20,7 +20,7 @@ Rules written down where the SPEC is silent:
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -550,9 +550,10 @@ def create_rerun(
     execution: Execution,
     user: User,
     inputs: Mapping[str, object] | None = None,
-    stages: list[str] | None = None,
+    stages: Sequence[str] | None = None,
 ) -> Execution:
-    """Run the pipeline's current version again, linked to ``execution`` (SPEC §5)."""
+    """Run the pipeline's current version again, linked to ``execution`` (SPEC §5); ``stages``
+    as for ``run_pipeline`` (``None``: every stage)."""
     permissions.check(user, "execute", execution)
     reason = rerun_blocker(execution, user)
     if reason:
@@ -569,6 +570,6 @@ def create_rerun(
         pipeline=execution.pipeline,
         user=user,
         inputs=submitted,
-        stages=stages or None,
+        stages=stages,
         rerun_of=execution,
     )

@@ -7,7 +7,7 @@ which views turn into messages (400/403/404/409) and commands into exit code 2.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from django.db import connection, transaction
 from django.db.models import F
@@ -16,6 +16,7 @@ from django.utils import timezone
 from executions import engine
 from executions.inputs import InputErrors, validate_inputs
 from executions.models import Execution, StageRun, StepRun
+from executions.selection import select_stages
 from executions.states import ACTIVE, Status
 from executions.transitions import events_batched, record, transition
 from pipelines import permissions
@@ -260,10 +261,11 @@ def run_pipeline(
     pipeline: Pipeline,
     user,
     inputs: Mapping[str, object],
-    stages: list[str] | None = None,
+    stages: Sequence[str] | None = None,
     rerun_of: Execution | None = None,
 ) -> Execution:
-    """Start the pipeline's current version with ``inputs`` (validated here)."""
+    """Start the pipeline's current version with ``inputs`` (validated here); ``stages`` is
+    the operator's selection (``None``: every stage), decided by ``selection.select_stages``."""
     permissions.check(user, "execute", pipeline)
     version = pipeline.current_version
     if version is None:
@@ -275,9 +277,7 @@ def run_pipeline(
         raise Invalid(
             "Some runtime inputs are not valid: " + str(exc), field_errors=exc.errors
         ) from None
-    selected = None
-    if stages:
-        selected = check_stage_selection(spec, stages)
+    selected = select_stages(spec, stages)
     with transaction.atomic():
         execution = create_execution(
             pipeline=pipeline,
@@ -289,24 +289,6 @@ def run_pipeline(
             rerun_of=rerun_of,
         )
     return execution
-
-
-def check_stage_selection(spec, stages: list[str]) -> list[str]:
-    """Validate a rerun's stage selection: known stages, allowed, outputs available."""
-    if not spec.allow_stage_selection:
-        raise Invalid(f"Pipeline {spec.identifier} does not allow running selected stages.")
-    unknown = [s for s in stages if spec.stage(s) is None]
-    if unknown:
-        raise Invalid(f"Unknown stage(s): {', '.join(unknown)}.")
-    picked = set(stages)
-    for identifier in stages:
-        needs = spec.stage(identifier).output_references() - picked
-        if needs:
-            raise Invalid(
-                f"Stage '{identifier}' needs the output of {', '.join(sorted(needs))}, "
-                "which is not selected."
-            )
-    return [s.identifier for s in spec.stages if s.identifier in picked]
 
 
 def abort_execution(*, execution: Execution, user) -> Execution:

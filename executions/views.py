@@ -24,7 +24,7 @@ from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
 
 from executions import presenters
-from executions.forms import ApprovalForm, RerunForm, RetryForm, posted_inputs
+from executions.forms import ApprovalForm, RetryForm, RunForm, posted_inputs
 from executions.loaders import load_execution
 from executions.models import Execution, StepRun
 from executions.retry import (
@@ -220,7 +220,7 @@ def execution_rerun(request: HttpRequest, pk: int) -> HttpResponse:
     user = request.user
     plan = plan_rerun(execution, user)
     if request.method == "GET":
-        form = RerunForm(entries=plan.inputs, spec=presenters.current_spec(execution))
+        form = RunForm(entries=plan.inputs, spec=presenters.current_spec(execution))
         status = 200 if plan.allowed else _refusal_status(execution, user)
         return _dialog(
             request,
@@ -228,23 +228,20 @@ def execution_rerun(request: HttpRequest, pk: int) -> HttpResponse:
             presenters.rerun_context(execution, plan, form),
             status=status,
         )
-    form = RerunForm(request.POST, entries=plan.inputs, spec=presenters.current_spec(execution))
-    stages = form.posted_stages()
-    error: Refusal | None = None
-    if plan.stage_selection and plan.allowed and not stages:
-        error = Invalid("Pick at least one stage to run.", field_errors={"stages": "required"})
+    form = RunForm(request.POST, entries=plan.inputs, spec=presenters.current_spec(execution))
+    error: Refusal
+    try:
+        rerun = create_rerun(
+            execution=execution,
+            user=user,
+            inputs=form.posted_inputs(),
+            stages=form.picked_stages(offered=plan.stage_selection),
+        )
+    except Refusal as exc:
+        error = exc
     else:
-        if plan.stage_selection and set(stages) == {identifier for identifier, _ in plan.stages}:
-            stages = []  # every stage picked: a full run, not a selection
-        try:
-            rerun = create_rerun(
-                execution=execution, user=user, inputs=form.posted_inputs(), stages=stages or None
-            )
-        except Refusal as exc:
-            error = exc
-        else:
-            messages.success(request, f"Rerun #{rerun.sequence} of #{execution.sequence} started.")
-            return _done(request, execution_url(rerun))
+        messages.success(request, f"Rerun #{rerun.sequence} of #{execution.sequence} started.")
+        return _done(request, execution_url(rerun))
     form.is_valid()
     form.show_field_errors(error.field_errors)
     return _dialog(

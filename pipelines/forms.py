@@ -1,5 +1,5 @@
-"""Forms of the project and pipeline pages: the executions filter bar, the pipeline editor and
-the Run dialog's stage picker (its runtime inputs are ``executions.forms.InputsForm``).
+"""Forms of the project and pipeline pages: the executions filter bar and the pipeline editor
+(the Run dialog's form is ``executions.forms.RunForm``).
 
 The forms only read and render what the user typed; the rules stay where they live:
 ``executions.listing`` filters, ``pipelines.services.save_pipeline`` validates definitions
@@ -16,7 +16,6 @@ from django import forms
 
 from executions.listing import EXECUTION_STATUSES, Filters
 from pipelines.spec.errors import SpecError
-from pipelines.spec.model import PipelineSpec
 from stageline.numbers import NumberError, parse_int
 
 DATE_FORMAT = "%Y-%m-%d"
@@ -185,24 +184,3 @@ def annotate_lines(text: str, errors: Iterable[SpecError]) -> tuple[list[dict], 
         else:
             unplaced.append(error)
     return lines, unplaced
-
-
-class StageSelectionForm(forms.Form):
-    """Which stages a run runs, for pipelines with ``allow_stage_selection`` (none ticked: all).
-    ``run_pipeline`` checks the choice (a picked stage may not need an unpicked one's output)."""
-
-    stages = forms.MultipleChoiceField(
-        required=False,
-        label="Stages to run",
-        help_text="Leave all unticked to run every stage; unticked stages are skipped.",
-        widget=forms.CheckboxSelectMultiple,
-    )
-
-    def __init__(self, spec: PipelineSpec, data: Mapping[str, str] | None = None) -> None:
-        super().__init__(data)
-        self.fields["stages"].choices = [(stage.identifier, stage.name) for stage in spec.stages]
-
-    def submitted(self) -> list[str]:
-        if not hasattr(self.data, "getlist"):
-            return []
-        return [value for value in self.data.getlist("stages") if value]

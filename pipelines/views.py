@@ -21,21 +21,22 @@ from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect
 
 from executions import listing
-from executions.forms import InputsForm, run_entries
+from executions.forms import RunForm, run_entries
 from executions.models import Execution, Status
+from executions.selection import picker_rows
 from executions.services import run_pipeline
 from pipelines import permissions
 from pipelines.diffs import unified_rows
 from pipelines.forms import (
     ExecutionFilterForm,
     PipelineEditForm,
-    StageSelectionForm,
     annotate_lines,
 )
 from pipelines.loaders import load_pipeline, load_project
 from pipelines.models import Pipeline, PipelineVersion, Project
 from pipelines.services import save_pipeline
 from pipelines.spec.errors import SpecError, SpecErrors
+from pipelines.spec.model import PipelineSpec
 from pipelines.spec.redact import mask_secrets
 from stageline.errors import Conflict, Forbidden, Invalid, NotFound, Refusal
 from stageline.numbers import NumberError, parse_int
@@ -301,17 +302,15 @@ def pipeline_history(request: HttpRequest, org: str, project: str, identifier: s
 
 
 def _run_context(
-    pipeline: Pipeline,
-    form: InputsForm,
-    stages_form: StageSelectionForm | None,
-    error: Refusal | None = None,
+    pipeline: Pipeline, spec: PipelineSpec, form: RunForm, error: Refusal | None = None
 ) -> dict:
+    picked = form.picked_stages(offered=True) if form.is_bound else None
     return {
         "pipeline": pipeline,
         "project": pipeline.project,
         "form": form,
         "error": error.message if error else "",
-        "stages_form": stages_form,
+        "stages": picker_rows(spec, picked) if spec.allow_stage_selection else [],
         "version": pipeline.current_version,
         "run_url": reverse(
             "pipeline_run",
@@ -345,17 +344,15 @@ def pipeline_run(request: HttpRequest, org: str, project: str, identifier: str) 
     spec = version.spec
     status = 200
     error: Refusal | None = None
-    selectable = spec.allow_stage_selection
     entries = run_entries(spec)
     if request.method == "POST":
-        form = InputsForm(request.POST, entries=entries, spec=spec)
-        stages_form = StageSelectionForm(spec, request.POST) if selectable else None
+        form = RunForm(request.POST, entries=entries, spec=spec)
         try:
             execution = run_pipeline(
                 pipeline=pipeline,
                 user=request.user,
                 inputs=form.posted_inputs(),
-                stages=(stages_form.submitted() if stages_form else None) or None,
+                stages=form.picked_stages(offered=spec.allow_stage_selection),
             )
         except (Forbidden, NotFound) as refusal:
             return _refusal(request, pipeline, refusal)
@@ -369,9 +366,6 @@ def pipeline_run(request: HttpRequest, org: str, project: str, identifier: str) 
                 return HttpResponseClientRedirect(target)
             return redirect(target)
     else:
-        form = InputsForm(entries=entries, spec=spec)
-        stages_form = StageSelectionForm(spec) if selectable else None
+        form = RunForm(entries=entries, spec=spec)
     template = "pipelines/run.html#dialog" if request.htmx else "pipelines/run.html"
-    return render(
-        request, template, _run_context(pipeline, form, stages_form, error), status=status
-    )
+    return render(request, template, _run_context(pipeline, spec, form, error), status=status)

@@ -78,12 +78,13 @@ def url(name: str) -> str:
     return reverse(name, args=["acme", "web", "release"])
 
 
-def good_inputs(**overrides) -> dict[str, str]:
-    values = {
+def good_inputs(**overrides) -> dict[str, str | list[str]]:
+    values: dict[str, str | list[str]] = {
         "input-version": "2.0",
         "input-replicas": "3",
         "input-token": "hunter2",
         "input-build.target": "arm64",
+        "stages": ["build", "deploy"],  # the picker's start: every stage ticked
     }
     values.update(overrides)
     return values

@@ -6,6 +6,7 @@ from executions.cli import follow
 from executions.inputs import InputErrors, parse_assignments
 from executions.loaders import load_execution
 from executions.retry import create_rerun
+from executions.selection import parse_stage_list
 from pipelines.cli import user_named
 from stageline.errors import Conflict, Invalid, refusals_exit_2
 from stageline.numbers import id_argument
@@ -17,7 +18,10 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("execution_id", type=id_argument)
         parser.add_argument(
-            "--stages", default="", help="comma-separated stages to run (others are skipped)"
+            "--stages",
+            default=None,
+            metavar="STAGE[,STAGE...]",
+            help="the stages to run (the others are skipped); without it every stage runs",
         )
         parser.add_argument("--input", action="append", default=[], metavar="[STAGE.]NAME=VALUE")
         parser.add_argument("--as", dest="as_user", required=True)
@@ -38,7 +42,7 @@ class Command(BaseCommand):
                 execution=execution,
                 user=user,
                 inputs=submitted,
-                stages=[s.strip() for s in stages.split(",") if s.strip()] or None,
+                stages=parse_stage_list(stages),
             )
         except InputErrors as exc:
             raise Invalid(str(exc)) from None

@@ -4,6 +4,7 @@ from django.core.management.base import BaseCommand
 
 from executions.cli import follow
 from executions.inputs import InputErrors, parse_assignments
+from executions.selection import parse_stage_list
 from executions.services import run_pipeline
 from pipelines.cli import user_named
 from pipelines.loaders import load_pipeline
@@ -19,7 +20,10 @@ class Command(BaseCommand):
         parser.add_argument("pipeline", metavar="ORG/PROJECT/PIPELINE")
         parser.add_argument("--input", action="append", default=[], metavar="[STAGE.]NAME=VALUE")
         parser.add_argument(
-            "--stages", default="", help="comma-separated stages to run (others are skipped)"
+            "--stages",
+            default=None,
+            metavar="STAGE[,STAGE...]",
+            help="the stages to run (the others are skipped); without it every stage runs",
         )
         parser.add_argument("--as", dest="as_user", required=True)
         parser.add_argument("--wait", action="store_true")
@@ -37,7 +41,7 @@ class Command(BaseCommand):
                 pipeline=found,
                 user=user,
                 inputs=inputs,
-                stages=[s.strip() for s in stages.split(",") if s.strip()] or None,
+                stages=parse_stage_list(stages),
             )
         except InputErrors as exc:
             raise Invalid(str(exc)) from None
