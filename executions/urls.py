@@ -3,6 +3,8 @@ from django.urls import path
 from executions import views
 
 urlpatterns = [
+    path("waiting/", views.waiting, name="waiting"),
+    path("waiting/count/", views.waiting_count, name="waiting_count"),
     path("executions/<int:pk>/", views.execution_detail, name="execution"),
     path("executions/<int:pk>/steps/<int:step_pk>/log/", views.step_log, name="execution-step-log"),
     path("executions/<int:pk>/retry/", views.execution_retry, name="execution-retry"),

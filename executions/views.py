@@ -23,7 +23,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
 
-from executions import presenters
+from executions import listing, presenters
 from executions.forms import ApprovalForm, RetryForm, RunForm, posted_inputs
 from executions.loaders import load_execution
 from executions.models import Execution, StepRun
@@ -335,3 +335,19 @@ def execution_abort(request: HttpRequest, pk: int) -> HttpResponse:
         error = exc
     context = {"execution": execution, "error": error.message if error else ""}
     return _dialog(request, "executions/abort.html", context, status=error.status if error else 200)
+
+
+@require_GET
+@login_required
+def waiting(request: HttpRequest) -> HttpResponse:
+    """ "Waiting for me": every approval the signed-in user may answer, across projects."""
+    rows = list(listing.waiting_for(request.user)[:200])
+    return render(request, "executions/waiting.html", {"rows": rows})
+
+
+@require_GET
+@login_required
+def waiting_count(request: HttpRequest) -> HttpResponse:
+    """The header's count of what waits for the user (loaded by htmx, so pages pay nothing)."""
+    count = listing.waiting_for(request.user).count()
+    return render(request, "executions/_waiting_count.html", {"count": count})

@@ -207,6 +207,10 @@ LOGIN_AS_ANONYMOUS = 302
 
 PAGE_ROWS = [
     Row("home", "GET", lambda w: reverse("home"), expect(200, anonymous=302)),
+    # lists only what each user may answer (tests/executions/test_waiting.py says what)
+    Row("waiting for me", "GET", lambda w: reverse("waiting"), expect(200, anonymous=302)),
+    Row("waiting count", "GET", lambda w: reverse("waiting_count"), expect(200, anonymous=302)),
+    Row("waiting count POST", "POST", lambda w: reverse("waiting_count"), expect(405)),
     Row(
         "project page",
         "GET",

@@ -1,0 +1,72 @@
+""" "Waiting for me": the approvals the signed-in user may answer, across projects, with their
+count in the header (loaded by htmx, so other pages pay no query for it)."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from executions.models import Execution, Status
+from tests.executions.pages import APPROVAL_YAML, as_user, run
+from tests.factories import grant, make_pipeline, make_project
+
+
+@pytest.fixture
+def waiting(personas) -> Execution:
+    execution = run(make_pipeline(personas.project, APPROVAL_YAML), personas.executor)
+    assert execution.status == Status.WAITING
+    return execution
+
+
+@pytest.mark.parametrize(
+    ("persona", "sees"),
+    [
+        ("admin", True),
+        ("approver", True),
+        ("executor", False),
+        ("viewer", False),
+        ("stranger", False),
+    ],
+)
+def test_the_list_shows_what_the_user_may_answer(client, personas, waiting, persona, sees):
+    response = as_user(client, getattr(personas, persona)).get(reverse("waiting"))
+    html = response.content.decode()
+    assert response.status_code == 200
+    answer = f"{reverse('execution-approval', args=[waiting.pk])}?stage=approve"
+    assert (answer in html) is sees
+    assert (f"{waiting.pipeline.name} #{waiting.sequence}" in html) is sees
+    assert ("Nothing waits for you." in html) is not sees
+
+    count = as_user(client, getattr(personas, persona)).get(reverse("waiting_count"))
+    assert count.status_code == 200
+    assert ('aria-label="1 waiting for you">1<' in count.content.decode()) is sees
+
+
+def test_the_list_spans_projects_and_leaves_answered_approvals_out(client, personas, waiting):
+    other = make_project("initech", "billing")
+
+    grant(personas.approver, other, "approver")
+    grant(personas.admin, other, "admin")
+    elsewhere = run(make_pipeline(other, APPROVAL_YAML), personas.admin)
+    html = as_user(client, personas.approver).get(reverse("waiting")).content.decode()
+    assert "acme/web" in html and "initech/billing" in html
+    count = as_user(client, personas.approver).get(reverse("waiting_count")).content.decode()
+    assert ">2<" in count
+
+    client.post(
+        reverse("execution-approval", args=[elsewhere.pk]),
+        {"stage": "approve", "decision": "approve", "comment": ""},
+    )
+    html = as_user(client, personas.approver).get(reverse("waiting")).content.decode()
+    assert "acme/web" in html and "initech/billing" not in html
+
+
+def test_anonymous_users_are_sent_to_log_in(client):
+    for name in ("waiting", "waiting_count"):
+        response = client.get(reverse(name))
+        assert response.status_code == 302 and "/login/" in response["Location"]
+
+
+def test_every_page_links_the_list_and_loads_its_count_by_htmx(client, personas, waiting):
+    html = as_user(client, personas.approver).get(reverse("home")).content.decode()
+    assert f'hx-get="{reverse("waiting_count")}"' in html and "Waiting for me" in html
