@@ -38,7 +38,7 @@ from executions.transitions import record
 from pipelines import permissions
 from pipelines.diffs import unified_diff
 from pipelines.spec.model import PipelineSpec, Variable
-from pipelines.spec.redact import mask_secrets
+from pipelines.spec.redact import mask_pair
 from stageline.errors import Conflict, Invalid
 
 FAILED_ONLY = "failed_only"
@@ -310,9 +310,10 @@ def plan_retry(
         plan.pipeline_changed = True
         # Fixed Secret values never leave the server, not even in a diff: both sides are masked
         # before they are compared.
+        old, new = mask_pair(execution.version.yaml, current.yaml)
         plan.diff = unified_diff(
-            mask_secrets(execution.version.yaml),
-            mask_secrets(current.yaml),
+            old,
+            new,
             f"v{execution.version.number} (this execution)",
             f"v{current.number} (current)",
         )

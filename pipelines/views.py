@@ -37,7 +37,7 @@ from pipelines.models import Pipeline, PipelineVersion, Project
 from pipelines.services import save_pipeline
 from pipelines.spec.errors import SpecError, SpecErrors
 from pipelines.spec.model import PipelineSpec
-from pipelines.spec.redact import mask_secrets
+from pipelines.spec.redact import mask_pair, mask_secrets
 from stageline.errors import Conflict, Forbidden, Invalid, NotFound, Refusal
 from stageline.numbers import NumberError, parse_int
 
@@ -292,8 +292,7 @@ def pipeline_history(request: HttpRequest, org: str, project: str, identifier: s
         "selected": selected,
         "previous": previous,
         "diff": unified_rows(
-            _readable_yaml(previous),
-            _readable_yaml(selected),
+            *mask_pair(previous.yaml if previous else "", selected.yaml),
             f"version {previous.number}" if previous else "(nothing)",
             f"version {selected.number}",
         ),

@@ -96,15 +96,20 @@ def _prepared(secrets: Iterable[str]) -> list[tuple[str, bool]]:
     return [(n, len(n) < MIN_INSIDE_WORDS) for n in secret_needles(secrets)]
 
 
-def mask(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every secret value replaced by ``***``, by the rule of this module."""
+def mask(text: str, secrets: Iterable[str], *, keep_lines: bool = False) -> str:
+    """``text`` with every secret value replaced by ``***``, by the rule of this module.
+
+    ``keep_lines``: a masked run that spans line breaks keeps them (``***`` then the same number
+    of empty lines), for texts shown with line numbers (a definition and its ``#L14`` links).
+    """
     needles = _prepared(secrets)
     if not needles or not text:
         return text
     pieces: list[str] = []
     done = 0
     for begin, end in _spans(text, needles, 0):
-        pieces += [text[done:begin], MASK]
+        hidden = MASK + "\n" * text.count("\n", begin, end) if keep_lines else MASK
+        pieces += [text[done:begin], hidden]
         done = end
     pieces.append(text[done:])
     return "".join(pieces)

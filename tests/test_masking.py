@@ -16,6 +16,7 @@ from executions.runners.shell import LogWriter
 from executions.services import run_pipeline
 from executions.transitions import transition
 from pipelines.services import save_pipeline
+from pipelines.spec.redact import mask_pair, mask_secrets
 from stageline.masking import StreamMasker, mask
 from tests import factories
 
@@ -42,6 +43,12 @@ def test_a_multiline_value_is_masked_whole_and_line_by_line():
     # as a YAML block, or in a diff, its lines appear apart, indented or prefixed
     block = "value: |\n    -----BEGIN KEY-----\n+    MIIEabc\n    -----END KEY-----\n"
     assert mask(block, [key]) == "value: |\n    ***\n+    ***\n    ***\n"
+
+
+def test_a_text_shown_with_line_numbers_keeps_its_lines():
+    text = "a\nkey-line-one\nkey-line-two\nb"
+    masked = mask(text, ["key-line-one\nkey-line-two"], keep_lines=True)
+    assert masked == "a\n***\n\nb"
 
 
 def test_overlapping_secrets_are_masked_as_one_run_longest_first():
@@ -125,6 +132,28 @@ def test_the_history_diff_masks_the_value_on_lines_that_are_not_the_secrets_own(
     assert "fixed-secret-value" not in html
     added = [line for line in html.splitlines() if 'class="diff-add"' in line]
     assert any("script: echo &quot;now calling with ***&quot;" in line for line in added), added
+
+
+def test_a_definition_masks_a_secret_written_with_escapes_wherever_its_value_appears():
+    text = textwrap.dedent(
+        """\
+        pipeline:
+          variables:
+            - {name: key, type: Secret, value: "p\\x61ss-word-1"}
+          script: echo pass-word-1
+        """
+    )
+    masked = mask_secrets(text)
+    assert "pass-word-1" not in masked and "x61" not in masked
+    assert masked.splitlines()[3] == "  script: echo ***"
+
+
+def test_two_versions_shown_together_mask_each_others_secrets():
+    old = "pipeline:\n  script: echo made-secret-later\n"
+    new = "pipeline:\n  variables:\n    - {name: k, type: Secret, value: made-secret-later}\n"
+    shown_old, shown_new = mask_pair(old, new)
+    assert "made-secret-later" not in shown_old + shown_new
+    assert shown_old == "pipeline:\n  script: echo ***\n"
 
 
 @pytest.mark.django_db
