@@ -11,6 +11,7 @@ costs the same number of queries for 5 executions or 5,000.
 from __future__ import annotations
 
 import datetime
+import re
 from dataclasses import dataclass, field
 
 from django.db import connection
@@ -197,3 +198,34 @@ def waiting_for(user) -> QuerySet[StepRun]:
         .select_related("execution__pipeline__project__organization", "stage_run")
         .order_by("started_at", "pk")
     )
+
+
+_JUMP = re.compile(
+    r"""^\s*(?:
+        (?:id:?\s*)?(?P<id>[0-9]{1,18})                                  # 1234, id:1234
+      | (?:(?P<org>[\w-]+)/(?P<project>[\w-]+)/)?(?P<pipeline>[\w-]+)?
+        \s*(?:\#|\s)\s*(?P<number>[0-9]{1,9})                            # web_deploy #12, #12
+    )\s*$""",
+    re.VERBOSE,
+)
+JUMP_HELP = "an execution id (1234), a number (#12) or a pipeline and number (web_deploy #12)"
+
+
+def find_executions(user, text: str) -> QuerySet[Execution] | None:
+    """The executions ``user`` may see that ``text`` names (``JUMP_HELP``), newest first; None
+    when ``text`` names no execution at all."""
+    match = _JUMP.match(text or "")
+    if match is None:
+        return None
+    found = Execution.objects.visible_to(user).select_related("pipeline__project__organization")
+    if match["id"]:
+        return found.filter(pk=int(match["id"]))
+    found = found.filter(sequence=int(match["number"]))
+    if match["pipeline"]:
+        found = found.filter(pipeline__identifier=match["pipeline"])
+    if match["org"]:
+        found = found.filter(
+            pipeline__project__organization__slug=match["org"],
+            pipeline__project__slug=match["project"],
+        )
+    return found.order_by("-pk")

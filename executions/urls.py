@@ -3,6 +3,7 @@ from django.urls import path
 from executions import views
 
 urlpatterns = [
+    path("go/", views.jump, name="jump"),
     path("waiting/", views.waiting, name="waiting"),
     path("waiting/count/", views.waiting_count, name="waiting_count"),
     path("executions/<int:pk>/", views.execution_detail, name="execution"),

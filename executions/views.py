@@ -351,3 +351,20 @@ def waiting_count(request: HttpRequest) -> HttpResponse:
     """The header's count of what waits for the user (loaded by htmx, so pages pay nothing)."""
     count = listing.waiting_for(request.user).count()
     return render(request, "executions/_waiting_count.html", {"count": count})
+
+
+@require_GET
+@login_required
+def jump(request: HttpRequest) -> HttpResponse:
+    """The header's "Go to execution": straight to the one execution the text names, a choice
+    when it names several (a number in several pipelines), 404 when none the user may see."""
+    text = request.GET.get("q", "").strip()
+    found = listing.find_executions(request.user, text)
+    if found is None:
+        raise Invalid(f"'{text[:60]}' is not {listing.JUMP_HELP}.")
+    rows = list(found[:50])
+    if len(rows) == 1:
+        return redirect(execution_url(rows[0]))
+    if not rows:
+        raise NotFound(f"No execution '{text[:60]}' that you may see.")
+    return render(request, "executions/jump.html", {"rows": rows, "text": text})
