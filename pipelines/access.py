@@ -6,6 +6,10 @@ The project comes from ``pipelines.loaders.load_project``: a user who may not se
 through ``pipelines.roles``, which holds the rules (Manage access, and a project always keeps a
 project-wide Project Admin); a refused change re-renders the page with the reason and the
 refusal's status, and changes nothing. This module holds no permission logic of its own.
+
+The page lists every effective grant: the role assignments, and any permission given outside
+roles (``pipelines.grants``: a superuser's direct object permission), which an admin can
+remove here. Revoking a role removes only what the role granted.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
-from pipelines import permissions, roles
+from pipelines import grants, permissions, roles
 from pipelines.loaders import load_project
 from pipelines.models import Pipeline, Project, Role, RoleAssignment
 from stageline.errors import Forbidden, NotFound, Refusal
@@ -128,6 +132,7 @@ def _page(
                 F("pipeline__identifier").asc(nulls_first=True),
                 Coalesce("user__username", "group__name"),
             ),
+            direct_grants=grants.direct_grants(project),
             role_choices=Role.choices,
             role_help=[
                 (Role(role).label, [permissions.ACTION_LABELS[a] for a in actions])
@@ -236,4 +241,23 @@ def remove_assignment(
     except Refusal as refusal:
         return _refused(request, project_obj, refusal)
     messages.success(request, f"Removed {description}.")
+    return _after_change(request, project_obj)
+
+
+@require_POST
+@login_required
+def remove_direct_grant(request: HttpRequest, org: str, project: str) -> HttpResponse:
+    """Remove a permission given outside roles (all its actions on one target)."""
+    project_obj, refused = _administered(request, org, project)
+    if refused is not None:
+        return refused
+    try:
+        removed = grants.remove_direct_grant(
+            project=project_obj, key=request.POST.get("grant", ""), removed_by=request.user
+        )
+    except Forbidden as refusal:
+        return _refused(request, project_obj, refusal)
+    messages.success(
+        request, f"Removed {', '.join(removed.actions)} of {removed.who} on {removed.where}."
+    )
     return _after_change(request, project_obj)

@@ -16,4 +16,9 @@ urlpatterns = [
         access.remove_assignment,
         name="project_access_remove",
     ),
+    path(
+        "p/<slug:org>/<slug:project>/access/direct/remove/",
+        access.remove_direct_grant,
+        name="project_access_remove_direct",
+    ),
 ]

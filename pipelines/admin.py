@@ -1,9 +1,11 @@
 """Admin pages. A staff user sees and edits only the projects they administer (Manage access
 on the whole project) and what belongs to them; anything else is a 404, never listed, never
-offered in a choice or a filter. Superusers see everything. Project and Pipeline have
-guardian's object-permission pages; role assignments are edited per project (inline on the
-project page, or on their own page) and always saved through ``pipelines.roles``, so that the
-guardian permissions follow."""
+offered in a choice or a filter. Superusers see everything. Role assignments are edited per
+project (inline on the project page, or on their own page) and always saved through
+``pipelines.roles``, so that the guardian permissions follow. Roles are the only way to grant
+project rights: guardian's object-permission pages of Project and Pipeline are for superusers
+only (a 403 for anyone else), and what a superuser changes there is audited
+(``pipelines.grants``) and listed on the project's Access page."""
 
 from __future__ import annotations
 
@@ -13,13 +15,13 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import ActionLocation
 from django.contrib.auth import get_user_model
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.http import Http404, QueryDict
 from django.shortcuts import redirect
 from guardian.admin import GuardedModelAdmin
 
-from pipelines import permissions, roles
+from pipelines import grants, permissions, roles
 from pipelines.models import (
     AuditEvent,
     Organization,
@@ -252,10 +254,37 @@ def save_assignment_forms(request, project: Project, formset) -> None:
             roles.revoke_role(assignment=form.instance, revoked_by=request.user)
 
 
+class SuperusersGrantDirectly(GuardedModelAdmin):
+    """guardian's object-permission pages, for superusers only: they write permissions past the
+    roles (the Access page lists them, ``pipelines.grants`` audits them as the superuser's).
+    Anyone else is refused with a 403, whatever the method: project rights come from roles."""
+
+    def _direct_grants(self, request, view, object_pk, *args):
+        self.get_object(request, object_pk)  # outside the user's projects: a 404, as everywhere
+        if not request.user.is_superuser:
+            raise PermissionDenied(
+                "Only superusers may edit object permissions here: give a role on the "
+                "project's Access page (or under Role assignments) instead."
+            )
+        with grants.acting_as(request.user):
+            return view(request, object_pk, *args)
+
+    def obj_perms_manage_view(self, request, object_pk):
+        return self._direct_grants(request, super().obj_perms_manage_view, object_pk)
+
+    def obj_perms_manage_user_view(self, request, object_pk, user_id):
+        return self._direct_grants(request, super().obj_perms_manage_user_view, object_pk, user_id)
+
+    def obj_perms_manage_group_view(self, request, object_pk, group_id):
+        return self._direct_grants(
+            request, super().obj_perms_manage_group_view, object_pk, group_id
+        )
+
+
 # guardian types change_form_template as str, django-stubs as str | list | None: the stubs of
 # two packages disagree, nothing of ours.
 @admin.register(Project)
-class ProjectAdmin(ScopedAdmin, GuardedModelAdmin):  # type: ignore[misc]
+class ProjectAdmin(ScopedAdmin, SuperusersGrantDirectly):  # type: ignore[misc]
     project_path = "pk"
     list_display = ["__str__", "name", "created_at"]
     list_select_related = ["organization"]
@@ -289,7 +318,7 @@ class PipelineVersionInline(admin.TabularInline):
 
 
 @admin.register(Pipeline)
-class PipelineAdmin(ScopedAdmin, GuardedModelAdmin):  # type: ignore[misc]  # as ProjectAdmin
+class PipelineAdmin(ScopedAdmin, SuperusersGrantDirectly):  # type: ignore[misc]  # as ProjectAdmin
     list_display = ["identifier", "name", "project", "current_version", "created_at"]
     list_filter = [("project", ProjectListFilter)]
     list_select_related = [

@@ -18,7 +18,8 @@ one query. A request loads a fresh user, so a revoked role is gone at the next r
 refusal (``NotFound`` for what the user may not see, ``Forbidden`` naming the missing
 permission); page loaders (``pipelines.loaders``, ``executions.loaders``) use it too.
 Everything else (views, services, admin, management commands) asks this module; apart from
-``pipelines.roles`` (which writes the permissions) no other code reads guardian tables.
+``pipelines.roles`` (which writes the permissions) and ``pipelines.grants`` (which audits and
+lists those written outside roles) no other code reads guardian tables.
 """
 
 from __future__ import annotations

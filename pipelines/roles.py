@@ -6,7 +6,8 @@ and ``revoke_role`` keep those rows and the object permissions they stand for in
 one transaction: a role grants exactly the actions of ``ROLE_ACTIONS``, changing it adds and
 removes only the difference, revoking it removes exactly what it granted. Each change is
 written to the audit trail. Only these functions write role permissions: the Access page,
-the admin and anything else that grants go through them.
+the admin and anything else that grants go through them (a permission written anywhere else
+is audited by ``pipelines.grants``, which asks ``writing()`` to tell them apart).
 
 Each function is its own guard. The acting user (``granted_by`` / ``changed_by`` /
 ``revoked_by``; ``None`` only for the system itself: seeding, tests' set-up) must hold
@@ -17,6 +18,8 @@ pass (the second waits for the first and then sees it is the last one).
 """
 
 from __future__ import annotations
+
+from contextvars import ContextVar
 
 from django.contrib.auth.models import AnonymousUser, Group, User
 from django.db import IntegrityError, transaction
@@ -34,6 +37,14 @@ ROLE_ACTIONS: dict[str, tuple[str, ...]] = {
     Role.APPROVER: ("view", "approve"),
     Role.ADMIN: ("view", "execute", "approve", "change", "manage_access"),
 }
+
+
+_writing: ContextVar[bool] = ContextVar("stageline_roles_writing", default=False)
+
+
+def writing() -> bool:
+    """Whether the permission being saved or deleted right now is a role's (audited as one)."""
+    return _writing.get()
 
 
 class RoleError(Invalid):
@@ -55,10 +66,14 @@ def _target(assignment: RoleAssignment) -> tuple[Project | Pipeline, str]:
 def _set_actions(assignment: RoleAssignment, *, add: set[str], remove: set[str]) -> None:
     target, model = _target(assignment)
     subject = _subject(assignment)
-    for action in sorted(add):
-        assign_perm(f"pipelines.{action}_{model}", subject, target)
-    for action in sorted(remove):
-        remove_perm(f"pipelines.{action}_{model}", subject, target)
+    token = _writing.set(True)
+    try:
+        for action in sorted(add):
+            assign_perm(f"pipelines.{action}_{model}", subject, target)
+        for action in sorted(remove):
+            remove_perm(f"pipelines.{action}_{model}", subject, target)
+    finally:
+        _writing.reset(token)
     permissions.forget(assignment.user)
 
 

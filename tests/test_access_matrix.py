@@ -349,6 +349,13 @@ ACCESS_ROWS = [
         project_url("project_access_remove", OWN, STRANGER_ASSIGNMENT),
         expect(403, admin=404, stranger=404, anonymous=302),
     ),
+    Row(
+        "removing a permission given outside roles that is not there",
+        "POST",
+        project_url("project_access_remove_direct", OWN),
+        expect(403, admin=404, stranger=404, anonymous=302),
+        data=lambda w, persona: {"grant": f"user:{w.personas.stranger.pk}:project:{w.project.pk}"},
+    ),
 ]
 
 # The admin: only ``admin`` is staff; everyone else is sent to the admin's login page.
@@ -431,11 +438,12 @@ ADMIN_ROWS = [
         expect(302, admin=404),
         data=lambda w, p: {"post": "yes"},
     ),
+    # guardian's object-permission pages: superusers only (roles are the way to grant)
     Row(
         "admin project permissions",
         "GET",
         admin_url(Project, "permissions", lambda w: w.project),
-        expect(302, admin=200),
+        expect(302, admin=403),
     ),
     Row(
         "admin project permissions of another project",
@@ -447,7 +455,7 @@ ADMIN_ROWS = [
         "admin pipeline permissions",
         "GET",
         admin_url(Pipeline, "permissions", lambda w: w.pipeline),
-        expect(302, admin=200),
+        expect(302, admin=403),
     ),
     Row(
         "admin pipeline permissions of another project",
@@ -463,6 +471,16 @@ ADMIN_ROWS = [
             args=[w.other_pipeline.pk, w.personas.viewer.pk],
         ),
         expect(302, admin=404),
+        data=lambda w, persona: {"permissions": ["view_pipeline"]},
+    ),
+    Row(
+        "admin granting on own project's pipeline",
+        "POST",
+        lambda w: reverse(
+            "admin:pipelines_pipeline_permissions_manage_user",
+            args=[w.pipeline.pk, w.personas.stranger.pk],
+        ),
+        expect(302, admin=403),
         data=lambda w, persona: {"permissions": ["view_pipeline"]},
     ),
 ]

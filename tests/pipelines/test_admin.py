@@ -379,28 +379,29 @@ def test_a_project_admin_cannot_move_a_project_or_a_pipeline_elsewhere(client, w
 
 
 @pytest.mark.parametrize("model", [Project, Pipeline], ids=lambda m: m.__name__)
-def test_guardians_object_permission_pages_open_for_own_objects_and_404_for_others(
-    client, world, model
-):
+def test_guardians_object_permission_pages_are_for_superusers_only(client, world, model):
+    """Roles are the only way a Project Admin grants rights (issue 15, finding 4)."""
     personas, pipeline, other_pipeline = world
     own, foreign = {
         Project: (personas.project, personas.other_project),
         Pipeline: (pipeline, other_pipeline),
     }[model]
     name = f"admin:pipelines_{model._meta.model_name}_permissions"
-    client.force_login(personas.admin)
-    page = client.get(reverse(name, args=[own.pk]))
-    assert page.status_code == 200
-    assert client.get(reverse(name, args=[foreign.pk])).status_code == 404
     user_page = f"admin:pipelines_{model._meta.model_name}_permissions_manage_user"
-    assert client.get(reverse(user_page, args=[foreign.pk, personas.viewer.pk])).status_code == 404
+    client.force_login(personas.admin)
+    for obj, status in ((own, 403), (foreign, 404)):
+        assert client.get(reverse(name, args=[obj.pk])).status_code == status
+        page = reverse(user_page, args=[obj.pk, personas.viewer.pk])
+        assert client.get(page).status_code == status
+    client.force_login(make_user("root", is_superuser=True, is_staff=True))
+    assert client.get(reverse(name, args=[own.pk])).status_code == 200
 
 
-def test_guardians_page_grants_a_permission_that_counts_at_once(client, world):
+def test_a_superusers_grant_on_guardians_page_counts_at_once(client, world):
     personas, pipeline, _ = world
     sibling = pipeline_in(personas.project, "sibling")
     bob = make_user("bob")
-    client.force_login(personas.admin)
+    client.force_login(make_user("root", is_superuser=True, is_staff=True))
     url = reverse("admin:pipelines_pipeline_permissions_manage_user", args=[pipeline.pk, bob.pk])
     response = client.post(url, {"permissions": ["view_pipeline", "execute_pipeline"]})
     assert response.status_code == 302
