@@ -60,10 +60,11 @@ _Resolver.add_implicit_resolver(
 # is read in well under a second instead of twenty, so saving one cannot tie up a web worker.
 LIBYAML = bool(getattr(yaml, "__with_libyaml__", False))
 if LIBYAML:
+    from yaml._yaml import CParser  # the C extension: present only when LIBYAML
 
-    class _Loader(yaml.cyaml.CParser, yaml.constructor.SafeConstructor, _Resolver):
+    class _Loader(CParser, yaml.constructor.SafeConstructor, _Resolver):
         def __init__(self, stream: str):
-            yaml.cyaml.CParser.__init__(self, stream)
+            CParser.__init__(self, stream)
             yaml.constructor.SafeConstructor.__init__(self)
             _Resolver.__init__(self)
 
@@ -135,8 +136,9 @@ def _check_events(text: str) -> None:
     hostile document is refused before anything recursive or expensive runs.
     """
     depth = 0
-    for event in yaml.parse(text, Loader=_Loader):
-        line = event.start_mark.line + 1
+    # PyYAML's stubs name only its own loader classes as ``Loader``.
+    for event in yaml.parse(text, Loader=_Loader):  # type: ignore[arg-type]
+        line = event.start_mark.line + 1 if event.start_mark else 0
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
             raise SpecError("YAML anchors and aliases are not allowed", line)
         tag = getattr(event, "tag", None)
@@ -198,12 +200,10 @@ def load_yaml(text: str) -> Any:
         raise SpecErrors([SpecError(f"invalid YAML: {_yaml_reason(exc, text)}", line)]) from None
     except yaml.reader.ReaderError as exc:
         # libyaml counts the position in UTF-8 bytes, the Python reader in characters
-        before = (
-            text.encode("utf-8")[: max(exc.position, 0)]
-            if LIBYAML
-            else text[: max(exc.position, 0)]
-        )
-        line = before.count(b"\n" if LIBYAML else "\n") + 1
+        if LIBYAML:
+            line = text.encode("utf-8")[: max(exc.position, 0)].count(b"\n") + 1
+        else:
+            line = text[: max(exc.position, 0)].count("\n") + 1
         if isinstance(exc.character, int):
             reason = f"the character #x{exc.character:04x} is not allowed"
         else:

@@ -394,7 +394,8 @@ class _Validator:
             spec = LMap()
             spec.line, spec.key_lines, spec.value_marks = self.line_of(body, "spec"), {}, {}
         step_where = f"step '{ident}' of stage '{stage}'"
-        script, message, duration, env = "", "", 0, ()
+        script, message, duration = "", "", 0
+        env: tuple[tuple[str, str], ...] = ()
         if stype == "ShellScript":
             self.check_keys(spec, {"script", "env"}, f"the spec of step '{ident}'")
             script = self.text(
