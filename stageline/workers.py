@@ -1,5 +1,5 @@
 """Celery worker and beat processes that a program starts and stops itself: the integration
-and fault suites (``tests/workers.py``) and ``manage.py bench`` (``benchmarks/workers.py``).
+and fault suites (``tests/helpers/workers.py``) and ``manage.py bench`` (``benchmarks/workers.py``).
 
 Why here: the tests and the benchmark command both need it and neither should import the
 other (a management command must not need the test suite, and the tests are no part of the

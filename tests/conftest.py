@@ -14,17 +14,14 @@ The worker is real in both modes, never ``task_always_eager``:
 from __future__ import annotations
 
 import os
-import time
-from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from django.contrib.auth.models import User
 from django.db import connection
 
-from pipelines.models import Project
-from tests import factories
-from tests.workers import ProcessWorkers, thread_worker
+from tests.helpers import factories
+from tests.helpers.personas import Personas
+from tests.helpers.workers import ProcessWorkers, thread_worker
 
 WORKER_MODE = os.environ.get("STAGELINE_TEST_WORKERS", "") or "thread"
 PROCESS_MODE = WORKER_MODE == "process"
@@ -104,26 +101,6 @@ def process_mode_problem(settings) -> str:
     return ""
 
 
-@dataclass
-class Personas:
-    project: Project
-    other_project: Project
-    admin: User
-    executor: User
-    viewer: User
-    approver: User
-    stranger: User
-
-    def all(self) -> dict[str, User]:
-        return {
-            "admin": self.admin,
-            "executor": self.executor,
-            "viewer": self.viewer,
-            "approver": self.approver,
-            "stranger": self.stranger,
-        }
-
-
 @pytest.fixture
 def personas(db) -> Personas:
     project = factories.make_project("acme", "web")
@@ -175,46 +152,3 @@ def workers(worker):
         )
     yield worker
     worker.stop_all_but(*SESSION_PROCESSES)
-
-
-def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, message: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-
-
-def wait_for_status(execution, statuses, timeout: float = 60.0):
-    """Poll until the execution's status is one of ``statuses``; return the fresh row."""
-    from executions.models import Execution
-
-    if isinstance(statuses, str):
-        statuses = {statuses}
-
-    def check():
-        fresh = Execution.objects.get(pk=execution.pk)
-        return fresh if fresh.status in statuses else None
-
-    try:
-        return wait_for(check, timeout, message=f"execution {execution.pk} to reach {statuses}")
-    except AssertionError:
-        fresh = Execution.objects.get(pk=execution.pk)
-        runs = [(r.identifier, r.status, r.error) for r in fresh.stage_runs.all()]
-        raise AssertionError(f"execution {execution.pk} is {fresh.status}, stages {runs}") from None
-
-
-def wait_for_stage(execution, stage: str, statuses, timeout: float = 60.0):
-    from executions.models import StageRun
-
-    if isinstance(statuses, str):
-        statuses = {statuses}
-    return wait_for(
-        lambda: StageRun.objects.filter(
-            execution=execution, identifier=stage, status__in=statuses
-        ).first(),
-        timeout,
-        message=f"stage {stage} to reach {statuses}",
-    )

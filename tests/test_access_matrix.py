@@ -30,8 +30,8 @@ from executions.services import abort_execution, run_pipeline
 from pipelines.admin import ScopedAdmin
 from pipelines.models import AuditEvent, Pipeline, PipelineVersion, Project, RoleAssignment
 from pipelines.roles import assign_role, change_role, revoke_role
-from tests.conftest import Personas
-from tests.factories import make_pipeline, make_project, make_user
+from tests.helpers.factories import make_pipeline, make_project, make_user
+from tests.helpers.personas import Personas
 
 PERSONAS = ("admin", "executor", "viewer", "approver", "stranger", "deployer", "anonymous")
 MEMBERS = ("admin", "executor", "viewer", "approver")

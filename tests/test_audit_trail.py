@@ -11,8 +11,8 @@ from executions.retry import create_retry, plan_rerun, plan_retry
 from executions.services import abort_execution, answer_approval, run_pipeline
 from pipelines.models import AuditEvent
 from pipelines.roles import change_role, revoke_role
-from tests.conftest import wait_for_status
-from tests.factories import make_pipeline
+from tests.helpers.factories import make_pipeline
+from tests.helpers.runs import wait_for_status
 
 pytestmark = pytest.mark.engine
 

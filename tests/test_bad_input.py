@@ -21,12 +21,11 @@ from django.urls import reverse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from executions import engine
-from executions.models import Execution, LogChunk, Status, StepRun
+from executions.models import Execution, LogChunk, Status
 from executions.services import run_pipeline
 from pipelines.models import PipelineVersion
-from tests.conftest import wait_for_status
-from tests.factories import make_pipeline
+from tests.helpers.factories import make_pipeline
+from tests.helpers.runs import drive, wait_for_status
 
 RELEASE_YAML = """
 pipeline:
@@ -56,18 +55,6 @@ pipeline:
         steps:
           - step: {identifier: mail, type: ShellScript, spec: {script: 'echo sent'}}
 """
-
-
-def drive(execution: Execution) -> Execution:
-    """Run the queued steps of ``execution`` here, with the real engine, until none is left."""
-    for _ in range(100):
-        step = (
-            StepRun.objects.filter(execution=execution, status=Status.QUEUED).order_by("id").first()
-        )
-        if step is None:
-            break
-        engine.run_step(step.pk)
-    return Execution.objects.get(pk=execution.pk)
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ from django.db.models import ProtectedError
 from executions.models import Execution, LogChunk, StageRun, Status, StepRun
 from executions.services import run_pipeline
 from pipelines.models import Pipeline, PipelineVersion, Project, RoleAssignment
-from tests.conftest import wait_for_status
-from tests.factories import make_pipeline, serial_pipeline, shell_stage
+from tests.helpers.factories import make_pipeline, serial_pipeline, shell_stage
+from tests.helpers.runs import wait_for_status
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -18,7 +18,7 @@ from executions.transitions import transition
 from pipelines.services import save_pipeline
 from pipelines.spec.redact import mask_pair, mask_secrets
 from stageline.masking import StreamMasker, mask
-from tests import factories
+from tests.helpers import factories
 
 # --- the rule ---------------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from pipelines.services import save_pipeline
 from pipelines.spec.errors import SpecErrors
 from pipelines.spec.validate import parse_duration, parse_pipeline
 from stageline.numbers import NumberError, is_number, parse_int, parse_number
-from tests import factories
+from tests.helpers import factories
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -27,7 +27,7 @@ from stageline.errors import (
     RefusalMiddleware,
     command_error,
 )
-from tests.factories import make_pipeline
+from tests.helpers.factories import make_pipeline
 
 GATED = """
 pipeline:

@@ -11,7 +11,7 @@ import pytest
 from django.urls import reverse
 
 from executions.models import Execution, Status
-from tests import factories
+from tests.helpers import factories
 
 pytestmark = pytest.mark.django_db
 

@@ -11,11 +11,11 @@ from html.parser import HTMLParser
 import pytest
 from django.urls import reverse
 
-from executions import engine
-from executions.models import Execution, Status, StepRun
+from executions.models import Status, StepRun
 from executions.retry import create_retry
 from executions.services import run_pipeline
-from tests.factories import make_pipeline
+from tests.helpers.factories import make_pipeline
+from tests.helpers.runs import drive
 
 MARK = "XSS-"
 PAYLOAD = (
@@ -164,17 +164,6 @@ class Pages:
 
     def assert_inert(self) -> None:
         assert not self.problems, "\n".join(self.problems)
-
-
-def drive(execution: Execution) -> Execution:
-    for _ in range(100):
-        step = (
-            StepRun.objects.filter(execution=execution, status=Status.QUEUED).order_by("id").first()
-        )
-        if step is None:
-            break
-        engine.run_step(step.pk)
-    return Execution.objects.get(pk=execution.pk)
 
 
 @pytest.fixture

@@ -14,9 +14,9 @@ from executions.models import Execution, Status
 from executions.retry import create_retry
 from executions.services import answer_approval, run_pipeline
 from tests.browser.conftest import ROOT, screenshot
-from tests.conftest import wait_for, wait_for_stage, wait_for_status
-from tests.executions.pages import APPROVAL_YAML
-from tests.factories import make_pipeline
+from tests.helpers.factories import make_pipeline
+from tests.helpers.pages import APPROVAL_YAML
+from tests.helpers.runs import wait_for, wait_for_stage, wait_for_status
 
 pytestmark = pytest.mark.browser
 

@@ -9,9 +9,9 @@ from playwright.sync_api import expect
 from executions.models import Status
 from executions.services import run_pipeline
 from tests.browser.conftest import screenshot
-from tests.conftest import wait_for_status
-from tests.executions.pages import APPROVAL_YAML
-from tests.factories import make_pipeline
+from tests.helpers.factories import make_pipeline
+from tests.helpers.pages import APPROVAL_YAML
+from tests.helpers.runs import wait_for_status
 
 pytestmark = pytest.mark.browser
 

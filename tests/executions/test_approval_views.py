@@ -6,18 +6,18 @@ import pytest
 from django.urls import reverse
 
 from executions.models import Execution, Status, StepRun
-from tests.executions.pages import (
+from tests.helpers.factories import make_pipeline
+from tests.helpers.pages import (
     APPROVAL_YAML,
     action_html,
     as_user,
-    drive,
     failed_serial,
     htmx,
     page_url,
     run,
     stage_card,
 )
-from tests.factories import make_pipeline
+from tests.helpers.runs import drive
 
 
 @pytest.fixture

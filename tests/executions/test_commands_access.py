@@ -15,7 +15,7 @@ from executions.models import Execution, Status
 from executions.services import run_pipeline
 from pipelines.models import RoleAssignment
 from pipelines.roles import assign_role, change_role, revoke_role
-from tests.factories import make_pipeline, make_user
+from tests.helpers.factories import make_pipeline, make_user
 
 GATED = """
 pipeline:

@@ -8,8 +8,8 @@ from executions import engine
 from executions.models import Event, Execution, LogChunk, StageRun, Status, StepRun
 from executions.services import Conflict, abort_execution, answer_approval, run_pipeline
 from stageline.processes import live_processes_in_group
-from tests.conftest import wait_for, wait_for_stage, wait_for_status
-from tests.factories import make_pipeline, serial_pipeline, shell_stage
+from tests.helpers.factories import make_pipeline, serial_pipeline, shell_stage
+from tests.helpers.runs import wait_for, wait_for_stage, wait_for_status
 
 pytestmark = pytest.mark.engine
 

@@ -16,8 +16,9 @@ from executions import engine
 from executions.models import Event, Execution, StageRun, Status, StepRun
 from executions.retry import create_retry, plan_retry
 from executions.services import _new_runs, run_pipeline
-from tests.executions.pages import drive, many_stages_yaml
-from tests.factories import make_pipeline, serial_pipeline, shell_stage
+from tests.helpers.factories import make_pipeline, serial_pipeline, shell_stage
+from tests.helpers.pages import many_stages_yaml
+from tests.helpers.runs import drive
 
 # Run again on PostgreSQL by the integration suite: the retry's copy is SQL of its own there.
 pytestmark = pytest.mark.database

@@ -2,7 +2,7 @@
 
 Executions here are real: ``run_pipeline`` creates them and ``drive`` runs their steps with the
 real engine and runners in this thread (the test transaction never commits, so nothing reaches a
-broker); the helpers are in ``tests/executions/pages.py``.
+broker); the helpers are in ``tests/helpers/pages.py`` and ``tests/helpers/runs.py``.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from executions.retry import create_retry
 from executions.runners.shell import LogWriter
 from executions.services import run_pipeline
 from executions.transitions import transition
-from tests.executions.pages import (
+from tests.helpers.factories import make_pipeline
+from tests.helpers.pages import (
     SERIAL_YAML,
     action_html,
     as_user,
     count_queries,
-    drive,
     failed_parallel,
     failed_serial,
     graph_columns,
@@ -32,7 +32,7 @@ from tests.executions.pages import (
     run,
     stage_card,
 )
-from tests.factories import make_pipeline
+from tests.helpers.runs import drive
 
 # --- the stage graph ----------------------------------------------------------------------------
 

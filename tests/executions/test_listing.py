@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from executions import listing
 from executions.models import Execution, Status
-from tests import factories
+from tests.helpers import factories
 
 pytestmark = pytest.mark.django_db
 

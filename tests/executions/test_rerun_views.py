@@ -10,16 +10,16 @@ from django.urls import reverse
 from executions.models import Execution, Status
 from executions.services import run_pipeline
 from pipelines.services import save_pipeline
-from tests.executions.pages import (
+from tests.helpers.factories import make_pipeline
+from tests.helpers.pages import (
     SERIAL_YAML,
     as_user,
-    drive,
     failed_serial,
     htmx,
     page_url,
     run,
 )
-from tests.factories import make_pipeline
+from tests.helpers.runs import drive
 
 SELECTABLE_YAML = SERIAL_YAML.replace(
     "identifier: web\n", "identifier: web\n  allow_stage_selection: true\n"

@@ -28,8 +28,8 @@ from executions.retry import (
 from executions.services import abort_execution, answer_approval, run_pipeline
 from pipelines.services import save_pipeline
 from stageline.errors import Conflict, Forbidden, Invalid, NotFound
-from tests.conftest import wait_for_status
-from tests.factories import make_pipeline
+from tests.helpers.factories import make_pipeline
+from tests.helpers.runs import wait_for_status
 
 pytestmark = pytest.mark.engine
 

@@ -11,11 +11,11 @@ from executions.models import Execution, Status
 from executions.retry import create_retry
 from executions.services import run_pipeline
 from pipelines.services import save_pipeline
-from tests.executions.pages import (
+from tests.helpers.factories import make_pipeline
+from tests.helpers.pages import (
     SERIAL_YAML,
     as_user,
     count_queries,
-    drive,
     failed_parallel,
     failed_serial,
     htmx,
@@ -23,7 +23,7 @@ from tests.executions.pages import (
     retried_many,
     run,
 )
-from tests.factories import make_pipeline
+from tests.helpers.runs import drive
 
 
 def retry_url(execution: Execution) -> str:

@@ -17,8 +17,8 @@ from executions.models import Execution
 from executions.selection import EMPTY_SELECTION, parse_stage_list, select_stages
 from pipelines.spec.validate import parse_pipeline
 from stageline.errors import Invalid
-from tests.executions.pages import SERIAL_YAML, as_user, htmx, run
-from tests.factories import make_pipeline
+from tests.helpers.factories import make_pipeline
+from tests.helpers.pages import SERIAL_YAML, as_user, htmx, run
 
 # build writes an output that test and deploy read.
 SELECTABLE_YAML = SERIAL_YAML.replace(

@@ -12,7 +12,7 @@ from executions.models import Event, StageRun, StepRun
 from executions.services import run_pipeline
 from executions.states import EXECUTION_STATUSES, TRANSITIONS, Status, is_allowed, worst
 from executions.transitions import IllegalTransition, transition
-from tests.factories import make_pipeline, serial_pipeline, shell_stage
+from tests.helpers.factories import make_pipeline, serial_pipeline, shell_stage
 
 pytestmark = pytest.mark.django_db
 

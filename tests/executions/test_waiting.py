@@ -7,8 +7,8 @@ import pytest
 from django.urls import reverse
 
 from executions.models import Execution, Status
-from tests.executions.pages import APPROVAL_YAML, as_user, run
-from tests.factories import grant, make_pipeline, make_project
+from tests.helpers.factories import grant, make_pipeline, make_project
+from tests.helpers.pages import APPROVAL_YAML, as_user, run
 
 
 @pytest.fixture

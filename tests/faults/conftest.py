@@ -9,14 +9,11 @@ docs/reliability.md). Anywhere else each test fails with the reason (the root co
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 
 import pytest
-from django.conf import settings
 from django.db import connection
 
-from executions.models import Execution, LogChunk, StepRun
 from tests.faults.servers import (
     FAULTS_DIR,
     Gunicorn,
@@ -24,7 +21,7 @@ from tests.faults.servers import (
     RedisServer,
     kill_leftovers,
 )
-from tests.workers import ProcessWorkers
+from tests.helpers.workers import ProcessWorkers
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -78,28 +75,3 @@ def web(django_db_setup) -> Iterator[Gunicorn]:
     server.start()
     yield server
     server.stop()
-
-
-# --- reading what happened ----------------------------------------------------------------------
-
-
-def log_of(execution: Execution, stage: str) -> str:
-    chunks = LogChunk.objects.filter(
-        step_run__execution=execution, step_run__stage_run__identifier=stage
-    )
-    return "".join(chunk.text for chunk in chunks.order_by("step_run__position", "seq"))
-
-
-def step_of(execution: Execution, stage: str) -> StepRun:
-    return StepRun.objects.get(execution=execution, stage_run__identifier=stage)
-
-
-def worker_pid(step: StepRun) -> int:
-    """The pid of the process that ran ``step`` (``StepRun.worker`` is ``hostname:pid``)."""
-    host, _, pid = step.worker.rpartition(":")
-    assert host == socket.gethostname(), f"step {step.identifier} ran on {step.worker!r}"
-    return int(pid)
-
-
-def broker_url() -> str:
-    return settings.CELERY_BROKER_URL

@@ -303,6 +303,10 @@ class PostgresCluster:
 # --- Celery workers with their own settings: ProcessWorkers(log_dir=FAULTS_DIR, env=...) ----
 
 
+def broker_url() -> str:
+    return settings.CELERY_BROKER_URL
+
+
 def forget_unacked(broker_url: str) -> None:
     """Drop the broker's record of unacknowledged messages (kombu's ``unacked`` hash, shared by
     every queue of a Redis database).

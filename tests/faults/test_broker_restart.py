@@ -14,11 +14,10 @@ import time
 import pytest
 
 from executions.models import Execution, Status, StepRun
-from tests.conftest import wait_for, wait_for_status
-from tests.factories import make_pipeline, serial_pipeline, shell_stage
 from tests.faults.checks import assert_each_step_ran_at_most_once, assert_nothing_active
-from tests.faults.conftest import log_of
 from tests.faults.servers import Gunicorn, logged_in
+from tests.helpers.factories import make_pipeline, serial_pipeline, shell_stage
+from tests.helpers.runs import log_of, wait_for, wait_for_status
 
 pytestmark = pytest.mark.integration
 

@@ -13,10 +13,10 @@ from django.conf import settings
 
 from executions.models import Event, Execution, StageRun, Status, StepRun
 from executions.services import run_pipeline
-from tests.conftest import wait_for, wait_for_status
-from tests.factories import grant, make_pipeline, make_user, serial_pipeline, shell_stage
 from tests.faults.checks import assert_each_step_ran_at_most_once, assert_nothing_active
 from tests.faults.servers import HttpSession, Response, logged_in, session_cookie_for
+from tests.helpers.factories import grant, make_pipeline, make_user, serial_pipeline, shell_stage
+from tests.helpers.runs import wait_for, wait_for_status
 
 pytestmark = pytest.mark.integration
 

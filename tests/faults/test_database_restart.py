@@ -17,9 +17,9 @@ import time
 import pytest
 
 from stageline.workers import ROOT
-from tests.factories import serial_pipeline, shell_stage
 from tests.faults.servers import Gunicorn, HttpSession
-from tests.workers import ProcessWorkers
+from tests.helpers.factories import serial_pipeline, shell_stage
+from tests.helpers.workers import ProcessWorkers
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +33,7 @@ import django
 django.setup()
 from django.core.management import call_command
 call_command("migrate", verbosity=0, interactive=False)
-from tests import factories
+from tests.helpers import factories
 project = factories.make_project("acme", "web")
 user = factories.make_user("operator", password=sys.argv[1])
 factories.grant(user, project, "executor")

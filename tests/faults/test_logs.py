@@ -17,9 +17,8 @@ from django.test import Client
 from executions.models import Status, StepRun
 from executions.runners.shell import TAIL_BYTES
 from executions.services import run_pipeline
-from tests.conftest import wait_for, wait_for_status
-from tests.factories import make_pipeline, serial_pipeline, shell_stage
-from tests.faults.conftest import log_of, step_of, worker_pid
+from tests.helpers.factories import make_pipeline, serial_pipeline, shell_stage
+from tests.helpers.runs import log_of, step_of, wait_for, wait_for_status, worker_pid
 
 pytestmark = pytest.mark.integration
 

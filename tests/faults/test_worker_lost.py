@@ -13,11 +13,10 @@ from executions.models import Status, StepRun
 from executions.retry import create_retry
 from executions.services import run_pipeline
 from stageline.processes import live_processes_in_group
-from tests.conftest import wait_for, wait_for_status
-from tests.factories import make_pipeline, serial_pipeline, shell_stage
 from tests.faults.checks import assert_each_step_ran_at_most_once, assert_nothing_active
-from tests.faults.conftest import broker_url, log_of, step_of, worker_pid
-from tests.faults.servers import forget_unacked
+from tests.faults.servers import broker_url, forget_unacked
+from tests.helpers.factories import make_pipeline, serial_pipeline, shell_stage
+from tests.helpers.runs import log_of, step_of, wait_for, wait_for_status, worker_pid
 
 pytestmark = pytest.mark.integration
 

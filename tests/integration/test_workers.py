@@ -5,20 +5,19 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 
-from executions.models import Execution, LogChunk, StepRun
+from executions.models import Execution, StepRun
 from executions.services import abort_execution, run_pipeline
 from executions.states import ACTIVE, Status
 from stageline.processes import is_alive, live_processes_in_group, parent_of
 from stageline.workers import ROOT
-from tests.conftest import wait_for, wait_for_status
-from tests.factories import make_pipeline, serial_pipeline, shell_stage
+from tests.helpers.factories import make_pipeline, serial_pipeline, shell_stage
+from tests.helpers.runs import log_of, step_of, wait_for, wait_for_status, worker_pid
 
 pytestmark = pytest.mark.integration
 
@@ -28,24 +27,6 @@ AMQP_URL = os.environ.get("STAGELINE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0
 def on(queue: str) -> str:
     """The YAML that sends a stage (``shell_stage(extra=…)``) to the workers of ``queue``."""
     return f"\n        runs_on: {queue}"
-
-
-def log_of(execution: Execution, stage: str) -> str:
-    chunks = LogChunk.objects.filter(
-        step_run__execution=execution, step_run__stage_run__identifier=stage
-    )
-    return "".join(chunk.text for chunk in chunks.order_by("step_run__position", "seq"))
-
-
-def step_of(execution: Execution, stage: str) -> StepRun:
-    return StepRun.objects.get(execution=execution, stage_run__identifier=stage)
-
-
-def worker_pid(step: StepRun) -> int:
-    """The pid of the process that ran ``step``, from ``StepRun.worker`` (``hostname:pid``)."""
-    host, _, pid = step.worker.rpartition(":")
-    assert host == socket.gethostname(), f"step {step.identifier} ran on {step.worker!r}"
-    return int(pid)
 
 
 def test_each_stage_runs_on_a_worker_of_the_pool_named_by_runs_on(workers, personas):
@@ -117,7 +98,7 @@ def test_a_worker_killed_mid_step_is_reaped_within_the_lease_and_a_fresh_run_the
         except ProcessLookupError:
             pass
 
-    # The lease is 4 s, the heartbeat 1 s and the reaper runs every second (tests/workers.py).
+    # The lease is 4 s, the heartbeat 1 s and the reaper runs every second (tests/helpers/workers.py).
     bound = workers.lease_seconds + workers.reaper_interval_seconds + 3
     assert took <= bound, f"the lost worker was noticed after {took:.1f}s, more than {bound}s"
     step.refresh_from_db()

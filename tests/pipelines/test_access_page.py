@@ -12,7 +12,7 @@ from django.urls import reverse
 from pipelines import permissions
 from pipelines.models import AuditEvent, Pipeline, RoleAssignment
 from pipelines.roles import assign_role
-from tests.factories import make_pipeline, make_user, serial_pipeline, shell_stage
+from tests.helpers.factories import make_pipeline, make_user, serial_pipeline, shell_stage
 
 # Row locks and constraints differ between SQLite and PostgreSQL: the integration suite runs
 # these again on PostgreSQL.

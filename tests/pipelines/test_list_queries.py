@@ -13,7 +13,13 @@ from executions.models import Execution
 from executions.services import run_pipeline
 from pipelines import permissions
 from pipelines.roles import assign_role
-from tests.factories import make_pipeline, make_project, make_user, serial_pipeline, shell_stage
+from tests.helpers.factories import (
+    make_pipeline,
+    make_project,
+    make_user,
+    serial_pipeline,
+    shell_stage,
+)
 
 SIZES = (5, 50)
 

@@ -10,7 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from executions.models import Execution, Status
-from tests import factories
+from tests.helpers import factories
 
 pytestmark = pytest.mark.django_db
 

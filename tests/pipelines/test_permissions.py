@@ -13,7 +13,13 @@ from pipelines import permissions
 from pipelines.models import Pipeline, Project, RoleAssignment
 from pipelines.roles import assign_role, change_role, revoke_role
 from stageline.errors import Forbidden, NotFound
-from tests.factories import make_pipeline, make_project, make_user, serial_pipeline, shell_stage
+from tests.helpers.factories import (
+    make_pipeline,
+    make_project,
+    make_user,
+    serial_pipeline,
+    shell_stage,
+)
 
 EXPECTED = {
     "admin": {"view", "execute", "approve", "change", "manage_access"},

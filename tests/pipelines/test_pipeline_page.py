@@ -11,7 +11,7 @@ from django.urls import reverse
 from executions.models import Execution
 from pipelines.models import AuditEvent, Pipeline, PipelineVersion
 from pipelines.services import save_pipeline
-from tests import factories
+from tests.helpers import factories
 
 pytestmark = pytest.mark.django_db
 

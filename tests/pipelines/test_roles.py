@@ -19,8 +19,8 @@ from pipelines.roles import (
     revoke_role,
 )
 from stageline.errors import Conflict, Forbidden, NotFound
-from tests.conftest import wait_for
-from tests.factories import make_pipeline, make_user, serial_pipeline, shell_stage
+from tests.helpers.factories import make_pipeline, make_user, serial_pipeline, shell_stage
+from tests.helpers.runs import wait_for
 
 # Row locks and constraints differ between SQLite and PostgreSQL: the integration suite runs
 # these again on PostgreSQL.
@@ -56,7 +56,7 @@ def project_perms(user, project) -> set[str]:
     ],
 )
 def test_each_role_grants_exactly_its_guardian_permissions_on_the_project(db, role, codenames):
-    from tests.factories import make_project
+    from tests.helpers.factories import make_project
 
     project = make_project("acme", "web")
     user = make_user("bob")
@@ -260,7 +260,7 @@ def test_two_admins_demoting_each_other_at_once_leave_one_admin(transactional_db
     """Each demotes the other in its own thread and connection at the same moment. Both have
     passed their permission check and wait for the project's lock (held here until both
     wait): the first to get it wins, the second then finds it would remove the last admin."""
-    from tests.factories import make_project
+    from tests.helpers.factories import make_project
 
     project = make_project("acme", "web")
     alice, bob = make_user("alice"), make_user("bob")

@@ -12,7 +12,7 @@ from guardian.shortcuts import assign_perm
 from pipelines import permissions
 from pipelines.models import AuditEvent, PipelineUserObjectPermission, ProjectUserObjectPermission
 from pipelines.roles import assign_role, revoke_role
-from tests.factories import make_pipeline, make_user
+from tests.helpers.factories import make_pipeline, make_user
 
 pytestmark = pytest.mark.django_db
 

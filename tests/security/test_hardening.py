@@ -8,7 +8,7 @@ import secrets
 from django.urls import reverse
 
 from executions.models import StepRun
-from tests.executions.pages import as_user, failed_serial, htmx
+from tests.helpers.pages import as_user, failed_serial, htmx
 from tests.security.commands import manage
 
 

@@ -17,8 +17,9 @@ from pipelines.services import save_pipeline
 from pipelines.spec.errors import SpecErrors
 from pipelines.spec.validate import parse_pipeline
 from stageline.errors import Invalid
-from tests.executions.pages import drive, failed_serial, run
-from tests.factories import make_pipeline
+from tests.helpers.factories import make_pipeline
+from tests.helpers.pages import failed_serial, run
+from tests.helpers.runs import drive
 
 ARITHMETIC = """\
 pipeline:

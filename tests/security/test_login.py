@@ -13,7 +13,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from django.utils import timezone
 
-from tests.factories import make_user
+from tests.helpers.factories import make_user
 
 pytestmark = pytest.mark.django_db
 

@@ -17,7 +17,7 @@ from django.db.migrations.executor import MigrationExecutor
 from executions.models import Execution
 from executions.services import run_pipeline
 from stageline import crypto
-from tests import factories
+from tests.helpers import factories
 
 PIPELINE = factories.serial_pipeline(
     "deploy",

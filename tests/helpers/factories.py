@@ -7,7 +7,7 @@ import textwrap
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, User
 
 from pipelines.models import Organization, Pipeline, Project
 from pipelines.roles import assign_role
@@ -32,8 +32,6 @@ def make_pipeline(project: Project, yaml_text: str, user=None) -> Pipeline:
 
 
 def grant(user_or_group, project: Project, role: str, pipeline: Pipeline | None = None):
-    from django.contrib.auth.models import Group
-
     if isinstance(user_or_group, Group):
         return assign_role(project=project, role=role, group=user_or_group, pipeline=pipeline)
     return assign_role(project=project, role=role, user=user_or_group, pipeline=pipeline)

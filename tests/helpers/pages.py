@@ -11,11 +11,11 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from executions import engine
-from executions.models import Execution, Status, StepRun
+from executions.models import Execution, Status
 from executions.retry import create_retry
 from executions.services import run_pipeline
-from tests.factories import make_pipeline
+from tests.helpers.factories import make_pipeline
+from tests.helpers.runs import drive
 
 SERIAL_YAML = """
 pipeline:
@@ -142,19 +142,6 @@ def many_stages_yaml(count: int) -> str:
         f"pipeline:\n  name: Many {count}\n  identifier: many_{count}\n  stages:"
         + textwrap.indent(stages, "  ")
     )
-
-
-def drive(execution: Execution) -> Execution:
-    """Run every queued step of ``execution`` here with the real engine, until none is left
-    (the execution has ended, or waits for an approval). Returns the fresh row."""
-    for _ in range(500):
-        step = (
-            StepRun.objects.filter(execution=execution, status=Status.QUEUED).order_by("id").first()
-        )
-        if step is None:
-            break
-        engine.run_step(step.pk)
-    return Execution.objects.get(pk=execution.pk)
 
 
 def run(pipeline, user, **inputs) -> Execution:
