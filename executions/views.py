@@ -1,11 +1,10 @@
 """Execution pages: the live stage graph, step logs, and the Retry / Rerun / Approve / Abort dialogs.
 
 Every view loads its execution through ``executions.loaders`` first, so what the user may
-not see is a 404. What a page or dialog shows is built in ``executions.presenters``. The rules live in ``executions.retry`` and ``executions.services``; the views
-call them and turn a refusal (``stageline.errors.Refusal``) into the dialog shown again with the message and
-the error's status (400/403/404/409). For HTMX such an answer is retargeted to ``#modal-body``:
-base.html's htmx config swaps a 400 or 409 in place, and app.js shows the ``[data-reason]`` of a
-403 or 404 in ``#flash``.
+not see is a 404. What a page or dialog shows is built in ``executions.presenters``. The rules
+live in ``executions.retry`` and ``executions.services``; the views call them and turn a refusal
+(``stageline.errors.Refusal``) into the dialog shown again with the message and the error's
+status (400/403/404/409), through ``stageline.htmx.render_dialog`` (the one dialog shell).
 
 The page polls itself (``hx-trigger="every 2s"``, rendered only while the execution is not
 terminal) and gets back the ``execution-live`` partial; an open log polls for the chunks after
@@ -21,7 +20,6 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 from django.views.decorators.vary import vary_on_headers
-from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
 
 from executions import listing, presenters
 from executions.forms import ApprovalForm, RetryForm, RunForm, posted_inputs
@@ -38,6 +36,7 @@ from executions.services import abort_execution, answer_approval
 from executions.states import ACTIVE
 from pipelines import permissions
 from stageline.errors import Conflict, Invalid, NotFound, Refusal
+from stageline.htmx import done, htmx_target, is_htmx, render_dialog
 from stageline.numbers import NumberError, parse_int
 
 LIVE_TARGET = "execution-live"
@@ -56,7 +55,7 @@ def execution_url(execution: Execution) -> str:
 def execution_detail(request: HttpRequest, pk: int) -> HttpResponse:
     execution = load_execution(request.user, pk)
     context = presenters.page_context(execution, request.user, request.GET.get("step"))
-    if request.htmx and request.htmx.target == LIVE_TARGET:
+    if htmx_target(request) == LIVE_TARGET:
         return render(request, "executions/detail.html#execution-live", context)
     return render(request, "executions/detail.html", context)
 
@@ -74,7 +73,7 @@ def step_log(request: HttpRequest, pk: int, step_pk: int) -> HttpResponse:
     )
     if step is None:
         raise NotFound("No such step in this execution.")
-    if not request.htmx:
+    if not is_htmx(request):
         return redirect(f"{execution_url(execution)}?step={step.pk}#log-panel")
     after_text = request.GET.get("after")
     if after_text is None:
@@ -100,22 +99,6 @@ def step_log(request: HttpRequest, pk: int, step_pk: int) -> HttpResponse:
 
 
 # --- dialogs --------------------------------------------------------------------------------
-
-
-def _dialog(request: HttpRequest, template: str, context: dict, status: int = 200) -> HttpResponse:
-    """A dialog: its partial for HTMX (into ``#modal-body``), a page of its own otherwise."""
-    if not request.htmx:
-        return render(request, template, context, status=status)
-    response = render(request, f"{template}#dialog", context, status=status)
-    if status >= 400:
-        retarget(response, "#modal-body")
-        reswap(response, "innerHTML")
-    return response
-
-
-def _done(request: HttpRequest, url: str) -> HttpResponse:
-    """After an action: the target page (a client redirect for HTMX, a 302 otherwise)."""
-    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
 
 
 def _refusal_status(execution: Execution, user) -> int:
@@ -151,15 +134,15 @@ def execution_retry(request: HttpRequest, pk: int) -> HttpResponse:
     form = RetryForm(entries=plan.inputs, values=values, spec=execution.version.spec)
     context = presenters.retry_context(execution, plan, form, values, error)
     if error is not None:
-        return _dialog(request, "executions/retry.html", context, status=error.status)
+        return render_dialog(request, "executions/retry.html", context, status=error.status)
     if not plan.allowed:
-        return _dialog(
+        return render_dialog(
             request, "executions/retry.html", context, status=_refusal_status(execution, user)
         )
-    target = request.htmx.target if request.htmx else None
+    target = htmx_target(request)
     if target in ("retry-plan", "retry-impact"):
         return render(request, f"executions/retry.html#{target}", context)
-    return _dialog(request, "executions/retry.html", context)
+    return render_dialog(request, "executions/retry.html", context)
 
 
 def _retry_submit(request: HttpRequest, execution: Execution) -> HttpResponse:
@@ -181,7 +164,7 @@ def _retry_submit(request: HttpRequest, execution: Execution) -> HttpResponse:
             )
         except AlreadyRetried as exc:
             messages.warning(request, f"{exc.message} You were taken to #{exc.retry.sequence}.")
-            return _done(request, execution_url(exc.retry))
+            return done(request, execution_url(exc.retry))
         except Refusal as exc:
             error = exc
         else:
@@ -190,7 +173,7 @@ def _retry_submit(request: HttpRequest, execution: Execution) -> HttpResponse:
                 request,
                 f"Retry #{retry.sequence} of #{execution.sequence} started from {presenters.resumed_label(retry)}{mode}.",
             )
-            return _done(request, execution_url(retry))
+            return done(request, execution_url(retry))
     # Show the dialog again, as it was posted, with the message.
     try:
         plan = plan_retry(
@@ -205,7 +188,7 @@ def _retry_submit(request: HttpRequest, execution: Execution) -> HttpResponse:
     form.is_valid()
     form.show_field_errors(error.field_errors)
     context = presenters.retry_context(execution, plan, form, posted_inputs(request.POST), error)
-    return _dialog(request, "executions/retry.html", context, status=error.status)
+    return render_dialog(request, "executions/retry.html", context, status=error.status)
 
 
 # Rerun -----------------------------------------------------------------------------------
@@ -222,7 +205,7 @@ def execution_rerun(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "GET":
         form = RunForm(entries=plan.inputs, spec=presenters.current_spec(execution))
         status = 200 if plan.allowed else _refusal_status(execution, user)
-        return _dialog(
+        return render_dialog(
             request,
             "executions/rerun.html",
             presenters.rerun_context(execution, plan, form),
@@ -241,10 +224,10 @@ def execution_rerun(request: HttpRequest, pk: int) -> HttpResponse:
         error = exc
     else:
         messages.success(request, f"Rerun #{rerun.sequence} of #{execution.sequence} started.")
-        return _done(request, execution_url(rerun))
+        return done(request, execution_url(rerun))
     form.is_valid()
     form.show_field_errors(error.field_errors)
-    return _dialog(
+    return render_dialog(
         request,
         "executions/rerun.html",
         presenters.rerun_context(execution, plan, form, error),
@@ -285,7 +268,7 @@ def execution_approval(request: HttpRequest, pk: int) -> HttpResponse:
             messages.success(
                 request, f"{verb} stage '{step.stage_run.name}' of #{execution.sequence}."
             )
-            return _done(request, execution_url(execution))
+            return done(request, execution_url(execution))
     except Refusal as exc:
         error = exc
     step, message = presenters.waiting_approval(execution, stage)
@@ -307,7 +290,7 @@ def execution_approval(request: HttpRequest, pk: int) -> HttpResponse:
         "error": error.message if error else "",
         "can_answer": permissions.can(user, "approve", execution),
     }
-    return _dialog(
+    return render_dialog(
         request, "executions/approval.html", context, status=error.status if error else 200
     )
 
@@ -328,13 +311,15 @@ def execution_abort(request: HttpRequest, pk: int) -> HttpResponse:
         if request.method == "POST":
             abort_execution(execution=execution, user=user)
             messages.success(request, f"Execution #{execution.sequence} aborted.")
-            return _done(request, execution_url(execution))
+            return done(request, execution_url(execution))
         if execution.status not in ACTIVE:
             raise Conflict(presenters.abort_refusal(execution, user))
     except Refusal as exc:
         error = exc
     context = {"execution": execution, "error": error.message if error else ""}
-    return _dialog(request, "executions/abort.html", context, status=error.status if error else 200)
+    return render_dialog(
+        request, "executions/abort.html", context, status=error.status if error else 200
+    )
 
 
 @require_GET

@@ -14,11 +14,10 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import OuterRef, Subquery
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 from django.views.decorators.vary import vary_on_headers
-from django_htmx.http import HttpResponseClientRedirect
 
 from executions import listing
 from executions.forms import RunForm, run_entries
@@ -39,6 +38,7 @@ from pipelines.spec.errors import SpecError, SpecErrors
 from pipelines.spec.model import PipelineSpec
 from pipelines.spec.redact import mask_pair, mask_secrets
 from stageline.errors import Conflict, Forbidden, Invalid, NotFound, Refusal
+from stageline.htmx import done, page_or_partial, render_dialog
 from stageline.numbers import NumberError, parse_int
 
 
@@ -143,7 +143,7 @@ def project_detail(request: HttpRequest, org: str, project: str) -> HttpResponse
         "list_url": reverse("project", args=[org, project]),
         "can_manage_access": permissions.can(request.user, "manage_access", project_obj),
     }
-    template = "pipelines/project.html#executions" if request.htmx else "pipelines/project.html"
+    template = page_or_partial(request, "pipelines/project.html", "executions")
     return render(request, template, context, status=200 if page is not None else 400)
 
 
@@ -158,7 +158,7 @@ def pipeline_detail(request: HttpRequest, org: str, project: str, identifier: st
         "page": page,
         "list_url": request.path,
     }
-    template = "pipelines/pipeline.html#executions" if request.htmx else "pipelines/pipeline.html"
+    template = page_or_partial(request, "pipelines/pipeline.html", "executions")
     return render(request, template, context, status=200 if page is not None else 400)
 
 
@@ -239,9 +239,7 @@ def pipeline_edit(request: HttpRequest, org: str, project: str, identifier: str)
                 for warning in result.warnings:
                     messages.warning(request, f"Warning, {warning}")
                 target = reverse("pipeline_definition", args=[org, project, identifier])
-                if request.htmx:
-                    return HttpResponseClientRedirect(target)
-                return redirect(target)
+                return done(request, target)
     else:
         form = PipelineEditForm(
             initial={"yaml": _readable_yaml(current), "base_version": current_number}
@@ -252,7 +250,7 @@ def pipeline_edit(request: HttpRequest, org: str, project: str, identifier: str)
         "unplaced": unplaced,
         "version": current,
     }
-    template = "pipelines/edit.html#editor" if request.htmx else "pipelines/edit.html"
+    template = page_or_partial(request, "pipelines/edit.html", "editor")
     return render(request, template, context, status=status)
 
 
@@ -321,8 +319,7 @@ def _run_context(
 def _refusal(request: HttpRequest, pipeline: Pipeline, refusal: Refusal) -> HttpResponse:
     """The Run dialog saying why the user may not run (in place of the form)."""
     context = {"pipeline": pipeline, "project": pipeline.project, "reason": refusal.message}
-    template = "pipelines/run.html#refused" if request.htmx else "pipelines/run.html"
-    return render(request, template, context | {"refused": True}, status=refusal.status)
+    return render_dialog(request, "pipelines/run.html", context | {"refused": True}, refusal.status)
 
 
 @require_http_methods(["GET", "POST"])
@@ -361,10 +358,9 @@ def pipeline_run(request: HttpRequest, org: str, project: str, identifier: str) 
         else:
             target = reverse("execution", args=[execution.pk])
             messages.success(request, f"Started {pipeline.name} #{execution.sequence}.")
-            if request.htmx:
-                return HttpResponseClientRedirect(target)
-            return redirect(target)
+            return done(request, target)
     else:
         form = RunForm(entries=entries, spec=spec)
-    template = "pipelines/run.html#dialog" if request.htmx else "pipelines/run.html"
-    return render(request, template, _run_context(pipeline, spec, form, error), status=status)
+    return render_dialog(
+        request, "pipelines/run.html", _run_context(pipeline, spec, form, error), status
+    )
