@@ -150,6 +150,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "django.template.context_processors.csp",
             ],
+            "builtins": ["stageline.templatetags"],  # |when and |duration everywhere
         },
     },
 ]

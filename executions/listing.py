@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from executions.models import Execution, Status, StepRun
 from pipelines import permissions
+from stageline.timefmt import format_duration
 
 PAGE_SIZE = 25
 # Executions never end SKIPPED (SPEC §3): the statuses one may filter on.
@@ -163,20 +164,6 @@ def page_of(
         # Reached through a cursor, so newer rows existed when that link was made.
         newer=rows[0].id if rows and before is not None else None,
     )
-
-
-def format_duration(seconds: float | None) -> str:
-    """``3.2 s``, ``4 min 05 s``, ``2 h 07 min``; an em dash when the run has not started."""
-    if seconds is None:
-        return "—"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    whole = int(round(seconds))
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours} h {minutes:02d} min"
-    return f"{minutes} min {secs:02d} s"
 
 
 def with_durations(rows: list[Execution]) -> list[Execution]:

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from django.urls import reverse
 
 from executions.forms import RetryForm, RunForm
-from executions.listing import format_duration
 from executions.models import Event, Execution, LogChunk, StageRun, StepRun
 from executions.retry import ALL, FAILED_ONLY, rerun_blocker, retry_blocker, retry_history
 from executions.selection import picker_rows
@@ -22,6 +21,7 @@ from pipelines import permissions
 from pipelines.diffs import diff_rows
 from pipelines.spec.model import PipelineSpec
 from stageline.errors import Refusal
+from stageline.timefmt import format_duration
 
 RETRY_MODE_LABELS = {FAILED_ONLY: "failed stages only", ALL: "all stages of the group"}
 # Which step's log the page opens when none is asked for: a running one, else a failed one.

@@ -10,7 +10,9 @@
  * Also:
  *   - htmx errors that are not swapped (403, 404, 500, network) show their reason in #flash;
  *   - forms with [data-drop-empty] leave empty fields out of their GET query string, so the
- *     pushed URL only names the filters in use.
+ *     pushed URL only names the filters in use;
+ *   - <time data-relative> (the |when filter) shows its exact time in the viewer's own time
+ *     zone, naming it, on hover, and keeps its "3 min ago" text current (localizeTimes).
  */
 (function () {
   "use strict";
@@ -125,6 +127,47 @@
   document.addEventListener("htmx:sendError", function () {
     showFlash("The server did not answer. Check your connection and try again.");
   });
+
+  // --- times: the viewer's time zone, named; relative text kept current ----------------------
+  var exactFormat = null;
+  try {
+    exactFormat = new Intl.DateTimeFormat(undefined, {
+      year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit",
+      second: "2-digit", hour12: false, timeZoneName: "short"
+    });
+  } catch (e) { exactFormat = null; }
+
+  // The same words as stageline/timefmt.py's format_relative.
+  function relative(moment, now) {
+    var seconds = (now - moment) / 1000;
+    var ahead = seconds < 0;
+    seconds = Math.abs(seconds);
+    var amount;
+    if (seconds < 45) return ahead ? "in a few seconds" : "just now";
+    if (seconds < 3600) amount = Math.max(1, Math.round(seconds / 60)) + " min";
+    else if (seconds < 86400) amount = Math.round(seconds / 3600) + " h";
+    else if (seconds < 30 * 86400) amount = Math.round(seconds / 86400) + " d";
+    else return null;  // keep the server's date
+    return ahead ? "in " + amount : amount + " ago";
+  }
+
+  function localizeTimes(root) {
+    var now = Date.now();
+    (root || document).querySelectorAll("time[data-relative]").forEach(function (el) {
+      var moment = Date.parse(el.getAttribute("datetime"));
+      if (isNaN(moment)) return;
+      if (exactFormat && !el.hasAttribute("data-localized")) {
+        el.setAttribute("title", exactFormat.format(new Date(moment)));
+        el.setAttribute("data-localized", "");
+      }
+      var text = relative(moment, now);
+      if (text && el.textContent !== text) el.textContent = text;
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () { localizeTimes(document); });
+  document.addEventListener("htmx:afterSettle", function (event) { localizeTimes(event.target); });
+  setInterval(function () { localizeTimes(document); }, 30000);
 
   document.addEventListener("htmx:configRequest", function (event) {
     var elt = event.detail && event.detail.elt;

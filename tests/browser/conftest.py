@@ -63,11 +63,15 @@ class Session:
         self.contexts = []
         self.console_errors: list[str] = []
 
-    def open(self, user, path: str, *, width: int = 1360, height: int = 900):
+    def open(
+        self, user, path: str, *, width: int = 1360, height: int = 900, timezone_id: str = "UTC"
+    ):
         client = Client()
         client.force_login(user)
         context = self.browser.new_context(
-            base_url=self.base_url, viewport={"width": width, "height": height}
+            base_url=self.base_url,
+            viewport={"width": width, "height": height},
+            timezone_id=timezone_id,
         )
         context.add_cookies(
             [

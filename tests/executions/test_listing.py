@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from executions import listing
 from executions.models import Execution, Status
+from stageline.timefmt import format_duration
 from tests.helpers import factories
 
 pytestmark = pytest.mark.django_db
@@ -289,7 +290,7 @@ def test_rows_show_status_badge_duration_and_retry_markers(client, personas, pip
     [(None, "—"), (0.4, "0.4 s"), (59.94, "59.9 s"), (61, "1 min 01 s"), (3725, "1 h 02 min")],
 )
 def test_durations_read_naturally(seconds, text):
-    assert listing.format_duration(seconds) == text
+    assert format_duration(seconds) == text
 
 
 # --- who sees what ----------------------------------------------------------------------------

@@ -12,7 +12,6 @@ from django.core.management.base import CommandError
 from django.db import connection
 from django.utils import timezone
 
-from executions.listing import format_duration
 from executions.models import Event, Execution, LogChunk, StageRun, Status, StepRun
 from executions.retry import (
     ALL,
@@ -28,6 +27,7 @@ from executions.retry import (
 from executions.services import abort_execution, answer_approval, run_pipeline
 from pipelines.services import save_pipeline
 from stageline.errors import Conflict, Forbidden, Invalid, NotFound
+from stageline.timefmt import format_duration
 from tests.helpers.factories import make_pipeline
 from tests.helpers.runs import wait_for_status
 

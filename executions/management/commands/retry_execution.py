@@ -4,12 +4,12 @@ from django.core.management.base import BaseCommand
 
 from executions.cli import follow
 from executions.inputs import InputErrors, parse_assignments
-from executions.listing import format_duration
 from executions.loaders import load_execution
 from executions.retry import ALL, FAILED_ONLY, create_retry, plan_retry
 from pipelines.cli import user_named
 from stageline.errors import Conflict, Invalid, refusals_exit_2
 from stageline.numbers import id_argument
+from stageline.timefmt import format_duration
 
 
 class Command(BaseCommand):
