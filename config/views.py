@@ -1,11 +1,17 @@
-"""Site-wide views: the 400 page. (Log-in is Django's ``LoginView``, throttled by django-axes:
-see ``config/login.py``.)"""
+"""Site-wide views: the 400 page, and the 500 page that is a 503 while the database is down.
+(Log-in is Django's ``LoginView``, throttled by django-axes: see ``config/login.py``.)"""
 
 from __future__ import annotations
 
+import sys
+
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
+from django.db import InterfaceError, OperationalError
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.template import loader
+from django.views import defaults
 
 
 def bad_request(request, exception=None, template_name="400.html"):
@@ -20,3 +26,21 @@ def bad_request(request, exception=None, template_name="400.html"):
     else:
         reason = "The request could not be understood. Nothing was changed."
     return render(request, template_name, {"reason": reason}, status=400)
+
+
+DATABASE_RETRY_SECONDS = 10
+
+
+def server_error(request: HttpRequest, template_name: str = "500.html") -> HttpResponse:
+    """The 500 page, except when the database cannot be reached or talked to (Django's
+    ``OperationalError`` / ``InterfaceError``: refused, restarting, dropped, locked): then a 503
+    with ``Retry-After`` and a plain page that reloads itself. Neither page reads the database
+    (no request context: no user, no session). Nothing needs resetting when the database is
+    back: every request opens or health-checks its connection, so the next one simply works."""
+    error = sys.exc_info()[1]  # Django calls this view while handling the exception
+    if not isinstance(error, OperationalError | InterfaceError):
+        return defaults.server_error(request, template_name)
+    page = loader.render_to_string("503.html", {"retry_after": DATABASE_RETRY_SECONDS})
+    response = HttpResponse(page, status=503)
+    response["Retry-After"] = str(DATABASE_RETRY_SECONDS)
+    return response

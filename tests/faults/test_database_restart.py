@@ -1,5 +1,5 @@
-"""PostgreSQL restarts while executions run: web requests recover within seconds (persistent
-connections are health-checked: ``CONN_HEALTH_CHECKS``), workers ride the outage out (lease
+"""PostgreSQL restarts while executions run: web requests answer 503 during the outage and
+recover within seconds (persistent connections are health-checked: ``CONN_HEALTH_CHECKS``), workers ride the outage out (lease
 renewals, log writes and results are retried), every execution ends, nothing is left active.
 
 This runs on a PostgreSQL cluster and a Redis of its own (the machine's are shared): the
@@ -148,6 +148,8 @@ def test_web_and_workers_recover_from_a_database_restart_and_every_execution_end
             f"{all_done:.1f}s after the restart"
         )
         assert web_back < 5, f"the web took {web_back:.1f}s to answer again"
+        # the outage is said as such: 503 with the plain page, never a 500 (issue 15, finding 6)
+        assert 503 in during and 500 not in during + after, sorted(set(map(str, during)))
         assert len(failed_after) <= 2, f"the web kept failing after the restart: {after[:20]}"
         for table in ("executions_execution", "executions_stagerun", "executions_steprun"):
             left = cluster.sql(

@@ -4,7 +4,10 @@ answer HTML built from what the client sent."""
 from __future__ import annotations
 
 import secrets
+from unittest import mock
 
+from django.db import OperationalError, connection
+from django.test import Client
 from django.urls import reverse
 
 from executions.models import StepRun
@@ -79,3 +82,43 @@ def test_a_bad_log_cursor_is_refused_as_plain_text_for_every_persona(client, per
         url, {"after": PROBE}, headers=htmx("log-lines")
     )
     assert stranger.status_code == 404 and PROBE.encode() not in stranger.content
+
+
+def test_a_database_outage_answers_503_with_a_plain_page_and_recovers_by_itself(personas):
+    """Finding 6: pages answered 500 while the database was down."""
+    clients = {}
+    for name, who in personas.all().items():
+        clients[name] = Client(raise_request_exception=False)
+        clients[name].force_login(who)
+    project = reverse("project", args=[personas.project.organization.slug, personas.project.slug])
+    refused = OperationalError('connection to server at "127.0.0.1", port 5432 failed')
+    with mock.patch.object(connection, "ensure_connection", side_effect=refused):
+        for name, client in clients.items():
+            for url in ("/", project, "/login/"):
+                down = client.get(url)
+                assert down.status_code == 503, (name, url)
+                assert down["Retry-After"] == "10"
+                text = down.content.decode()
+                assert "The database is not answering" in text and "5432" not in text
+        # a visitor without a session needs no database to be sent to the log-in page
+        anonymous = Client(raise_request_exception=False)
+        assert anonymous.get(project).status_code == 302
+        assert anonymous.post("/login/", {"username": "a", "password": "b"}).status_code == 503
+    clients["anonymous"] = anonymous
+    up = {name: client.get(project).status_code for name, client in clients.items()}
+    assert up == {
+        "admin": 200,
+        "executor": 200,
+        "viewer": 200,
+        "approver": 200,
+        "stranger": 404,
+        "anonymous": 302,
+    }
+
+
+def test_other_server_errors_stay_500(client, personas):
+    client = Client(raise_request_exception=False)
+    client.force_login(personas.viewer)
+    with mock.patch("pipelines.views.render", side_effect=RuntimeError("bug")):
+        response = client.get("/")
+    assert response.status_code == 500 and "Retry-After" not in response
