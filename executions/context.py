@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from executions.models import Execution, StageRun
 from executions.states import Status
+from pipelines.secrets import pipeline_secret_values
 from pipelines.spec.model import EXPRESSION_RE, PipelineSpec, Stage
 
 MAX_NESTING = 8
@@ -34,6 +35,7 @@ class RunContext:
     sequence: int
     inputs: dict[str, str]  # all runtime input values, secrets included
     outputs: Mapping[str, dict[str, str]] = field(default_factory=dict)  # stage id → outputs
+    project_secrets: Mapping[str, str] = field(default_factory=dict)  # <+secrets.NAME> values
 
     def variable_value(self, name: str, stage: Stage | None = None, depth: int = 0) -> str:
         variables = stage.variables if stage else self.spec.variables
@@ -70,6 +72,13 @@ class RunContext:
             return self.variable_value(parts[2], stage, depth)
         if len(parts) == 5 and parts[:2] == ["pipeline", "stages"] and parts[3] == "output":
             return str(self.outputs.get(parts[2], {}).get(parts[4], ""))
+        if len(parts) == 2 and parts[0] == "secrets":
+            if parts[1] not in self.project_secrets:
+                raise MissingSecret(
+                    f"the project has no secret '{parts[1]}' any more (deleted since the "
+                    "pipeline was saved): add it again on the project's Secrets page"
+                )
+            return self.project_secrets[parts[1]]
         return ""
 
     def render(self, text: str, stage: Stage | None = None, depth: int = 0) -> str:
@@ -103,9 +112,9 @@ class RunContext:
         return env
 
     def secret_values(self) -> list[str]:
-        """The values of the Secret variables, to mask (``stageline.masking``) wherever output
-        is stored or shown."""
-        values = []
+        """The values of the Secret variables and of the project secrets the pipeline refers
+        to, to mask (``stageline.masking``) wherever output is stored or shown."""
+        values = [self.project_secrets[name] for name in self.project_secrets]
         for var in self.spec.secret_variables:
             stage = self.spec.stage(var.stage) if var.stage else None
             value = self.variable_value(var.name, stage)
@@ -142,11 +151,45 @@ class StageOutputs(Mapping):
         return len(self._data())
 
 
+class ProjectSecrets(Mapping):
+    """Name → value of the project secrets a pipeline refers to, decrypted on first use (a
+    pipeline without ``<+secrets.…>`` never reads the store)."""
+
+    def __init__(self, pipeline_id: int, names: set[str]):
+        self.pipeline_id = pipeline_id
+        self.names = names
+        self._loaded: dict[str, str] | None = None
+
+    def _data(self) -> dict[str, str]:
+        if self._loaded is None:
+            self._loaded = (
+                pipeline_secret_values(self.pipeline_id, self.names) if self.names else {}
+            )
+        return self._loaded
+
+    def __getitem__(self, key: str) -> str:
+        return self._data()[key]
+
+    def __iter__(self):
+        return iter(self._data())
+
+    def __len__(self) -> int:
+        return len(self._data())
+
+
+class MissingSecret(ValueError):
+    """A ``<+secrets.NAME>`` whose secret was deleted after the pipeline was saved."""
+
+
 def build_context(execution: Execution) -> RunContext:
+    spec = execution.version.spec
     return RunContext(
-        spec=execution.version.spec,
+        spec=spec,
         execution_id=execution.pk,
         sequence=execution.sequence,
         inputs={**(execution.inputs or {}), **(execution.secret_inputs or {})},
         outputs=StageOutputs(execution.pk),
+        project_secrets=ProjectSecrets(
+            execution.pipeline_id, {name for name, _ in spec.secret_references}
+        ),
     )

@@ -21,13 +21,14 @@ from django.http import Http404, QueryDict
 from django.shortcuts import redirect
 from guardian.admin import GuardedModelAdmin
 
-from pipelines import grants, permissions, roles
+from pipelines import grants, permissions, roles, secrets
 from pipelines.models import (
     AuditEvent,
     Organization,
     Pipeline,
     PipelineVersion,
     Project,
+    ProjectSecret,
     Role,
     RoleAssignment,
 )
@@ -424,6 +425,85 @@ class RoleAssignmentAdmin(ScopedAdmin):
             self.message_user(request, f"Nothing was revoked: {refusal.message}", messages.ERROR)
             return
         self.message_user(request, f"Revoked {len(chosen)} role assignment(s).", messages.SUCCESS)
+
+
+class ProjectSecretForm(forms.ModelForm):
+    """Name and a new value; the stored value is never shown ("set" / "replace")."""
+
+    new_value = forms.CharField(
+        label="Value",
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Write-only: the value is encrypted and never shown again. On an existing "
+        "secret, a value replaces the stored one; blank keeps it.",
+    )
+
+    class Meta:
+        model = ProjectSecret
+        fields = ["project", "name"]
+
+    def clean(self):
+        data = super().clean()
+        if self.instance.pk is None and not data.get("new_value"):
+            self.add_error("new_value", "Enter the secret's value.")
+        return data
+
+
+@admin.register(ProjectSecret)
+class ProjectSecretAdmin(ScopedAdmin):
+    """The project secret store; every change goes through ``pipelines.secrets`` (audited)."""
+
+    form = ProjectSecretForm
+    list_display = ["project", "name", "value_state", "updated_by", "updated_at"]
+    list_filter = [("project", ProjectListFilter)]
+    list_select_related = ["project__organization", "updated_by"]
+    readonly_fields = ["value_state", "created_by", "created_at", "updated_by", "updated_at"]
+    actions = ["delete_secrets"]
+
+    @admin.display(description="Value")
+    def value_state(self, obj) -> str:
+        return "set" if obj.pk else "—"
+
+    def get_readonly_fields(self, request, obj=None):
+        fixed = ["project", "name"] if obj is not None else []  # references name it: no rename
+        return [*fixed, *self.readonly_fields]
+
+    def has_add_permission(self, request):
+        return self._may_manage(request)
+
+    def has_delete_permission(self, request, obj=None):
+        return self._may_manage(request, obj)
+
+    def get_actions(self, request, action_location=ActionLocation.CHANGE_LIST):
+        actions = super().get_actions(request, action_location=action_location)
+        actions.pop("delete_selected", None)  # a bulk delete would skip the audit trail
+        return actions
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        if not request.user.is_superuser and "project" in form.base_fields:
+            form.base_fields["project"].queryset = administered_projects(request)
+        return form
+
+    def save_model(self, request, obj, form, change):
+        value = form.cleaned_data.get("new_value")
+        if change and not value:
+            return  # nothing to change: the name and project are fixed
+        saved, _ = secrets.set_secret(
+            project=obj.project, name=obj.name, value=value, user=request.user
+        )
+        obj.pk = saved.pk
+
+    def delete_model(self, request, obj):
+        secrets.delete_secret(project=obj.project, name=obj.name, user=request.user)
+
+    @admin.action(description="Delete the selected secrets", permissions=["delete"])
+    def delete_secrets(self, request, queryset):
+        chosen = list(queryset.select_related("project"))
+        for secret in chosen:
+            secrets.delete_secret(project=secret.project, name=secret.name, user=request.user)
+        self.message_user(request, f"Deleted {len(chosen)} secret(s).", messages.SUCCESS)
 
 
 @admin.register(AuditEvent)

@@ -237,6 +237,36 @@ class AuditEvent(models.Model):
         return f"{self.at:%Y-%m-%d %H:%M} {self.actor}: {self.action}"
 
 
+class ProjectSecret(models.Model):
+    """A secret of a project's store, referenced in YAML as ``<+secrets.NAME>``.
+
+    ``value`` is a Fernet token (``stageline.crypto``), never the text; it is decrypted only
+    on the worker that runs a step referring to it. Written only through ``pipelines.secrets``
+    (which audits every change); no page shows a value again once it is set.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="secrets")
+    name = models.CharField(max_length=64)
+    value = models.TextField(editable=False, help_text="Encrypted (a Fernet token).")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["project_id", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="project_secret_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project}: {self.name}"
+
+
 # Direct foreign-key object permissions (guardian): fast joins, no text object ids.
 class ProjectUserObjectPermission(UserObjectPermissionBase):
     content_object = models.ForeignKey(Project, on_delete=models.CASCADE)

@@ -15,6 +15,7 @@ from django.db import IntegrityError, transaction
 
 from pipelines import permissions
 from pipelines.models import AuditEvent, Pipeline, PipelineVersion, Project
+from pipelines.secrets import secret_names
 from pipelines.spec.errors import SpecError, SpecErrors
 from pipelines.spec.validate import parse_pipeline
 from stageline.errors import Conflict, Invalid
@@ -65,6 +66,20 @@ def save_pipeline(
             field_errors={"yaml": "The definition is empty. Paste or write the pipeline's YAML."},
         )
     spec = parse_pipeline(yaml_text)
+    refused = list(spec.save_errors)
+    if spec.secret_references:
+        stored = secret_names(project.pk)
+        refused += [
+            SpecError(
+                f"the project has no secret '{name}' (<+secrets.{name}>): add it on the "
+                "project's Secrets page first",
+                line,
+            )
+            for name, line in spec.secret_references
+            if name not in stored
+        ]
+    if refused:
+        raise SpecErrors(refused)
     if pipeline is not None and spec.identifier != pipeline.identifier:
         raise SpecErrors(
             [

@@ -142,6 +142,7 @@ def project_detail(request: HttpRequest, org: str, project: str) -> HttpResponse
         "page": page,
         "list_url": reverse("project", args=[org, project]),
         "can_manage_access": permissions.can(request.user, "manage_access", project_obj),
+        "can_edit_secrets": permissions.can(request.user, "change", project_obj),
     }
     template = page_or_partial(request, "pipelines/project.html", "executions")
     return render(request, template, context, status=200 if page is not None else 400)

@@ -15,7 +15,6 @@ from executions.models import LogChunk, Status, StepRun
 from executions.runners.shell import LogWriter
 from executions.services import run_pipeline
 from executions.transitions import transition
-from pipelines.services import save_pipeline
 from pipelines.spec.redact import mask_pair, mask_secrets
 from stageline.masking import StreamMasker, mask
 from tests.helpers import factories
@@ -120,12 +119,10 @@ def page(client, name: str) -> str:
 
 @pytest.mark.django_db
 def test_the_history_diff_masks_the_value_on_lines_that_are_not_the_secrets_own(client, personas):
-    pipeline = factories.make_pipeline(personas.project, SECRET_PIPELINE, user=personas.admin)
-    save_pipeline(
-        project=personas.project,
-        yaml_text=SECRET_PIPELINE.replace('"calling with', '"now calling with'),
-        user=personas.admin,
-        pipeline=pipeline,
+    factories.stored_pipeline(  # stored before literal secrets were refused at save
+        personas.project,
+        SECRET_PIPELINE,
+        SECRET_PIPELINE.replace('"calling with', '"now calling with'),
     )
     client.force_login(personas.viewer)
     html = page(client, "pipeline_history")
@@ -158,7 +155,7 @@ def test_two_versions_shown_together_mask_each_others_secrets():
 
 @pytest.mark.django_db
 def test_the_definition_page_masks_the_value_on_every_line(client, personas):
-    factories.make_pipeline(personas.project, SECRET_PIPELINE, user=personas.admin)
+    factories.stored_pipeline(personas.project, SECRET_PIPELINE)
     client.force_login(personas.viewer)
     html = page(client, "pipeline_definition")
     assert "fixed-secret-value" not in html

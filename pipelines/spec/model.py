@@ -128,6 +128,11 @@ class PipelineSpec:
     # What saving should point out without refusing (each with its line): a free-text input
     # in a bash arithmetic context (``pipelines.spec.arithmetic``).
     warnings: tuple[SpecError, ...] = field(default=(), compare=False)
+    # What refuses a *new* save but not a stored version (which must stay readable and
+    # runnable): a literal secret written in the YAML. Checked by ``pipelines.services``.
+    save_errors: tuple[SpecError, ...] = field(default=(), compare=False)
+    # ``<+secrets.NAME>`` references, (name, line): the project's store must hold each name.
+    secret_references: tuple[tuple[str, int], ...] = field(default=(), compare=False)
     _stage_index: dict[str, Stage] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -44,6 +44,7 @@ MAX_NAME_CHARS = 200  # the database columns that store pipeline, stage and step
 DEFAULT_TIMEOUTS = {"ShellScript": 3600, "Approval": 86400, "Wait": 86400}
 RESERVED_ENV_PREFIXES = ("STAGELINE_", "SL_")
 MAX_PATTERN_CHARS = 1000
+SECRETS_PREFIX = "secrets."
 
 
 def parse_duration(value: Any) -> int | None:
@@ -91,6 +92,8 @@ class _Validator:
         self.errors: list[SpecError] = []
         self.texts: list[_Text] = []
         self.stage_lines: list[tuple[str, int]] = []  # (identifier, line) of every stage
+        self.save_errors: list[SpecError] = []  # refused at save only (see PipelineSpec)
+        self.secret_references: list[tuple[str, int]] = []
 
     def error(self, message: str, line: int) -> None:
         self.errors.append(SpecError(message, line))
@@ -265,6 +268,8 @@ class _Validator:
                     item,
                     "allowed_values",
                 )
+        if vtype == "Secret":
+            self.literal_secrets(item, name, value, default, allowed)
         pattern = self.pattern(item, name, vtype)
         multiline = item.get("multiline", False)
         if not isinstance(multiline, bool):
@@ -309,6 +314,30 @@ class _Validator:
             located.variable = variable
             self.texts.append(located)
         return variable
+
+    def literal_secrets(
+        self, item: LMap, name: str, value: str, default: str | None, allowed: tuple[str, ...]
+    ) -> None:
+        """A secret written in the YAML is refused at save: it belongs in the project's store."""
+        store = (
+            "keep it in the project's secret store (the project's Secrets page) and refer to it "
+            f"as <+secrets.NAME>, e.g. value: <+secrets.{name}>"
+        )
+        literal_value = value != RUNTIME_INPUT and EXPRESSION_RE.sub("", value).strip()
+        for label, present in (
+            ("value", bool(literal_value)),
+            ("default", bool(default)),
+            ("allowed_values", bool(allowed)),
+        ):
+            if present:
+                what = "are literal secrets" if label == "allowed_values" else "is a literal secret"
+                self.save_errors.append(
+                    SpecError(
+                        f"the {label} of Secret variable '{name}' {what} in the YAML (readable by "
+                        f"everyone who can see the definition): {store}",
+                        self.line_of(item, label),
+                    )
+                )
 
     def pattern(self, item: LMap, name: str, vtype: str) -> str:
         if item.get("pattern") is None:
@@ -585,7 +614,12 @@ class _Validator:
             groups=tuple(groups),
         )
         self.references(spec)
-        spec = replace(spec, warnings=tuple(self.arithmetic_warnings(spec)))
+        spec = replace(
+            spec,
+            warnings=tuple(self.arithmetic_warnings(spec)),
+            save_errors=tuple(self.save_errors),
+            secret_references=tuple(self.secret_references),
+        )
         self.cycles(spec)
         return spec
 
@@ -645,11 +679,14 @@ class _Validator:
         group_of = {s.identifier: s.group_index for s in spec.stages}
         for located in self.texts:
             for match in EXPRESSION_RE.finditer(located.text):
-                problem = reference_problem(
-                    match.group(1).strip(), spec, pipeline_vars, group_of, located.stage
-                )
+                expr = match.group(1).strip()
+                problem = reference_problem(expr, spec, pipeline_vars, group_of, located.stage)
                 if problem:
                     self.error(f"{located.where}: {problem}", located.line_at(match.start()))
+                elif expr.startswith(SECRETS_PREFIX):
+                    self.secret_references.append(
+                        (expr[len(SECRETS_PREFIX) :], located.line_at(match.start()))
+                    )
             for match in UNCLOSED_EXPRESSION_RE.finditer(located.text):
                 if not EXPRESSION_RE.match(located.text, match.start()):
                     fragment = short(located.text[match.start() :].split("\n", 1)[0], 30)
@@ -765,6 +802,10 @@ def reference_problem(
     parts = expr.split(".")
     if expr == "input":
         return "<+input> may only be the whole value of a variable"
+    if parts[0] == "secrets":
+        if len(parts) != 2 or not IDENTIFIER_RE.match(parts[1]):
+            return f"<+{short(expr)}> is not a secret reference (write <+secrets.NAME>)"
+        return ""
     if expr in (
         "pipeline.sequenceId",
         "pipeline.executionId",

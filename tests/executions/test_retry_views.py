@@ -10,8 +10,9 @@ from django.urls import reverse
 from executions.models import Execution, Status
 from executions.retry import create_retry
 from executions.services import run_pipeline
+from pipelines.models import PipelineVersion
 from pipelines.services import save_pipeline
-from tests.helpers.factories import make_pipeline
+from tests.helpers.factories import make_pipeline, stored_pipeline
 from tests.helpers.pages import (
     SERIAL_YAML,
     as_user,
@@ -179,12 +180,14 @@ def test_the_difference_never_shows_a_secret_value(client, personas):
         '  variables:\n    - {name: api_key, type: Secret, value: "old-key-4711"}\n    - {name: version',
         1,
     )
-    pipeline = make_pipeline(personas.project, with_secret)
+    pipeline = stored_pipeline(personas.project, with_secret)  # saved before literals were refused
     failed = run(pipeline, personas.executor, **{"deploy.fail": "yes"})
-    save_pipeline(
-        project=personas.project,
-        yaml_text="# changed\n" + with_secret.replace('"old-key-4711"', '"new-\\x6bey-0815"'),
+    pipeline.current_version = PipelineVersion.objects.create(
+        pipeline=pipeline,
+        number=2,
+        yaml="# changed\n" + with_secret.replace('"old-key-4711"', '"new-\\x6bey-0815"'),
     )
+    pipeline.save(update_fields=["current_version"])
     html = (
         as_user(client, personas.executor).get(retry_url(failed), headers=htmx()).content.decode()
     )

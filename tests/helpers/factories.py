@@ -9,9 +9,10 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, User
 
-from pipelines.models import Organization, Pipeline, Project
+from pipelines.models import Organization, Pipeline, PipelineVersion, Project
 from pipelines.roles import assign_role
 from pipelines.services import save_pipeline
+from pipelines.spec.validate import parse_pipeline
 
 _counter = itertools.count(1)
 
@@ -29,6 +30,20 @@ def make_project(org_slug: str = "acme", slug: str | None = None) -> Project:
 
 def make_pipeline(project: Project, yaml_text: str, user=None) -> Pipeline:
     return save_pipeline(project=project, yaml_text=textwrap.dedent(yaml_text), user=user).pipeline
+
+
+def stored_pipeline(project: Project, *yaml_texts: str) -> Pipeline:
+    """A pipeline whose versions were stored as they are, without today's save-time checks: a
+    definition saved before literal secrets were refused (versions are immutable and stay)."""
+    texts = [textwrap.dedent(text) for text in yaml_texts]
+    spec = parse_pipeline(texts[0])
+    pipeline = Pipeline.objects.create(project=project, identifier=spec.identifier, name=spec.name)
+    for number, text in enumerate(texts, start=1):
+        pipeline.current_version = PipelineVersion.objects.create(
+            pipeline=pipeline, number=number, yaml=text
+        )
+    pipeline.save(update_fields=["current_version"])
+    return pipeline
 
 
 def grant(user_or_group, project: Project, role: str, pipeline: Pipeline | None = None):

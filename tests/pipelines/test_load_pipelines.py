@@ -12,6 +12,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from pipelines.models import Organization, Pipeline, PipelineVersion, Project
+from pipelines.secrets import set_secret
 
 pytestmark = pytest.mark.django_db
 
@@ -58,11 +59,15 @@ def load_refused(project: str, folder: Path, *args: str) -> tuple[CommandError, 
 def test_load_creates_the_organization_the_project_and_one_pipeline_per_file(tmp_path):
     for path in EXAMPLES.glob("*.yaml"):
         shutil.copy(path, tmp_path / path.name)
-    out, err = load("acme/web-tools", tmp_path)
+    # data_refresh refers to <+secrets.api_token>: refused until the project's store holds it.
+    _, _, err = load_refused("acme/web-tools", tmp_path)
+    assert "data_refresh.yaml:13: the project has no secret 'api_token'" in err
 
     org = Organization.objects.get(slug="acme")
     project = Project.objects.get(organization=org, slug="web-tools")
     assert (org.name, project.name) == ("Acme", "Web Tools")
+    set_secret(project=project, name="api_token", value="t0ken", user=None)
+    out, err = load("acme/web-tools", tmp_path)
     pipelines = {p.identifier: p for p in Pipeline.objects.filter(project=project)}
     assert set(pipelines) == {"web_deploy", "data_refresh"}
     assert pipelines["web_deploy"].name == "Web deploy"
@@ -72,7 +77,7 @@ def test_load_creates_the_organization_the_project_and_one_pipeline_per_file(tmp
     )
     assert out.splitlines() == [
         "data_refresh.yaml: data_refresh v1 created",
-        "web_deploy.yaml: web_deploy v1 created",
+        "web_deploy.yaml: web_deploy v1 unchanged",
     ]
     assert err == ""
 

@@ -10,6 +10,7 @@ from django.urls import reverse
 
 from executions.models import Execution
 from pipelines.models import AuditEvent, Pipeline, PipelineVersion
+from pipelines.secrets import set_secret
 from pipelines.services import save_pipeline
 from tests.helpers import factories
 
@@ -40,7 +41,7 @@ RELEASE = textwrap.dedent(
           required: true
         - name: api_key
           type: Secret
-          value: fixed-secret-value
+          value: <+secrets.api_key>
       stages:
         - stage:
             identifier: build
@@ -71,6 +72,7 @@ RELEASE = textwrap.dedent(
 
 @pytest.fixture
 def release(personas) -> Pipeline:
+    set_secret(project=personas.project, name="api_key", value="fixed-secret-value", user=None)
     return factories.make_pipeline(personas.project, RELEASE, user=personas.admin)
 
 
@@ -166,7 +168,7 @@ def test_fixed_secret_values_are_masked_in_the_definition_and_history(client, pe
         html = client.get(url(name)).content.decode()
         assert "fixed-secret-value" not in html, name
     definition = client.get(url("pipeline_definition")).content.decode()
-    assert "value: ***</span>" in definition
+    assert "value: &lt;+secrets.api_key&gt;</span>" in definition  # a reference, not a value
     assert "value: &lt;+input&gt;" in definition  # other variables read unchanged
 
 

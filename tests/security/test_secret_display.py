@@ -8,8 +8,9 @@ import textwrap
 import pytest
 from django.urls import reverse
 
-from pipelines.models import Pipeline, PipelineVersion
+from pipelines.models import Pipeline
 from pipelines.spec.redact import mask_secrets
+from tests.helpers import factories
 
 # Stored before literal secrets were refused at save (versions are immutable: they stay).
 OLD_DEFINITION = textwrap.dedent(
@@ -43,11 +44,7 @@ HIDDEN = ["pass", "word-ONE", "TWO", "THREE", "FOUR", "FIVE"]
 
 @pytest.fixture
 def legacy(personas) -> Pipeline:
-    pipeline = Pipeline.objects.create(project=personas.project, identifier="legacy", name="L")
-    version = PipelineVersion.objects.create(pipeline=pipeline, number=1, yaml=OLD_DEFINITION)
-    pipeline.current_version = version
-    pipeline.save(update_fields=["current_version"])
-    return pipeline
+    return factories.stored_pipeline(personas.project, OLD_DEFINITION)
 
 
 def test_masking_finds_secrets_by_position_and_keeps_the_lines():

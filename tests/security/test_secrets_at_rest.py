@@ -16,6 +16,7 @@ from django.db.migrations.executor import MigrationExecutor
 
 from executions.models import Execution
 from executions.services import run_pipeline
+from pipelines.secrets import pipeline_secret_values, set_secret
 from stageline import crypto
 from tests.helpers import factories
 
@@ -71,6 +72,17 @@ def test_rotation_old_key_still_decrypts_and_reencrypt_moves_to_the_new_key(pers
 
     settings.STAGELINE_SECRET_KEYS = [KEY_2]  # the old key dropped
     assert Execution.objects.get(pk=execution.pk).secret_inputs["token"] == SECRET
+
+
+def test_rotation_reencrypts_the_project_secret_store_too(personas, settings):
+    settings.STAGELINE_SECRET_KEYS = [KEY_1]
+    set_secret(project=personas.project, name="deploy_key", value=SECRET, user=None)
+    settings.STAGELINE_SECRET_KEYS = [KEY_2, KEY_1]
+    out = _run_reencrypt()
+    assert "project secrets: 1 re-encrypted" in out
+    settings.STAGELINE_SECRET_KEYS = [KEY_2]
+    pipeline = factories.make_pipeline(personas.project, PIPELINE, personas.admin)
+    assert pipeline_secret_values(pipeline.pk, ["deploy_key"]) == {"deploy_key": SECRET}
 
 
 def test_a_value_no_key_opens_gives_a_clear_error(personas, settings):

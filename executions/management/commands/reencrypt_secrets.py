@@ -13,6 +13,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from executions.models import Execution
+from pipelines.models import ProjectSecret
 from stageline import crypto
 from stageline.crypto import SealedValues
 
@@ -43,12 +44,35 @@ def _reencrypt_execution(execution: Execution) -> bool:
     return True
 
 
+def _project_secret_batches() -> Iterator[list[ProjectSecret]]:
+    last = 0
+    while True:
+        batch = list(ProjectSecret.objects.filter(pk__gt=last).order_by("pk")[:BATCH])
+        if not batch:
+            return
+        yield batch
+        last = batch[-1].pk
+
+
+def _reencrypt_project_secret(secret: ProjectSecret) -> bool:
+    if crypto.is_current(secret.value):
+        return False
+    ProjectSecret.objects.filter(pk=secret.pk).update(value=crypto.reencrypt(secret.value))
+    return True
+
+
 STORES: list[tuple[str, Callable[[], int], Callable[[], Iterator[list]], Callable[..., bool]]] = [
     (
         "secret inputs of executions",
         lambda: Execution.objects.exclude(secret_inputs={}).count(),
         _execution_batches,
         _reencrypt_execution,
+    ),
+    (
+        "project secrets",
+        lambda: ProjectSecret.objects.count(),
+        _project_secret_batches,
+        _reencrypt_project_secret,
     ),
 ]
 

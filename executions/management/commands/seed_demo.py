@@ -25,11 +25,14 @@ from executions.services import abort_execution, answer_approval, run_pipeline
 from executions.states import TERMINAL, Status
 from pipelines.models import Organization, Pipeline, Project
 from pipelines.roles import assign_role
+from pipelines.secrets import secret_names, set_secret
 from pipelines.services import save_pipeline
 from pipelines.spec import parse_pipeline
 from stageline.numbers import float_argument
 
 EXAMPLES = Path(settings.BASE_DIR) / "examples" / "pipelines"
+# The secrets the example pipelines refer to (<+secrets.NAME>): demo values, not real ones.
+DEMO_SECRETS = {"api_token": "demo-token-123"}
 USERS = [
     ("admin", "admin"),
     ("executor", "executor"),
@@ -63,6 +66,10 @@ class Command(BaseCommand):
         )
         for username, role in USERS:
             assign_role(project=project, role=role, user=users[username])
+        for name, value in DEMO_SECRETS.items():
+            if name not in secret_names(project.pk):  # never replaces a value set since
+                set_secret(project=project, name=name, value=value, user=users["admin"])
+                self.stdout.write(f"secret {name} stored (encrypted) in the project's store")
         pipelines = {}
         for path in sorted(EXAMPLES.glob("*.yaml")):
             text = path.read_text()
