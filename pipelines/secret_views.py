@@ -33,8 +33,7 @@ class SecretForm(forms.Form):
 
     def without_value(self) -> SecretForm:
         """The form to show again after a refusal: the value typed is not sent back."""
-        self.data = self.data.copy()
-        self.data["value"] = ""
+        self.data = {**dict(self.data.items()), "value": ""}
         return self
 
 

@@ -11,12 +11,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.db.models import ProtectedError
 
 from executions.models import Execution, LogChunk, StageRun, Status, StepRun
 from executions.services import run_pipeline
 from pipelines.models import Pipeline, PipelineVersion, Project, RoleAssignment
+from pipelines.secrets import pipeline_secret_values
 from tests.helpers.factories import make_pipeline, serial_pipeline, shell_stage
 from tests.helpers.runs import wait_for_status
 
@@ -82,6 +84,18 @@ def test_migrations_apply_to_an_empty_database_and_match_the_models(tmp_path):
 @pytest.mark.engine
 def test_the_demo_round_trips_through_dumpdata_and_loaddata(worker, tmp_path):
     call_command("seed_demo", "--no-worker", stdout=io.StringIO())
+    # The demo keeps its fixed secret in the project's store; add a run with a secret input.
+    project = Project.objects.get(slug="web")
+    holder = make_pipeline(
+        project,
+        serial_pipeline(
+            "holder",
+            [shell_stage("noop", "true")],
+            variables="- {name: token, type: Secret, value: <+input>}",
+        ),
+    )
+    admin = get_user_model().objects.get(username="admin")
+    run_pipeline(pipeline=holder, user=admin, inputs={"token": "demo-token-456"})
     statuses = set(Execution.objects.values_list("status", flat=True))
     assert {
         Status.SUCCESS,
@@ -118,9 +132,10 @@ def test_the_demo_round_trips_through_dumpdata_and_loaddata(worker, tmp_path):
     secrets = {e.pk: dict(e.secret_inputs) for e in Execution.objects.exclude(secret_inputs={})}
     assert secrets, "the demo has executions with a secret input"
     rows = [row for row in json.loads(dump.read_text()) if row["model"] == "executions.execution"]
-    assert not [row for row in rows if "demo-token-123" in json.dumps(row)], (
+    assert not [row for row in rows if "demo-token-456" in json.dumps(row)], (
         "a dump holds secret input values in plain text"
     )
+    assert "demo-token-123" not in dump.read_text(), "a dump holds a project secret in plain text"
     call_command("flush", "--noinput", verbosity=0)
     assert Execution.objects.count() == 0
     call_command("loaddata", str(dump), verbosity=0)
@@ -129,5 +144,6 @@ def test_the_demo_round_trips_through_dumpdata_and_loaddata(worker, tmp_path):
     assert {
         e.pk: dict(e.secret_inputs) for e in Execution.objects.filter(pk__in=secrets)
     } == secrets
+    assert pipeline_secret_values(holder.pk, ["api_token"]) == {"api_token": "demo-token-123"}
     failed = Execution.objects.filter(status=Status.FAILED).first()
     assert failed.stage_runs.filter(status=Status.FAILED).exists()
