@@ -14,8 +14,8 @@ from pipelines.models import AuditEvent, ProjectSecret
 from pipelines.secrets import delete_secret, set_secret
 from pipelines.services import save_pipeline
 from pipelines.spec.errors import SpecErrors
-from tests.helpers.runs import drive, wait_for_status
 from tests.helpers.factories import make_pipeline, serial_pipeline, shell_stage
+from tests.helpers.runs import drive, wait_for_status
 
 VALUE = "s3cr3t-Deploy-Key-991"
 
