@@ -5,7 +5,9 @@ guardian rows a role stands for and audits the role. A row written any other way
 object-permission admin pages, which only superusers may use; a shell; a script) is audited
 here, from the permission tables' own signals, as ``permission.granted`` or
 ``permission.revoked`` with who did it when known (``acting_as``). Rows that go with their
-project, pipeline, user or group when that is deleted are not audited one by one.
+project, pipeline, user or group when that is deleted are not audited one by one. Adding a
+user to a group, or removing one, gives or takes the group's rights: it is audited as
+``group.member_added`` / ``group.member_removed`` in every project where the group has any.
 
 ``direct_grants(project)`` lists the rows of a project and its pipelines that no role
 assignment explains; the Access page shows them next to the roles, and a Project Admin
@@ -20,9 +22,11 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.db import transaction
-from django.db.models import Model, QuerySet
-from django.db.models.signals import post_delete, post_save
+from django.db.models import Model, Q, QuerySet
+from django.db.models.signals import m2m_changed, post_delete, post_save
 
 from pipelines import permissions
 from pipelines.models import (
@@ -135,6 +139,46 @@ def _deleted(sender, instance, origin=None, **kwargs) -> None:
         _audit("permission.revoked", instance)
 
 
+def _projects_of(group: Group) -> QuerySet:
+    """Projects where ``group`` holds anything: a role, or a permission outside roles."""
+    return Project.objects.filter(
+        Q(role_assignments__group=group)
+        | Q(projectgroupobjectpermission__group=group)
+        | Q(pipelines__pipelinegroupobjectpermission__group=group)
+    ).distinct()
+
+
+def _membership_changed(sender, instance, action: str, reverse: bool, pk_set, **kwargs) -> None:
+    """Audits a user joining or leaving a group that has rights in a project (either side of
+    the relation: ``user.groups.add(group)`` or ``group.user_set.add(user)``)."""
+    if action == "pre_clear":  # the members are known only before they are gone
+        related = instance.user_set.all() if reverse else instance.groups.all()
+        pk_set, action = {related_one.pk for related_one in related}, "post_remove"
+    if action not in {"post_add", "post_remove"} or not pk_set:
+        return
+    users = get_user_model().objects.filter(pk__in=pk_set) if reverse else [instance]
+    groups = [instance] if reverse else Group.objects.filter(pk__in=pk_set)
+    verb = "added to" if action == "post_add" else "removed from"
+    event = "group.member_added" if action == "post_add" else "group.member_removed"
+    for group in groups:
+        projects = list(_projects_of(group))
+        for user in users:
+            AuditEvent.objects.bulk_create(
+                AuditEvent(
+                    actor=_actor.get(),
+                    project=project,
+                    action=event,
+                    detail=f"user {user} {verb} group {group}, which has rights in this project",
+                )
+                for project in projects
+            )
+
+
+m2m_changed.connect(
+    _membership_changed,
+    sender=get_user_model().groups.through,
+    dispatch_uid="stageline-audit-group-members",
+)
 for _model in PERMISSION_MODELS:
     post_save.connect(_saved, sender=_model, dispatch_uid=f"stageline-audit-{_model.__name__}")
     post_delete.connect(

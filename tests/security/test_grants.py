@@ -6,6 +6,7 @@ outside the role functions is audited, and the Access page lists (and removes) i
 from __future__ import annotations
 
 import pytest
+from django.contrib.auth.models import Group
 from django.urls import reverse
 from guardian.shortcuts import assign_perm
 
@@ -186,3 +187,25 @@ def test_permissions_deleted_with_their_project_or_user_are_not_audited_one_by_o
         .exists()
     )
     assert AuditEvent.objects.filter(action__startswith="permission.").count() == granted
+
+
+def test_joining_or_leaving_a_group_with_rights_is_audited_in_its_projects(personas):
+    ops, idle = Group.objects.create(name="ops"), Group.objects.create(name="idle")
+    assign_role(project=personas.project, role="executor", group=ops)
+    member = make_user("member")
+    AuditEvent.objects.all().delete()
+
+    member.groups.add(ops, idle)  # idle has no rights anywhere: nothing to say about it
+    ops.user_set.remove(member)
+    member.groups.add(ops)
+    member.groups.clear()
+
+    trail = AuditEvent.objects.order_by("id")
+    assert [(e.action, e.project) for e in trail] == [
+        ("group.member_added", personas.project),
+        ("group.member_removed", personas.project),
+        ("group.member_added", personas.project),
+        ("group.member_removed", personas.project),
+    ]
+    assert trail[0].detail == "user member added to group ops, which has rights in this project"
+    assert not permissions.can(fresh(member), "execute", personas.project)
