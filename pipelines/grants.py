@@ -21,9 +21,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, User
 from django.db import transaction
 from django.db.models import Model, Q, QuerySet
 from django.db.models.signals import m2m_changed, post_delete, post_save
@@ -52,11 +53,11 @@ PERMISSION_MODELS: tuple[type[Model], ...] = (
 PIPELINE_MODELS = (PipelineUserObjectPermission, PipelineGroupObjectPermission)
 GROUP_MODELS = (ProjectGroupObjectPermission, PipelineGroupObjectPermission)
 
-_actor: ContextVar[object] = ContextVar("stageline_grants_actor", default=None)
+_actor: ContextVar[User | None] = ContextVar("stageline_grants_actor", default=None)
 
 
 @contextmanager
-def acting_as(user) -> Iterator[None]:
+def acting_as(user: User | None) -> Iterator[None]:
     """Permission changes made inside are audited as ``user``'s."""
     token = _actor.set(user)
     try:
@@ -69,7 +70,7 @@ def acting_as(user) -> Iterator[None]:
 class DirectGrant:
     """The permissions one user or group holds on one target outside any role."""
 
-    subject: object  # a User or a Group
+    subject: User | Group
     is_group: bool
     target: Project | Pipeline
     rows: list = field(default_factory=list)
@@ -186,7 +187,7 @@ for _model in PERMISSION_MODELS:
     )
 
 
-def _explained(project: Project) -> set[tuple[bool, int, bool, int, str]]:
+def _explained(project: Project) -> set[tuple[bool, int | None, bool, int | None, str]]:
     """(is_group, subject id, on a pipeline, target id, action) for every role of ``project``."""
     explained = set()
     for assignment in RoleAssignment.objects.filter(project=project):
@@ -203,11 +204,11 @@ def direct_grants(project: Project) -> list[DirectGrant]:
     """The permissions held on ``project`` or its pipelines that no role assignment explains,
     one entry per (user or group, project or pipeline). Five queries, whatever the size."""
     explained = _explained(project)
-    found: dict[tuple[bool, int, bool, int], DirectGrant] = {}
+    found: dict[tuple[bool, int | None, bool, int | None], DirectGrant] = {}
     for model in PERMISSION_MODELS:
         is_group = model in GROUP_MODELS
         on_pipeline = model in PIPELINE_MODELS
-        rows = model.objects.select_related(
+        rows: QuerySet[Any] = model._default_manager.select_related(
             "permission", "group" if is_group else "user", "content_object"
         ).order_by("id")
         where = {"content_object__project": project} if on_pipeline else {"content_object": project}
