@@ -30,6 +30,8 @@ PIPELINE = factories.serial_pipeline(
 )
 SECRET = "hunter2-very-secret-value"
 
+pytestmark = pytest.mark.database  # the integration suite runs these on PostgreSQL too
+
 KEY_1, KEY_2, KEY_3 = (Fernet.generate_key().decode() for _ in range(3))
 
 
