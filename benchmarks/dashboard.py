@@ -222,7 +222,7 @@ def measure(
     assert retry_execution is not None, "the dataset has no failed execution to retry"
     dialog = timed(
         client,
-        reverse("execution-retry", args=[retry_execution.pk]),
+        reverse("execution_retry", args=[retry_execution.pk]),
         requests,
         warmup=warmup,
         headers=HTMX,
@@ -234,7 +234,7 @@ def measure(
         data.retry, requests + warmup + 1, fails_at=dataset.RETRY_FAILS_AT - 1
     )
     try:
-        urls = [reverse("execution-retry", args=[pk]) for pk in targets]
+        urls = [reverse("execution_retry", args=[pk]) for pk in targets]
         post = {"from_stage": f"s{dataset.RETRY_FAILS_AT:03d}", "mode": "", "reason": "benchmark"}
         sent: list[int] = []
         # The retries' first steps go to a stub, not the broker: no worker runs them here, and

@@ -114,17 +114,17 @@ def build_actions(execution: Execution, user, graph: Graph) -> list[Action]:
         Action(
             "retry",
             "Retry Failed Pipeline",
-            reverse("execution-retry", args=[pk]),
+            reverse("execution_retry", args=[pk]),
             retry_reason,
             "primary",
         ),
         Action(
-            "rerun", "Rerun", reverse("execution-rerun", args=[pk]), rerun_blocker(execution, user)
+            "rerun", "Rerun", reverse("execution_rerun", args=[pk]), rerun_blocker(execution, user)
         ),
     ]
     approve_reason = permissions.why_not(user, "approve", execution)
     for card in graph.waiting:
-        url = reverse("execution-approval", args=[pk]) + f"?stage={card.run.identifier}"
+        url = reverse("execution_approval", args=[pk]) + f"?stage={card.run.identifier}"
         label = f"Approve / Reject {card.run.name}"
         actions.append(
             Action(f"approve-{card.run.identifier}", label, url, approve_reason, "primary")
@@ -133,7 +133,7 @@ def build_actions(execution: Execution, user, graph: Graph) -> list[Action]:
         Action(
             "abort",
             "Abort",
-            reverse("execution-abort", args=[pk]),
+            reverse("execution_abort", args=[pk]),
             abort_refusal(execution, user),
             "danger",
         )
@@ -244,8 +244,8 @@ def retry_context(
         "error": error.message if error else "",
         "time_saved": format_duration(plan.time_saved_seconds),
         "changed_inputs": changed_inputs(plan, values),
-        "retry_url": reverse("execution-retry", args=[execution.pk]),
-        "rerun_url": reverse("execution-rerun", args=[execution.pk]),
+        "retry_url": reverse("execution_retry", args=[execution.pk]),
+        "rerun_url": reverse("execution_rerun", args=[execution.pk]),
         "options": [
             (
                 option,

@@ -504,7 +504,7 @@ def step_log_url(execution: Callable[[World], Execution]) -> Callable[[World], s
     def build(w: World) -> str:
         step = StepRun.objects.filter(execution=execution(w)).order_by("pk").first()
         assert step is not None, "the execution has no step run"
-        return reverse("execution-step-log", args=[step.execution_id, step.pk])
+        return reverse("execution_step_log", args=[step.execution_id, step.pk])
 
     return build
 
@@ -521,10 +521,10 @@ PIPELINE_ENDPOINTS = [
     ("pipeline_run", ("GET", "POST")),
 ]
 EXECUTION_ENDPOINTS = [
-    ("execution-retry", ("GET", "POST")),
-    ("execution-rerun", ("GET", "POST")),
-    ("execution-approval", ("GET", "POST")),
-    ("execution-abort", ("GET", "POST")),
+    ("execution_retry", ("GET", "POST")),
+    ("execution_rerun", ("GET", "POST")),
+    ("execution_approval", ("GET", "POST")),
+    ("execution_abort", ("GET", "POST")),
 ]
 ENDPOINT_ROWS = [
     *[

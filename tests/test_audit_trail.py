@@ -104,6 +104,6 @@ def test_secrets_stay_out_of_the_admin_and_every_prefill(worker, personas, clien
     assert all("s3cr3t" not in f.value for f in plan_retry(execution, personas.executor).inputs)
     assert all("s3cr3t" not in f.value for f in plan_rerun(execution, personas.executor).inputs)
     client.force_login(personas.executor)
-    for name in ("execution", "execution-retry", "execution-rerun"):
+    for name in ("execution", "execution_retry", "execution_rerun"):
         page = client.get(reverse(name, args=[execution.pk]))
         assert page.status_code == 200 and b"s3cr3t-token" not in page.content, name

@@ -274,7 +274,7 @@ def test_a_tampered_retry_is_refused_with_its_reason_and_creates_nothing(
     form, status, reason = RETRY_TAMPERING[case]
     before = Execution.objects.count()
     response = executor_client.post(
-        reverse("execution-retry", args=[failed.pk]),
+        reverse("execution_retry", args=[failed.pk]),
         form,
         headers={"HX-Request": "true"} if hx else {},
     )
@@ -297,14 +297,14 @@ def test_retrying_or_rerunning_another_projects_execution_is_not_found_and_creat
     client.force_login(personas.executor)
     before = Execution.objects.count()
     for name, form in [
-        ("execution-retry", {"from_stage": "deploy"}),
-        ("execution-rerun", {}),
-        ("execution-abort", {}),
+        ("execution_retry", {"from_stage": "deploy"}),
+        ("execution_rerun", {}),
+        ("execution_abort", {}),
     ]:
         response = client.post(reverse(name, args=[theirs.pk]), form)
         assert response.status_code == 404, name
     response = client.post(
-        reverse("execution-approval", args=[theirs.pk]), {"stage": "deploy", "decision": "approve"}
+        reverse("execution_approval", args=[theirs.pk]), {"stage": "deploy", "decision": "approve"}
     )
     assert response.status_code == 404
     assert Execution.objects.count() == before
@@ -312,7 +312,7 @@ def test_retrying_or_rerunning_another_projects_execution_is_not_found_and_creat
 
 def test_a_viewer_posting_a_retry_is_refused_with_403_and_creates_nothing(client, personas, failed):
     client.force_login(personas.viewer)
-    response = client.post(reverse("execution-retry", args=[failed.pk]), {"from_stage": "deploy"})
+    response = client.post(reverse("execution_retry", args=[failed.pk]), {"from_stage": "deploy"})
     assert response.status_code == 403
     assert not Execution.objects.filter(retry_of=failed).exists()
 
@@ -333,7 +333,7 @@ def test_a_tampered_rerun_is_refused_with_its_reason_and_creates_nothing(
     form, reason = RERUN_TAMPERING[case]
     before = Execution.objects.count()
     response = executor_client.post(
-        reverse("execution-rerun", args=[failed.pk]), form, headers={"HX-Request": "true"}
+        reverse("execution_rerun", args=[failed.pk]), form, headers={"HX-Request": "true"}
     )
     assert response.status_code == 400, (case, text_of(response)[:300])
     assert reason in text_of(response).replace("&#x27;", "'"), case
@@ -353,7 +353,7 @@ def test_a_tampered_approval_is_refused_with_its_reason_and_changes_nothing(
     client, personas, failed, form, reason
 ):
     client.force_login(personas.approver)
-    response = client.post(reverse("execution-approval", args=[failed.pk]), form)
+    response = client.post(reverse("execution_approval", args=[failed.pk]), form)
     assert 400 <= response.status_code < 500
     assert reason in text_of(response).replace("&#x27;", "'")
     assert Execution.objects.get(pk=failed.pk).status == Status.FAILED
@@ -383,7 +383,7 @@ UNICODE = "déploiement 🚀 ℵ₀ 日本語 \u202eRTL\u202c e\u0301 \U0001f9d1
 
 def test_unicode_inputs_go_through_a_retry_and_a_rerun_intact(executor_client, failed):
     response = executor_client.post(
-        reverse("execution-retry", args=[failed.pk]),
+        reverse("execution_retry", args=[failed.pk]),
         {"from_stage": "deploy", "input-deploy.target": UNICODE, "reason": UNICODE},
     )
     assert response.status_code == 302
@@ -396,7 +396,7 @@ def test_unicode_inputs_go_through_a_retry_and_a_rerun_intact(executor_client, f
     assert UNICODE in text_of(page)
 
     response = executor_client.post(
-        reverse("execution-rerun", args=[retry.pk]),
+        reverse("execution_rerun", args=[retry.pk]),
         {"stages": ALL_STAGES, "input-version": UNICODE},
     )
     assert response.status_code == 302
@@ -448,7 +448,7 @@ def test_random_retry_requests_never_cause_a_server_error_and_refusals_change_no
         before = Execution.objects.count()
         send = getattr(executor_client, method)
         response = send(
-            reverse("execution-retry", args=[failed.pk]),
+            reverse("execution_retry", args=[failed.pk]),
             data,
             headers={"HX-Request": "true"} if hx else {},
         )

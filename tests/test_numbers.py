@@ -239,7 +239,7 @@ def test_page_parameters_use_the_grammar(client, personas):
         assert "There is no version" in response.content.decode()
     execution = run_pipeline(pipeline=pipeline, user=personas.executor, inputs={})
     step = StepRun.objects.get(execution=execution)
-    log = reverse("execution-step-log", args=[execution.pk, step.pk])
+    log = reverse("execution_step_log", args=[execution.pk, step.pk])
     assert client.get(log, {"after": "0"}, headers={"HX-Request": "true"}).status_code == 200
     for bad in ("1_000", "٣", " 1"):
         response = client.get(log, {"after": bad}, headers={"HX-Request": "true"})

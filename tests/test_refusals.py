@@ -102,7 +102,7 @@ def test_not_found_for_what_the_user_may_not_see(client, personas, waiting):
         abort_execution(execution=waiting, user=personas.stranger)
     assert "deploy" not in refused.value.message
     client.force_login(personas.stranger)
-    response = client.post(reverse("execution-abort", args=[waiting.pk]))
+    response = client.post(reverse("execution_abort", args=[waiting.pk]))
     assert response.status_code == 404
     assert Execution.objects.get(pk=waiting.pk).status == Status.WAITING
 
@@ -111,7 +111,7 @@ def test_forbidden_names_the_missing_permission(client, personas, waiting):
     with pytest.raises(Forbidden, match="You need the Execute permission on pipeline deploy."):
         abort_execution(execution=waiting, user=personas.viewer)
     client.force_login(personas.viewer)
-    response = client.post(reverse("execution-abort", args=[waiting.pk]))
+    response = client.post(reverse("execution_abort", args=[waiting.pk]))
     assert response.status_code == 403
     assert "You need the Execute permission on pipeline deploy." in response.content.decode()
     assert Execution.objects.get(pk=waiting.pk).status == Status.WAITING
@@ -135,7 +135,7 @@ def test_conflict_when_the_state_moved_on(client, personas, waiting):
     with pytest.raises(Conflict, match="already ended"):
         abort_execution(execution=waiting, user=personas.executor)
     client.force_login(personas.executor)
-    response = client.post(reverse("execution-abort", args=[waiting.pk]))
+    response = client.post(reverse("execution_abort", args=[waiting.pk]))
     assert response.status_code == 409
     with pytest.raises(CommandError) as refused:
         call_command("abort_execution", str(waiting.pk), "--as", "executor", stdout=io.StringIO())

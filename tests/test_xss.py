@@ -202,7 +202,7 @@ def test_the_execution_page_shows_names_inputs_reasons_and_logs_inert(client, pe
     pages.check(
         client.get(reverse("execution", args=[retry.pk])), "the retry's page (history, reason)"
     )
-    log = reverse("execution-step-log", args=[failed.pk, build.pk])
+    log = reverse("execution_step_log", args=[failed.pk, build.pk])
     panel = client.get(log, headers=htmx("log-panel"))
     pages.check(panel, "log panel")
     assert (
@@ -217,7 +217,7 @@ def test_the_retry_and_rerun_dialogs_show_names_and_inputs_inert(client, persona
     _, _, retry, _ = lab
     client.force_login(personas.executor)
     pages = Pages()
-    dialog = reverse("execution-retry", args=[retry.pk])
+    dialog = reverse("execution_retry", args=[retry.pk])
     pages.check(client.get(dialog), "retry dialog page")
     pages.check(client.get(dialog, headers=htmx("modal-body")), "retry dialog")
     pages.check(
@@ -226,7 +226,7 @@ def test_the_retry_and_rerun_dialogs_show_names_and_inputs_inert(client, persona
     impact = f"{dialog}?from_stage=parallel_2&mode=failed_only&input-eu.region={PAYLOAD}"
     pages.check(client.get(impact, headers=htmx("retry-impact")), "retry impact fragment")
     pages.check(
-        client.get(reverse("execution-rerun", args=[retry.pk]), headers=htmx("modal-body")),
+        client.get(reverse("execution_rerun", args=[retry.pk]), headers=htmx("modal-body")),
         "rerun dialog",
     )
     pages.assert_inert()
@@ -240,7 +240,7 @@ def test_the_approval_dialog_and_the_waiting_stage_show_the_message_inert(client
     pages.check(
         client.get(reverse("execution", args=[waiting.pk])), "execution page waiting for approval"
     )
-    dialog = reverse("execution-approval", args=[waiting.pk]) + "?stage=gate"
+    dialog = reverse("execution_approval", args=[waiting.pk]) + "?stage=gate"
     pages.check(client.get(dialog, headers=htmx("modal-body")), "approval dialog")
     pages.assert_inert()
 
@@ -268,7 +268,7 @@ def test_the_message_after_a_retry_names_the_stage_inert(client, personas, lab):
         run_pipeline(pipeline=pipeline, user=personas.executor, inputs={"note": PAYLOAD})
     )
     response = client.post(
-        reverse("execution-retry", args=[failed.pk]), {"from_stage": "build"}, follow=True
+        reverse("execution_retry", args=[failed.pk]), {"from_stage": "build"}, follow=True
     )
     assert response.redirect_chain, "the retry was not created"
     pages = Pages()

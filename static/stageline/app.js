@@ -4,8 +4,7 @@
  *   <dialog id="modal" aria-labelledby="modal-title"><div id="modal-body"></div></dialog>
  *   - content swapped into #modal-body opens the dialog (showModal); the fragment should
  *     carry an element with id="modal-title";
- *   - any [data-close-dialog] element, Escape, or the server event `closeModal`
- *     (HX-Trigger: closeModal) closes it; closing empties #modal-body and gives the focus
+ *   - any [data-close-dialog] element or Escape closes it; closing empties #modal-body and gives the focus
  *     back to the element that opened it.
  * Also:
  *   - htmx errors that are not swapped (403, 404, 500, network) show their reason in #flash;
@@ -78,8 +77,6 @@
     var target = event.detail && event.detail.target;
     if (target && target.id === "modal-body" && target.children.length) openModal();
   });
-
-  document.addEventListener("closeModal", closeModal);
 
   document.addEventListener("click", function (event) {
     var closer = event.target.closest("[data-close-dialog]");

@@ -28,7 +28,7 @@ def waiting(personas) -> Execution:
 
 
 def approval_url(execution: Execution) -> str:
-    return reverse("execution-approval", args=[execution.pk])
+    return reverse("execution_approval", args=[execution.pk])
 
 
 def gate(execution: Execution) -> StepRun:

@@ -50,7 +50,7 @@ def test_the_page_draws_each_stage_with_its_status_duration_and_steps(client, pe
     assert re.search(r'class="stage-duration muted" title="Duration">\d+\.\d s<', build)
     assert 'data-status="FAILED"' in deploy and "exit code 3" in deploy
     step = StepRun.objects.get(execution=execution, identifier="rollout")
-    assert f'data-log-url="{reverse("execution-step-log", args=[execution.pk, step.pk])}"' in deploy
+    assert f'data-log-url="{reverse("execution_step_log", args=[execution.pk, step.pk])}"' in deploy
     assert "Roll out" in deploy
 
 
@@ -147,7 +147,7 @@ def test_a_step_log_fragment_follows_a_running_step_from_its_cursor(client, pers
     writer = LogWriter(step, [])
     writer.feed(b"first line\n")
     writer.flush(final=True)
-    url = reverse("execution-step-log", args=[execution.pk, step.pk])
+    url = reverse("execution_step_log", args=[execution.pk, step.pk])
     as_user(client, personas.viewer)
 
     panel = client.get(url, headers=htmx("log-panel")).content.decode()
@@ -188,7 +188,7 @@ def test_a_step_log_fragment_follows_a_running_step_from_its_cursor(client, pers
 def test_a_log_cursor_that_is_not_a_number_is_refused(client, personas):
     execution = failed_serial(personas)
     step = StepRun.objects.get(execution=execution, identifier="rollout")
-    url = reverse("execution-step-log", args=[execution.pk, step.pk])
+    url = reverse("execution_step_log", args=[execution.pk, step.pk])
     response = as_user(client, personas.viewer).get(f"{url}?after=abc", headers=htmx("log-lines"))
     assert response.status_code == 400
     assert "whole number" in response.content.decode()
@@ -199,7 +199,7 @@ def test_a_carried_over_step_shows_the_log_of_the_run_it_came_from(client, perso
     retry = drive(create_retry(execution=execution, user=personas.executor, from_stage="deploy"))
     carried = StepRun.objects.get(execution=retry, identifier="compile")
     assert not LogChunk.objects.filter(step_run=carried).exists()
-    url = reverse("execution-step-log", args=[retry.pk, carried.pk])
+    url = reverse("execution_step_log", args=[retry.pk, carried.pk])
     html = as_user(client, personas.viewer).get(url, headers=htmx("log-panel")).content.decode()
     assert "building 1.0-gold" in html
     assert f"from #{execution.sequence}" in html and "hx-trigger" not in html
@@ -209,7 +209,7 @@ def test_the_log_link_without_htmx_opens_the_page_at_that_step(client, personas)
     execution = failed_serial(personas)
     step = StepRun.objects.get(execution=execution, identifier="compile")
     as_user(client, personas.viewer)
-    response = client.get(reverse("execution-step-log", args=[execution.pk, step.pk]))
+    response = client.get(reverse("execution_step_log", args=[execution.pk, step.pk]))
     assert response.status_code == 302 and response["Location"].endswith(
         f"?step={step.pk}#log-panel"
     )
@@ -224,7 +224,7 @@ def test_a_step_of_another_execution_is_not_found(client, personas):
     as_user(client, personas.viewer)
     assert (
         client.get(
-            reverse("execution-step-log", args=[execution.pk, step.pk]), headers=htmx()
+            reverse("execution_step_log", args=[execution.pk, step.pk]), headers=htmx()
         ).status_code
         == 404
     )
@@ -247,7 +247,7 @@ def test_an_executor_may_retry_and_rerun_a_failed_execution_but_not_abort_it(cli
     html = as_user(client, personas.executor).get(page_url(execution)).content.decode()
     retry = action_html(html, "retry")
     assert (
-        f'hx-get="{reverse("execution-retry", args=[execution.pk])}" hx-target="#modal-body"'
+        f'hx-get="{reverse("execution_retry", args=[execution.pk])}" hx-target="#modal-body"'
         in retry
     )
     assert "disabled" not in retry
@@ -329,7 +329,7 @@ def test_an_executor_aborts_a_running_execution_from_its_dialog(client, personas
     as_user(client, personas.executor)
     page = client.get(page_url(running)).content.decode()
     assert "disabled" not in action_html(page, "abort")
-    url = reverse("execution-abort", args=[running.pk])
+    url = reverse("execution_abort", args=[running.pk])
     dialog = client.get(url, headers=htmx("modal-body")).content.decode()
     assert 'id="modal-title"' in dialog and f'hx-post="{url}"' in dialog
 
@@ -345,7 +345,7 @@ def test_an_executor_aborts_a_running_execution_from_its_dialog(client, personas
 
 def test_aborting_a_finished_execution_is_refused_with_the_reason(client, personas):
     execution = failed_serial(personas)
-    url = reverse("execution-abort", args=[execution.pk])
+    url = reverse("execution_abort", args=[execution.pk])
     as_user(client, personas.executor)
     response = client.post(url, headers=htmx("modal-body"))
     assert response.status_code == 409 and response["HX-Retarget"] == "#modal-body"
@@ -368,7 +368,7 @@ def test_each_persona_sees_the_page_or_a_404(client, personas, hx):
         expected = 404 if name == "stranger" else 200
         assert client.get(page_url(execution), headers=headers).status_code == expected, name
         log = client.get(
-            reverse("execution-step-log", args=[execution.pk, step.pk]), headers=htmx()
+            reverse("execution_step_log", args=[execution.pk, step.pk]), headers=htmx()
         )
         assert log.status_code == expected, name
     client.logout()
@@ -382,7 +382,7 @@ def test_only_executors_and_admins_may_abort(client, personas, hx):
     headers = htmx("modal-body") if hx else {}
     for name, status in expected.items():
         running = run_pipeline(pipeline=pipeline, user=personas.executor, inputs={})
-        url = reverse("execution-abort", args=[running.pk])
+        url = reverse("execution_abort", args=[running.pk])
         as_user(client, getattr(personas, name))
         assert client.get(url, headers=headers).status_code == status, name
         response = client.post(url, headers=headers)
@@ -394,7 +394,7 @@ def test_only_executors_and_admins_may_abort(client, personas, hx):
     for name in ("executor", "admin"):
         running = run_pipeline(pipeline=pipeline, user=personas.executor, inputs={})
         as_user(client, getattr(personas, name))
-        response = client.post(reverse("execution-abort", args=[running.pk]), headers=headers)
+        response = client.post(reverse("execution_abort", args=[running.pk]), headers=headers)
         assert response.status_code == (200 if hx else 302), name
         running.refresh_from_db()
         assert running.status == Status.ABORTED

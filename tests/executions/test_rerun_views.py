@@ -27,7 +27,7 @@ SELECTABLE_YAML = SERIAL_YAML.replace(
 
 
 def rerun_url(execution: Execution) -> str:
-    return reverse("execution-rerun", args=[execution.pk])
+    return reverse("execution_rerun", args=[execution.pk])
 
 
 def input_names(html: str) -> list[str]:

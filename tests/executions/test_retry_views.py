@@ -28,7 +28,7 @@ from tests.helpers.runs import drive
 
 
 def retry_url(execution: Execution) -> str:
-    return reverse("execution-retry", args=[execution.pk])
+    return reverse("execution_retry", args=[execution.pk])
 
 
 def section(html: str, marker: str, end: str) -> str:
@@ -169,7 +169,7 @@ def test_the_dialog_warns_when_the_pipeline_changed_since_and_offers_rerun(
     )
     warning = section(html, 'class="msg msg-warning pipeline-changed"', "</details>")
     assert "The pipeline changed since this execution." in warning
-    assert f'hx-get="{reverse("execution-rerun", args=[failed.pk])}"' in warning
+    assert f'hx-get="{reverse("execution_rerun", args=[failed.pk])}"' in warning
     assert '<span class="diff-del">-                  echo &quot;testing' in warning
     assert '<span class="diff-add">+                  echo &quot;checking' in warning
 

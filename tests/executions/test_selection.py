@@ -91,7 +91,7 @@ def test_the_run_and_rerun_pickers_start_with_every_stage_ticked(client, persona
     picked = run(pipeline, personas.executor)
     picked.selected_stages = ["build"]  # what an earlier run picked does not matter
     picked.save(update_fields=["selected_stages"])
-    rerun_url = reverse("execution-rerun", args=[picked.pk])
+    rerun_url = reverse("execution_rerun", args=[picked.pk])
     assert boxes(client.get(rerun_url, headers=htmx()).content.decode()) == every
 
 
@@ -110,7 +110,7 @@ def test_run_with_nothing_ticked_is_refused_and_starts_nothing(client, personas,
 def test_rerun_with_nothing_ticked_is_refused_and_starts_nothing(client, personas, pipeline, hx):
     execution = run(pipeline, personas.executor)
     response = as_user(client, personas.executor).post(
-        reverse("execution-rerun", args=[execution.pk]), {}, headers=htmx() if hx else {}
+        reverse("execution_rerun", args=[execution.pk]), {}, headers=htmx() if hx else {}
     )
     assert response.status_code == 400 and EMPTY_SELECTION in response.content.decode()
     assert Execution.objects.count() == 1

@@ -32,7 +32,7 @@ def test_the_list_shows_what_the_user_may_answer(client, personas, waiting, pers
     response = as_user(client, getattr(personas, persona)).get(reverse("waiting"))
     html = response.content.decode()
     assert response.status_code == 200
-    answer = f"{reverse('execution-approval', args=[waiting.pk])}?stage=approve"
+    answer = f"{reverse('execution_approval', args=[waiting.pk])}?stage=approve"
     assert (answer in html) is sees
     assert (f"{waiting.pipeline.name} #{waiting.sequence}" in html) is sees
     assert ("Nothing waits for you." in html) is not sees
@@ -54,7 +54,7 @@ def test_the_list_spans_projects_and_leaves_answered_approvals_out(client, perso
     assert ">2<" in count
 
     client.post(
-        reverse("execution-approval", args=[elsewhere.pk]),
+        reverse("execution_approval", args=[elsewhere.pk]),
         {"stage": "approve", "decision": "approve", "comment": ""},
     )
     html = as_user(client, personas.approver).get(reverse("waiting")).content.decode()

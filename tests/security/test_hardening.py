@@ -72,7 +72,7 @@ def test_a_bad_log_cursor_is_refused_as_plain_text_for_every_persona(client, per
     """Finding 6: the step-log 400 echoed ``after`` unescaped in an HTML answer."""
     execution = failed_serial(personas)
     step = StepRun.objects.get(execution=execution, identifier="rollout")
-    url = reverse("execution-step-log", args=[execution.pk, step.pk])
+    url = reverse("execution_step_log", args=[execution.pk, step.pk])
     for who in (personas.admin, personas.executor, personas.viewer):
         response = as_user(client, who).get(url, {"after": PROBE}, headers=htmx("log-lines"))
         assert response.status_code == 400, who

@@ -286,14 +286,14 @@ def test_the_command_and_the_dialog_accept_the_unchanged_frozen_secret(client, p
     other = run(frozen.pipeline, personas.executor, token="x", **{"deploy.fail": "yes"})
     client.force_login(personas.executor)
     response = client.post(
-        reverse("execution-retry", args=[other.pk]),
+        reverse("execution_retry", args=[other.pk]),
         {"from_stage": "deploy", "input-token": "x"},
         headers={"HX-Request": "true"},
     )
     assert response.status_code == 200 and "HX-Redirect" in response.headers
     third = run(frozen.pipeline, personas.executor, token="x", **{"deploy.fail": "yes"})
     response = client.post(
-        reverse("execution-retry", args=[third.pk]),
+        reverse("execution_retry", args=[third.pk]),
         {"from_stage": "deploy", "input-token": "y"},
         headers={"HX-Request": "true"},
     )
