@@ -169,7 +169,7 @@ def page_of(
 def with_durations(rows: list[Execution]) -> list[Execution]:
     """Set ``duration_text`` on each row (a running execution counts up to now)."""
     for row in rows:
-        row.duration_text = format_duration(row.duration_seconds)
+        row.duration_text = format_duration(row.duration_seconds)  # type: ignore[attr-defined]
     return rows
 
 
