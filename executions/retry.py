@@ -45,7 +45,7 @@ FAILED_ONLY = "failed_only"
 ALL = "all"
 MODES = (FAILED_ONLY, ALL)
 
-# Who asks to see a plan (request.user may be anonymous); writes need a signed-in User.
+# Who asks: request.user (maybe anonymous: the guards refuse it) or a command's user.
 AnyUser = AbstractBaseUser | AnonymousUser
 
 
@@ -412,7 +412,7 @@ def _resolve_inputs(
 def create_retry(
     *,
     execution: Execution,
-    user: User,
+    user: AnyUser,
     from_stage: str,
     mode: str | None = None,
     inputs: Mapping[str, object] | None = None,
@@ -420,6 +420,7 @@ def create_retry(
 ) -> Execution:
     """Create the retry of ``execution`` and start it; see the module docstring for the rules."""
     permissions.check(user, "execute", execution)
+    assert isinstance(user, User)  # check() lets only a signed-in user through
     if not from_stage:
         raise Invalid("Pick the stage to retry from.", field_errors={"from_stage": "required"})
     plan = plan_retry(execution, user, from_stage=from_stage, mode=mode)
@@ -549,7 +550,7 @@ def plan_rerun(execution: Execution, user: AnyUser) -> RerunPlan:
 def create_rerun(
     *,
     execution: Execution,
-    user: User,
+    user: AnyUser,
     inputs: Mapping[str, object] | None = None,
     stages: Sequence[str] | None = None,
 ) -> Execution:
