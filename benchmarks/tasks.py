@@ -38,3 +38,10 @@ def send_chain(length: int, script: str, ledger: str, queue: str) -> None:
     """Send a chain of ``length`` hops to ``queue`` (each starts when the one before it succeeded)."""
     hops = [hop.si(index, script, ledger).set(queue=queue) for index in range(length)]
     chain(*hops).apply_async()
+
+
+def send_chains(count: int, length: int, script: str, ledger: str, queue: str) -> None:
+    """Send ``count`` chains of ``length`` hops at once, all appending to one ledger (the
+    throughput baseline: a burst of bare chains)."""
+    for _ in range(count):
+        send_chain(length, script, ledger, queue)

@@ -286,6 +286,10 @@ STAGELINE_RETRY_WINDOW_DAYS = env_int("STAGELINE_RETRY_WINDOW_DAYS", 30)
 STAGELINE_STEP_LEASE_SECONDS = env_int("STAGELINE_STEP_LEASE_SECONDS", 30)
 STAGELINE_HEARTBEAT_SECONDS = env_int("STAGELINE_HEARTBEAT_SECONDS", 5)
 STAGELINE_REDISPATCH_AFTER_SECONDS = env_int("STAGELINE_REDISPATCH_AFTER_SECONDS", 30)
+# How long one run_step task may go on running the next steps of its execution itself (the
+# engine's fast path, executions.engine.RunHere) before it sends the next one through the
+# broker, so that other executions waiting on the queue get their turn. 0: never.
+STAGELINE_TASK_BUDGET_SECONDS = env_int("STAGELINE_TASK_BUDGET_SECONDS", 5)
 STAGELINE_LOG_LIMIT_BYTES = env_int("STAGELINE_LOG_LIMIT_BYTES", 5 * 1024 * 1024)
 STAGELINE_WORK_DIR = Path(env_str("STAGELINE_WORK_DIR", str(VAR_DIR / "work")))
 STAGELINE_MAX_YAML_BYTES = env_int("STAGELINE_MAX_YAML_BYTES", 256 * 1024)

@@ -16,12 +16,13 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from datetime import timedelta
 from functools import partial
 
 from celery import current_app
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Subquery
 from django.utils import timezone
 
@@ -30,9 +31,14 @@ from executions.models import Execution, StageRun, StepRun
 from executions.runners import run as run_with_runner
 from executions.runners.base import StepResult, with_db_retry
 from executions.states import ACTIVE, SUCCEEDED, TERMINAL, Status, worst
-from executions.transitions import claim_step, events_batched, transition
+from executions.transitions import (
+    claim_here,
+    claim_step,
+    events_batched,
+    finish_and_claim_next,
+    transition,
+)
 from pipelines.conditions import evaluate_condition
-from pipelines.models import PipelineVersion
 from stageline.masking import mask
 
 log = logging.getLogger(__name__)
@@ -76,18 +82,31 @@ def _send(step_id: int, queue: str, task_id: str) -> None:
 # --- the reconciler -------------------------------------------------------------------------
 
 
-def _lock_execution(execution_id: int, version: PipelineVersion | None = None) -> Execution | None:
-    """The execution, locked. ``version``: its version, when the caller has it already (a
-    version never changes), so that it is not read again."""
-    queryset = Execution.objects.filter(pk=execution_id)
-    if version is None:
-        queryset = queryset.select_related("version")
+def _lock_execution(execution_id: int) -> Execution | None:
+    """The execution with its version, locked."""
     # of=("self",): lock the execution row only, not its (shared, immutable) version, which
     # every execution of the pipeline version would otherwise queue behind.
-    execution = queryset.select_for_update(of=("self",)).first()
-    if execution is not None and version is not None:
-        execution.version = version
-    return execution
+    return (
+        Execution.objects.filter(pk=execution_id)
+        .select_related("version")
+        .select_for_update(of=("self",))
+        .first()
+    )
+
+
+def _lock_held(execution: Execution) -> bool:
+    """Lock the row of ``execution`` (held by the caller with its version: nothing but its
+    status changes) and refresh its status; False when it is gone. One plain statement: the
+    per-step lock of the hot path reads no other column (no inputs to decode)."""
+    table = connection.ops.quote_name(Execution._meta.db_table)
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT status FROM {table} WHERE id = %s{lock}", [execution.pk])
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    execution.status = row[0]
+    return True
 
 
 def advance(execution_id: int) -> None:
@@ -103,9 +122,11 @@ class _Steps:
     """The step runs of the stage runs being advanced (at most two groups' worth), read in one
     query the first time one is asked for."""
 
-    def __init__(self, stage_runs: list[StageRun]):
+    def __init__(
+        self, stage_runs: list[StageRun], by_stage: dict[int, list[StepRun]] | None = None
+    ):
         self.stage_runs = stage_runs
-        self.by_stage: dict[int, list[StepRun]] | None = None
+        self.by_stage = by_stage
 
     def of(self, run: StageRun) -> list[StepRun]:
         if self.by_stage is None:
@@ -117,35 +138,57 @@ class _Steps:
         return self.by_stage[run.pk]
 
 
-def _unfinished_groups(execution: Execution, after: int, near: int | None = None) -> list[StageRun]:
+def _unfinished_groups(execution: Execution, after: int, near: int | None = None) -> _Steps:
     """The stage runs of the first two groups after group ``after`` that have a stage which has
     not succeeded (nor been skipped), without those that have: one query of a few rows, however
     long the pipeline. ``near``: the group the caller knows to be in progress (every group
-    before it has succeeded): then a plain range is read first, a cheaper query."""
-    unfinished = execution.stage_runs.exclude(status__in=list(SUCCEEDED))
+    before it has succeeded): then a plain range is read first, with the stages' step runs, in
+    one query (a stage has at least one step)."""
     if near is not None:
-        rows = list(
-            unfinished.filter(group_index__gte=near, group_index__lte=near + 1).order_by("position")
-        )
-        if rows:
-            return rows
+        by_stage: dict[int, list[StepRun]] = {}
+        stage_runs: list[StageRun] = []
+        for step in (
+            StepRun.objects.filter(
+                stage_run__execution_id=execution.pk,
+                stage_run__group_index__gte=near,
+                stage_run__group_index__lte=near + 1,
+            )
+            .exclude(stage_run__status__in=list(SUCCEEDED))
+            .select_related("stage_run")
+            .order_by("stage_run__position", "position")
+        ):
+            if step.stage_run_id not in by_stage:
+                by_stage[step.stage_run_id] = []
+                stage_runs.append(step.stage_run)
+            else:
+                step.stage_run = stage_runs[-1]  # one object per stage run
+            by_stage[step.stage_run_id].append(step)
+        if stage_runs:
+            return _Steps(stage_runs, by_stage)
         after = max(after, near + 1)
-    unfinished = unfinished.filter(group_index__gt=after)
+    unfinished = execution.stage_runs.exclude(status__in=list(SUCCEEDED)).filter(
+        group_index__gt=after
+    )
     first = unfinished.order_by("group_index").values("group_index")[:1]
-    return list(unfinished.filter(group_index__lte=Subquery(first) + 1).order_by("position"))
+    return _Steps(
+        list(unfinished.filter(group_index__lte=Subquery(first) + 1).order_by("position"))
+    )
 
 
-def advance_locked(execution: Execution, near: int | None = None) -> None:
+def advance_locked(
+    execution: Execution, near: int | None = None, here: RunHere | None = None
+) -> None:
     """``advance`` for an execution its caller has locked already (and just created or moved,
-    inside the same transaction). ``near``: see ``_unfinished_groups``."""
+    inside the same transaction). ``near``: see ``_unfinished_groups``. ``here``: the worker
+    that calls it may claim one step made due for itself (see ``RunHere``)."""
     # Stages that succeeded (or were skipped) change nothing here: a group whose members all
     # did is passed over, so only the others are read, two groups at a time (their outputs,
     # for conditions, are read only when a condition asks).
     spec = execution.version.spec
     after = -1
-    while stage_runs := _unfinished_groups(execution, after, near):
+    while (steps := _unfinished_groups(execution, after, near)).stage_runs:
         near = None
-        steps = _Steps(stage_runs)
+        stage_runs = steps.stage_runs
         groups: dict[int, list[StageRun]] = {}
         for run in stage_runs:
             groups.setdefault(run.group_index, []).append(run)
@@ -154,9 +197,9 @@ def advance_locked(execution: Execution, near: int | None = None) -> None:
             members = groups[group_index]
             for run in members:
                 if run.status in (Status.NOT_STARTED, Status.QUEUED):
-                    _start_stage(execution, run, spec, steps)
+                    _start_stage(execution, run, spec, steps, here)
                 elif run.status in (Status.RUNNING, Status.WAITING):
-                    _advance_stage(execution, run, spec, steps)
+                    _advance_stage(execution, run, spec, steps, here)
             if not all(run.status in TERMINAL for run in members):
                 waiting = any(r.status == Status.WAITING for r in members)
                 busy = any(r.status in (Status.RUNNING, Status.QUEUED) for r in members)
@@ -179,7 +222,9 @@ def advance_locked(execution: Execution, near: int | None = None) -> None:
     transition(execution, to=Status.SUCCESS)
 
 
-def _start_stage(execution: Execution, run: StageRun, spec, steps: _Steps) -> None:
+def _start_stage(
+    execution: Execution, run: StageRun, spec, steps: _Steps, here: RunHere | None
+) -> None:
     stage = spec.stage(run.identifier)
     if stage is None:  # cannot happen for a validated version; fail loudly rather than hang
         transition(run, to=Status.FAILED, error="stage not found in the pipeline version")
@@ -198,10 +243,12 @@ def _start_stage(execution: Execution, run: StageRun, spec, steps: _Steps) -> No
                         transition(step, to=Status.SKIPPED, sources=[Status.NOT_STARTED])
             return
     if transition(run, to=Status.RUNNING, sources=[Status.NOT_STARTED, Status.QUEUED]):
-        _advance_stage(execution, run, spec, steps)
+        _advance_stage(execution, run, spec, steps, here)
 
 
-def _advance_stage(execution: Execution, run: StageRun, spec, steps: _Steps) -> None:
+def _advance_stage(
+    execution: Execution, run: StageRun, spec, steps: _Steps, here: RunHere | None
+) -> None:
     stage_steps = steps.of(run)
     for step in stage_steps:
         if step.status in SUCCEEDED:
@@ -226,7 +273,7 @@ def _advance_stage(execution: Execution, run: StageRun, spec, steps: _Steps) -> 
         # NOT_STARTED: the next step is due.
         if run.status != Status.RUNNING:
             transition(run, to=Status.RUNNING, sources=[Status.WAITING])
-        _queue_step(execution, run, step, spec)
+        _queue_step(execution, run, step, spec, here)
         return
     outputs: dict[str, str] = {}
     for step in stage_steps:
@@ -234,7 +281,9 @@ def _advance_stage(execution: Execution, run: StageRun, spec, steps: _Steps) -> 
     transition(run, to=Status.SUCCESS, sources=[Status.RUNNING, Status.WAITING], outputs=outputs)
 
 
-def _queue_step(execution: Execution, run: StageRun, step: StepRun, spec) -> None:
+def _queue_step(
+    execution: Execution, run: StageRun, step: StepRun, spec, here: RunHere | None
+) -> None:
     stage = spec.stage(run.identifier)
     step_spec = next(s for s in stage.steps if s.identifier == step.identifier)
     now = timezone.now()
@@ -253,6 +302,13 @@ def _queue_step(execution: Execution, run: StageRun, step: StepRun, spec) -> Non
         )
         transition(run, to=Status.WAITING, sources=[Status.RUNNING])
         return
+    if here is not None and here.takes(run, step_spec.type):
+        lease = now + timedelta(seconds=settings.STAGELINE_STEP_LEASE_SECONDS)
+        if claim_here(step, worker=here.worker, lease_expires_at=lease, now=now):
+            step.stage_run = run
+            step.execution = execution
+            here.step = step
+        return
     if transition(step, to=Status.QUEUED, sources=[Status.NOT_STARTED], queued_at=now):
         dispatch_step(step, run.queue)
 
@@ -268,46 +324,146 @@ def claim(step_id: int) -> StepRun | None:
     return claim_step(step_id, worker=worker_name(), lease_expires_at=lease, now=now)
 
 
-def run_step(step_id: int) -> None:
+def run_step(step_id: int, *, budget: float = 0.0) -> None:
     """Claim a queued step, run it here, store its result and move the execution on.
-    Called by the Celery task; idempotent."""
+    Called by the Celery task; idempotent.
+
+    ``budget`` (seconds): while it lasts, a ShellScript step that the result makes due on the
+    same queue is claimed in the result's transaction and run here next, without a trip
+    through the broker (``RunHere``); 0 sends every next step through the broker."""
     step = claim(step_id)
     if step is None:
         return
     stage_run = StageRun.objects.select_related("execution__version").get(pk=step.stage_run_id)
     step.stage_run = stage_run
-    execution = step.execution = stage_run.execution
+    step.execution = stage_run.execution
+    deadline = time.monotonic() + budget
+    next_step: StepRun | None = step
+    while next_step is not None:
+        here = RunHere(next_step) if time.monotonic() < deadline else None
+        next_step = _run_claimed(next_step, here)
+
+
+def _simple_handover(
+    execution: Execution, step: StepRun, result: StepResult
+) -> tuple[str, str] | None:
+    """When a successful step ends a serial stage whose only step it is, and the next group is
+    one stage without a condition whose first step is a ShellScript on the same queue: the
+    next stage's and step's identifiers (``transitions.finish_and_claim_next`` then does the
+    boundary in one statement). None otherwise, or off PostgreSQL (the general advance)."""
+    if (
+        connection.vendor != "postgresql"
+        or result.status != Status.SUCCESS
+        or result.error
+        or execution.status != Status.RUNNING
+    ):
+        return None
+    spec = execution.version.spec
+    stage = spec.stage(step.stage_run.identifier)
+    groups = spec.groups
+    index = stage.group_index if stage is not None else -1
+    if (
+        stage is None
+        or len(stage.steps) != 1
+        or not 0 <= index < len(groups) - 1
+        or len(groups[index].stages) != 1
+        or len(groups[index + 1].stages) != 1
+    ):
+        return None
+    following = groups[index + 1].stages[0]
+    if (
+        following.when
+        or not following.steps
+        or following.steps[0].type not in RunHere.TYPES
+        or (following.runs_on or "default") != (stage.runs_on or "default")
+    ):
+        return None
+    return following.identifier, following.steps[0].identifier
+
+
+class RunHere:
+    """The fast path: the step that a finishing step makes due, claimed for the same worker in
+    the same transaction as the result (NOT_STARTED → QUEUED → RUNNING, with its lease) and run
+    by the same task next. Only a ShellScript step on the queue the worker is serving (the
+    finished step's), and only one per result: parallel members, other queues, approvals and
+    waits go through the broker as always. Durability is unchanged: the result and the claim
+    commit together before the next step starts; a worker lost meanwhile leaves a RUNNING step
+    whose lease lapses, which the reaper fails as for any step."""
+
+    TYPES = frozenset({"ShellScript"})
+
+    def __init__(self, finished: StepRun):
+        self.queue = finished.stage_run.queue or "default"
+        self.worker = finished.worker or worker_name()
+        self.step: StepRun | None = None  # the step claimed here, once the advance has
+
+    def takes(self, run: StageRun, step_type: str) -> bool:
+        return (
+            self.step is None and step_type in self.TYPES and (run.queue or "default") == self.queue
+        )
+
+
+def _run_claimed(step: StepRun, here: RunHere | None) -> StepRun | None:
+    """Run a step claimed by this worker (``step.stage_run`` and ``step.execution`` set, the
+    execution with its version), store its result and advance the execution. Returns the next
+    step, claimed here by the advance when ``here`` allowed it."""
+    stage_run, execution = step.stage_run, step.execution
     stage = execution.version.spec.stage(stage_run.identifier)
     step_spec = next(s for s in stage.steps if s.identifier == step.identifier)
     try:
         result = run_with_runner(step, step_spec, stage, execution)
     except Exception as exc:  # a bug in a runner must not leave the step RUNNING
-        log.exception("step %s crashed its runner", step_id)
+        log.exception("step %s crashed its runner", step.pk)
         result = StepResult(
             status=Status.FAILED, error=f"internal error: {type(exc).__name__}: {exc}"
         )
 
-    def finish() -> None:
+    def finish() -> StepRun | None:
         # The result and what it makes due (the next stage queued, the execution finished) commit
         # together, under the execution's lock (taken first, as every other writer does).
+        if here is not None:
+            here.step = None  # a retried transaction claims afresh
         with transaction.atomic(), events_batched():
-            locked = _lock_execution(step.execution_id, version=execution.version)
-            transition(
-                step,
-                to=result.status,
-                sources=[Status.RUNNING],
-                exit_code=result.exit_code,
-                outputs=result.outputs,
-                error=result.error[:2000],
-                lease_expires_at=None,
-                pid=result.pid,
-            )
-            if locked is not None and locked.status in ACTIVE:
+            present = _lock_held(execution)
+            simple = present and here is not None and _simple_handover(execution, step, result)
+            if simple:
+                # The general advance does the rest if someone else moved a row first.
+                assert here is not None
+                now = timezone.now()
+                handover = finish_and_claim_next(
+                    step,
+                    stage_run,
+                    exit_code=result.exit_code,
+                    outputs=result.outputs,
+                    pid=result.pid,
+                    next_stage=simple[0],
+                    next_step=simple[1],
+                    worker=here.worker,
+                    lease_expires_at=now + timedelta(seconds=settings.STAGELINE_STEP_LEASE_SECONDS),
+                    now=now,
+                )
+                if handover.next_step is not None:
+                    handover.next_step.execution = execution
+                    here.step = handover.next_step
+                    return here.step
+            else:
+                transition(
+                    step,
+                    to=result.status,
+                    sources=[Status.RUNNING],
+                    exit_code=result.exit_code,
+                    outputs=result.outputs,
+                    error=result.error[:2000],
+                    lease_expires_at=None,
+                    pid=result.pid,
+                )
+            if present and execution.status in ACTIVE:
                 # The step's group is the one in progress: every group before it has succeeded.
-                advance_locked(locked, near=step.stage_run.group_index)
+                advance_locked(execution, near=stage_run.group_index, here=here)
+        return here.step if here is not None else None
 
     # The result is written even across a short database outage.
-    with_db_retry(finish)
+    return with_db_retry(finish)
 
 
 # --- the reaper -------------------------------------------------------------------------------

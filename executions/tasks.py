@@ -7,14 +7,16 @@ with its worker; the engine's compare-and-set claim makes a redelivered task har
 from __future__ import annotations
 
 from celery import shared_task
+from django.conf import settings
 
 from executions import engine
 
 
 @shared_task(name="executions.tasks.run_step", acks_late=True, reject_on_worker_lost=True)
 def run_step(step_id: int) -> None:
-    """Run one queued step on this worker (returns quietly if it is not QUEUED any more)."""
-    engine.run_step(step_id)
+    """Run one queued step on this worker (returns quietly if it is not QUEUED any more), and
+    the steps it makes due here, for up to ``STAGELINE_TASK_BUDGET_SECONDS``."""
+    engine.run_step(step_id, budget=settings.STAGELINE_TASK_BUDGET_SECONDS)
 
 
 @shared_task(name="executions.tasks.advance", acks_late=True)

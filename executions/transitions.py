@@ -8,10 +8,12 @@ across work). Its ``Event`` is written in the same transaction: at once, or, ins
 ``events_batched()``, with the batch's other events in one INSERT when the batch ends (the
 engine's hot path: one statement for all the events of an advance).
 
-``claim_step`` is the one specialised writer: QUEUED → RUNNING for a worker in a single
-``UPDATE … RETURNING`` (with the attempt count, worker and lease), because the claim is the
-per-step cost the engine pays most often; its move is checked against the table when this
-module is imported.
+``claim_step`` and ``claim_here`` are the specialised writers, because a claim is the per-step
+cost the engine pays most often: ``claim_step`` moves a QUEUED step to RUNNING for a worker in
+a single ``UPDATE … RETURNING`` (with the attempt count, worker and lease); ``claim_here``
+moves a NOT_STARTED step through QUEUED to RUNNING in one ``UPDATE`` (the engine's fast path:
+the step made due by a result, claimed by the worker that wrote it, in the same transaction),
+recording both events. Their moves are checked against the table when this module is imported.
 
 Not transitions: rows *created* with a status (a new execution QUEUED, a rerun's unselected
 stages SKIPPED, a retry's carried-over runs with their original status, copied in
@@ -20,9 +22,11 @@ stages SKIPPED, a retry's carried-over runs with their original status, copied i
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -54,6 +58,13 @@ class IllegalTransition(Exception):
 _CLAIM_FROM, _CLAIM_TO = Status.QUEUED, Status.RUNNING
 if not is_allowed(_CLAIM_FROM, _CLAIM_TO):  # claim_step writes this move without transition()
     raise ImportError(f"TRANSITIONS must allow {_CLAIM_FROM} → {_CLAIM_TO} (claim_step)")
+# claim_here writes NOT_STARTED → QUEUED → RUNNING in one statement, without transition().
+if not is_allowed(Status.NOT_STARTED, _CLAIM_FROM):
+    raise ImportError(f"TRANSITIONS must allow {Status.NOT_STARTED} → {_CLAIM_FROM} (claim_here)")
+# finish_and_claim_next writes these moves in one statement, without transition().
+for _source, _to in ((Status.RUNNING, Status.SUCCESS), (Status.NOT_STARTED, Status.RUNNING)):
+    if not is_allowed(_source, _to):
+        raise ImportError(f"TRANSITIONS must allow {_source} → {_to} (finish_and_claim_next)")
 
 
 # --- events ------------------------------------------------------------------------------------
@@ -195,3 +206,168 @@ def claim_step(
             execution_id=execution_id, step_run=step, from_status=_CLAIM_FROM, to_status=_CLAIM_TO
         )
     return step
+
+
+def claim_here(step: StepRun, *, worker: str, lease_expires_at: datetime, now: datetime) -> bool:
+    """NOT_STARTED → QUEUED → RUNNING for ``worker`` in one compare-and-set, with both events
+    (the step's history reads as queued and claimed at ``now``). Call inside the transaction
+    that made the step due. False when the step was not NOT_STARTED any more."""
+    updated = StepRun.objects.filter(pk=step.pk, status=Status.NOT_STARTED).update(
+        status=_CLAIM_TO,
+        queued_at=now,
+        started_at=now,
+        attempts=F("attempts") + 1,
+        worker=worker,
+        lease_expires_at=lease_expires_at,
+    )
+    if not updated:
+        return False
+    step.status = _CLAIM_TO
+    step.queued_at = step.started_at = now
+    step.attempts += 1
+    step.worker = worker
+    step.lease_expires_at = lease_expires_at
+    for source, to in ((Status.NOT_STARTED, _CLAIM_FROM), (_CLAIM_FROM, _CLAIM_TO)):
+        _record_event(
+            Event(execution_id=step.execution_id, step_run=step, from_status=source, to_status=to)
+        )
+    return True
+
+
+@dataclass
+class Handover:
+    """What ``finish_and_claim_next`` changed: each move happened only if the one before it did."""
+
+    step_done: bool = False
+    stage_done: bool = False
+    next_stage: StageRun | None = None
+    next_step: StepRun | None = None
+
+
+def finish_and_claim_next(
+    step: StepRun,
+    stage_run: StageRun,
+    *,
+    exit_code: int | None,
+    outputs: dict[str, str],
+    pid: int | None,
+    next_stage: str,
+    next_step: str,
+    worker: str,
+    lease_expires_at: datetime,
+    now: datetime,
+) -> Handover:
+    """The engine's simple path on PostgreSQL, in one statement: a running step ends SUCCESS,
+    its stage (whose only step it is) ends SUCCESS with the step's outputs, the next stage
+    (``next_stage``, NOT_STARTED) starts RUNNING, and its first step (``next_step``) is claimed
+    for ``worker`` as ``claim_here`` does. Each move is a compare-and-set made only if the one
+    before it was; the events of the moves made are recorded, in the order ``transition`` would
+    have made them. Call inside the transaction that holds the execution's lock; whatever was
+    not done (a stage already moved by someone else) is the general advance's to do."""
+    quote = connection.ops.quote_name
+    steps, stages = quote(StepRun._meta.db_table), quote(StageRun._meta.db_table)
+    document = json.dumps(outputs)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            WITH s AS (
+                UPDATE {steps} SET status = %s, exit_code = %s, outputs = %s::jsonb, error = '',
+                    lease_expires_at = NULL, pid = %s, finished_at = %s
+                WHERE id = %s AND status = %s RETURNING id
+            ), g AS (
+                UPDATE {stages} SET status = %s, outputs = %s::jsonb, finished_at = %s
+                WHERE id = %s AND status = %s AND EXISTS (SELECT 1 FROM s) RETURNING id
+            ), n AS (
+                UPDATE {stages} SET status = %s, started_at = COALESCE(started_at, %s)
+                WHERE execution_id = %s AND identifier = %s AND status = %s
+                    AND EXISTS (SELECT 1 FROM g)
+                RETURNING id, name, group_index, position, queue
+            ), t AS (
+                UPDATE {steps} SET status = %s, queued_at = %s, started_at = %s,
+                    attempts = attempts + 1, worker = %s, lease_expires_at = %s
+                WHERE stage_run_id = (SELECT id FROM n) AND identifier = %s AND status = %s
+                RETURNING id, name, type, position, attempts
+            )
+            SELECT (SELECT count(*) FROM s), (SELECT count(*) FROM g),
+                n.id, n.name, n.group_index, n.position, n.queue,
+                t.id, t.name, t.type, t.position, t.attempts
+            FROM (SELECT 1) AS one LEFT JOIN n ON true LEFT JOIN t ON true
+            """,
+            [
+                Status.SUCCESS, exit_code, document, pid, now, step.pk, Status.RUNNING,
+                Status.SUCCESS, document, now, stage_run.pk, Status.RUNNING,
+                Status.RUNNING, now, stage_run.execution_id, next_stage, Status.NOT_STARTED,
+                _CLAIM_TO, now, now, worker, lease_expires_at, next_step, Status.NOT_STARTED,
+            ],
+        )  # fmt: skip
+        row = cursor.fetchone()
+    handover = Handover(step_done=bool(row[0]), stage_done=bool(row[1]))
+    execution_id = stage_run.execution_id
+    if handover.step_done:
+        step.status = Status.SUCCESS
+        step.exit_code, step.outputs, step.error = exit_code, outputs, ""
+        step.lease_expires_at, step.pid, step.finished_at = None, pid, now
+        _record_event(
+            Event(
+                execution_id=execution_id,
+                step_run=step,
+                from_status=Status.RUNNING,
+                to_status=Status.SUCCESS,
+            )
+        )
+    if handover.stage_done:
+        stage_run.status, stage_run.outputs, stage_run.finished_at = Status.SUCCESS, outputs, now
+        _record_event(
+            Event(
+                execution_id=execution_id,
+                stage_run=stage_run,
+                from_status=Status.RUNNING,
+                to_status=Status.SUCCESS,
+            )
+        )
+    if row[2] is not None:
+        handover.next_stage = StageRun(
+            pk=row[2],
+            execution_id=execution_id,
+            identifier=next_stage,
+            name=row[3],
+            group_index=row[4],
+            position=row[5],
+            queue=row[6],
+            status=Status.RUNNING,
+            started_at=now,
+        )
+        _record_event(
+            Event(
+                execution_id=execution_id,
+                stage_run=handover.next_stage,
+                from_status=Status.NOT_STARTED,
+                to_status=Status.RUNNING,
+            )
+        )
+    if row[7] is not None:
+        handover.next_step = StepRun(
+            pk=row[7],
+            stage_run=handover.next_stage,
+            execution_id=execution_id,
+            identifier=next_step,
+            name=row[8],
+            type=row[9],
+            position=row[10],
+            attempts=row[11],
+            status=_CLAIM_TO,
+            queued_at=now,
+            started_at=now,
+            worker=worker,
+            lease_expires_at=lease_expires_at,
+        )
+        for source, to in ((Status.NOT_STARTED, _CLAIM_FROM), (_CLAIM_FROM, _CLAIM_TO)):
+            _record_event(
+                Event(
+                    execution_id=execution_id,
+                    step_run=handover.next_step,
+                    from_status=source,
+                    to_status=to,
+                )
+            )
+    return handover

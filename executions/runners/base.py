@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import logging
+import queue
+import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
@@ -103,3 +107,30 @@ def with_db_retry(action, *, seconds: float = 120.0):
             _reset_connection()
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+# --- removing working directories off the critical path --------------------------------------
+
+_doomed: queue.SimpleQueue[Path] = queue.SimpleQueue()
+_remover: threading.Thread | None = None
+_remover_lock = threading.Lock()
+
+
+def _remove_forever() -> None:
+    while True:
+        shutil.rmtree(_doomed.get(), ignore_errors=True)
+
+
+def remove_later(path: Path) -> None:
+    """Remove a finished step's working directory in a thread of this process, so that the
+    step's result and the next step do not wait for it (removing a directory tree costs
+    milliseconds of file-system work). A worker that stops before the thread got to it leaves
+    the directory behind, as a worker killed mid-step does."""
+    global _remover
+    with _remover_lock:
+        if _remover is None or not _remover.is_alive():  # none yet in this (forked) process
+            _remover = threading.Thread(
+                target=_remove_forever, name="stageline-remove-workdirs", daemon=True
+            )
+            _remover.start()
+    _doomed.put(path)

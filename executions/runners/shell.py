@@ -31,7 +31,7 @@ from django.db.models import F
 
 from executions.context import build_context
 from executions.models import LogChunk, Status, StepRun
-from executions.runners.base import Lease, StepResult, with_db_retry
+from executions.runners.base import Lease, StepResult, remove_later, with_db_retry
 from stageline.masking import StreamMasker, mask
 
 FLUSH_SECONDS = 0.25
@@ -310,7 +310,7 @@ def run(step: StepRun, step_spec, stage, execution) -> StepResult:
     finally:
         selector.close()
         proc.stdout.close()
-        shutil.rmtree(workdir, ignore_errors=True)
+        remove_later(workdir)  # off the critical path (runners.base)
 
 
 def _supervise(

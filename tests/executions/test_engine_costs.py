@@ -50,6 +50,100 @@ def test_a_stage_costs_the_same_few_statements_however_long_the_pipeline(persona
     assert execution.status == Status.SUCCESS
 
 
+# The fast path: a worker's task runs the next serial step itself, claimed in the result's
+# transaction. On PostgreSQL one statement closes the stage and claims the next step (BEGIN,
+# the execution's lock, that statement, the events, COMMIT); elsewhere the general advance
+# does it (lock, result, the next groups' stage and step runs, stage done, next stage started,
+# next step claimed, the events).
+FAST_STATEMENTS_PER_STAGE = {"postgresql": 5, "sqlite": 9}
+
+
+def run_here(execution: Execution) -> int:
+    """Run ``execution``'s queued first step as a worker's task does (with a budget), so that it
+    runs every next step itself; the statements it took."""
+    step = StepRun.objects.get(execution=execution, status=Status.QUEUED)
+    with CaptureQueriesContext(connection) as captured:
+        engine.run_step(step.pk, budget=3600)
+    return len(captured.captured_queries)
+
+
+def test_a_task_that_runs_the_next_steps_itself_pays_the_same_few_statements_per_stage(
+    personas,
+):
+    totals = {}
+    for stages in (4, 24):
+        yaml_text = serial_pipeline(
+            f"here{stages}", [shell_stage(f"s{i}", "true") for i in range(stages)]
+        )
+        pipeline = make_pipeline(personas.project, yaml_text)
+        execution = run_pipeline(pipeline=pipeline, user=personas.executor, inputs={})
+        totals[stages] = run_here(execution)
+        execution.refresh_from_db()
+        assert execution.status == Status.SUCCESS
+        assert not StepRun.objects.filter(execution=execution).exclude(attempts=1).exists()
+    per_stage = (totals[24] - totals[4]) / 20
+    assert per_stage <= FAST_STATEMENTS_PER_STAGE[connection.vendor], totals
+
+
+def test_a_step_claimed_by_the_task_before_it_reads_as_queued_and_claimed(personas):
+    pipeline = make_pipeline(
+        personas.project,
+        serial_pipeline(
+            "handover",
+            [
+                shell_stage("a", 'echo "v=1" >> "$STAGELINE_OUTPUT"'),
+                shell_stage("b", 'echo "got <+pipeline.stages.a.output.v>"'),
+                shell_stage("c", "true"),
+            ],
+        ),
+    )
+    execution = run_pipeline(pipeline=pipeline, user=personas.executor, inputs={})
+    run_here(execution)
+    execution.refresh_from_db()
+    assert execution.status == Status.SUCCESS
+    a, b, c = StepRun.objects.filter(execution=execution).order_by("stage_run__position")
+    for step in (b, c):
+        assert (step.worker, step.attempts, step.queued_at) == (a.worker, 1, step.started_at)
+        assert list(
+            Event.objects.filter(step_run=step)
+            .order_by("id")
+            .values_list("from_status", "to_status")
+        ) == [
+            (Status.NOT_STARTED, Status.QUEUED),
+            (Status.QUEUED, Status.RUNNING),
+            (Status.RUNNING, Status.SUCCESS),
+        ]
+    assert "got 1" in "".join(b.log_chunks.values_list("text", flat=True))
+    assert execution.stage_runs.get(identifier="a").outputs == {"v": "1"}
+    stage_events = list(
+        Event.objects.filter(execution=execution, step_run=None)
+        .exclude(stage_run=None)
+        .order_by("id")
+        .values_list("stage_run__identifier", "to_status")
+    )
+    assert stage_events == [
+        (stage, status) for stage in "abc" for status in (Status.RUNNING, Status.SUCCESS)
+    ]
+
+
+def test_a_step_on_another_queue_still_goes_through_the_broker(personas):
+    pipeline = make_pipeline(
+        personas.project,
+        serial_pipeline(
+            "elsewhere",
+            [
+                shell_stage("a", "true"),
+                shell_stage("b", "true", extra="\n        runs_on: elsewhere_queue"),
+            ],
+        ),
+    )
+    execution = run_pipeline(pipeline=pipeline, user=personas.executor, inputs={})
+    run_here(execution)
+    b = StepRun.objects.get(execution=execution, stage_run__identifier="b")
+    assert b.status == Status.QUEUED and b.worker == ""
+    drive(execution)
+
+
 def test_every_transition_of_a_stage_still_has_its_event_in_order(personas):
     pipeline = make_pipeline(
         personas.project,

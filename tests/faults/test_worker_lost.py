@@ -154,3 +154,82 @@ def test_the_processes_of_a_step_whose_worker_was_killed_are_gone_once_the_step_
         )
     finally:
         kill_group(step.pid)
+
+
+def test_a_worker_killed_in_a_step_it_claimed_itself_is_detected_the_same_way(
+    fault_workers, personas
+):
+    """The engine's fast path (docs/performance.md): ``warm`` ends on the doomed worker, which
+    claims ``hold`` in the same transaction and runs it in the same task, without the broker.
+    Killed there, the worker leaves ``hold`` RUNNING with a lease, which lapses: the reaper
+    fails it as any lost step, the task delivered again (``warm``'s) runs nothing, and a retry
+    from ``hold`` succeeds."""
+    forget_unacked(broker_url())
+    doomed = fault_workers(env={"STAGELINE_VISIBILITY_TIMEOUT": "2"})
+    doomed.start("doomed", QUEUE, concurrency=1)
+    on_doomed = f"\n        runs_on: {QUEUE}"
+    pipeline = make_pipeline(
+        personas.project,
+        serial_pipeline(
+            "handover",
+            [
+                shell_stage("warm", 'echo "artifact=w1" >> "$STAGELINE_OUTPUT"', extra=on_doomed),
+                shell_stage(
+                    "hold",
+                    'echo "started <+pipeline.stages.warm.output.artifact>"\n'
+                    "sleep <+stage.variables.seconds>",
+                    extra=on_doomed
+                    + "\n        variables:"
+                    + '\n          - {name: seconds, type: String, value: <+input>, default: "60"}',
+                ),
+                shell_stage("after", "echo after", extra=on_doomed),
+            ],
+        ),
+    )
+    execution, step = start_and_wait_for_hold(pipeline, personas.executor)
+    warm = step_of(execution, "warm")
+    assert step.worker == warm.worker and doomed.owner_of(worker_pid(step)) == "doomed"
+    assert step.queued_at == step.started_at, "hold was claimed by warm's task, not sent"
+    assert f"run_step[step-{step.pk}-" not in doomed.log_text("doomed")
+
+    killed_at = time.monotonic()
+    doomed.kill("doomed")
+    try:
+        wait_for(
+            lambda: StepRun.objects.filter(pk=step.pk, status=Status.FAILED).exists(),
+            timeout=30,
+            interval=0.1,
+            message="the lost step to be failed",
+        )
+        detected_after = time.monotonic() - killed_at
+        execution = wait_for_status(execution, Status.FAILED, timeout=15)
+    finally:
+        kill_group(step.pid)
+    bound = doomed.lease_seconds + doomed.reaper_interval_seconds + 3
+    assert detected_after <= bound, f"noticed after {detected_after:.1f}s (> {bound}s)"
+    step.refresh_from_db()
+    assert step.status == Status.FAILED and "worker lost" in step.error and step.attempts == 1
+    statuses = list(execution.stage_runs.order_by("position").values_list("status", flat=True))
+    assert statuses == [Status.SUCCESS, Status.FAILED, Status.NOT_STARTED]
+
+    # The task the broker still holds is warm's: delivered again, it finds warm done.
+    doomed.start("doomed", QUEUE, concurrency=1)
+    wait_for(
+        lambda: f"run_step[step-{warm.pk}-" in doomed.log_text("doomed"),
+        timeout=20,
+        message="the killed task to be delivered again",
+    )
+    time.sleep(1)
+    warm.refresh_from_db()
+    step.refresh_from_db()
+    assert (warm.status, warm.attempts) == (Status.SUCCESS, 1)
+    assert (step.status, step.attempts) == (Status.FAILED, 1)
+
+    retry = create_retry(
+        execution=execution, user=personas.executor, from_stage="hold", inputs={"hold.seconds": "0"}
+    )
+    retry = wait_for_status(retry, Status.SUCCESS, timeout=60)
+    assert "started w1" in log_of(retry, "hold") and "after" in log_of(retry, "after")
+    assert_each_step_ran_at_most_once(execution)
+    assert_each_step_ran_at_most_once(retry)
+    assert_nothing_active()

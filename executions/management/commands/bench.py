@@ -20,7 +20,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from benchmarks import dashboard, database, dataset, engine, report, throughput
 from benchmarks.workers import Workers
-from stageline.numbers import float_argument, int_argument
+from stageline.numbers import NumberError, float_argument, int_argument, parse_int
 
 PARTS = ("engine", "throughput", "dashboard")
 
@@ -73,10 +73,21 @@ class Command(BaseCommand):
         parser.add_argument(
             "--executions",
             type=int_argument,
-            help="executions started at once for throughput (200)",
+            help="executions started at once for throughput (20)",
         )
         parser.add_argument(
-            "--stages", type=int_argument, help="stages of the throughput pipeline (5)"
+            "--stages", type=int_argument, help="stages of the throughput pipeline (10)"
+        )
+        parser.add_argument(
+            "--rounds",
+            type=int_argument,
+            help="throughput bursts of Stageline and of bare chains, alternating (3)",
+        )
+        parser.add_argument(
+            "--lengths",
+            default="",
+            help="comma-separated serial pipeline lengths for per-stage time against length "
+            "(10,100,500; --quick: 5,20)",
         )
         parser.add_argument("--workers", type=int_argument, default=2, help="worker processes (2)")
         parser.add_argument(
@@ -115,8 +126,9 @@ class Command(BaseCommand):
             "groups": 2 if quick else 10,
             "width": 3 if quick else 8,
             "repeat": 1 if quick else 3,
-            "executions": 6 if quick else 200,
-            "stages": 5,
+            "executions": 6 if quick else 20,
+            "stages": 5 if quick else 10,
+            "rounds": 1 if quick else 3,
             "dataset": 1000 if quick else 1_000_000,
             "pipelines": 12 if quick else 100,
             "requests": 3 if quick else 200,
@@ -130,6 +142,11 @@ class Command(BaseCommand):
         unknown = [part for part in only if part not in PARTS]
         if unknown:
             raise CommandError(f"unknown part(s) {', '.join(unknown)}: use {', '.join(PARTS)}")
+        text = options["lengths"] or ("5,20" if quick else "10,100,500")
+        try:
+            lengths = tuple(parse_int(n.strip(), "--lengths", minimum=1) for n in text.split(","))
+        except NumberError as exc:
+            raise CommandError(str(exc)) from None
         if sizes["pipelines"] < 3:
             raise CommandError(f"--pipelines must be at least 3, not {sizes['pipelines']}")
         if options["workers"] < 1 or options["concurrency"] < 1:
@@ -191,6 +208,7 @@ class Command(BaseCommand):
                             repeat=sizes["repeat"],
                             timeout=options["timeout"],
                             queue=queue,
+                            lengths=lengths,
                         )
                     if "throughput" in only:
                         self.progress(
@@ -203,6 +221,7 @@ class Command(BaseCommand):
                             workers=options["workers"] * options["concurrency"],
                             timeout=options["timeout"],
                             queue=queue,
+                            rounds=sizes["rounds"],
                         )
             if "dashboard" in only:
                 self.progress(f"dashboard: a dataset of {sizes['dataset']:,} executions")
