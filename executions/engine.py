@@ -422,31 +422,35 @@ def _run_claimed(step: StepRun, here: RunHere | None) -> StepRun | None:
         # The result and what it makes due (the next stage queued, the execution finished) commit
         # together, under the execution's lock (taken first, as every other writer does).
         if here is not None:
-            here.step = None  # a retried transaction claims afresh
+            here.step = None  # a retried attempt claims afresh
+        simple = here is not None and _simple_handover(execution, step, result)
+        step_done = False
+        if simple:
+            # One statement, a transaction of its own: the execution's lock, the result, the
+            # stage done, the next stage started and its step claimed here, the events.
+            assert here is not None
+            now = timezone.now()
+            handover = finish_and_claim_next(
+                step,
+                stage_run,
+                exit_code=result.exit_code,
+                outputs=result.outputs,
+                pid=result.pid,
+                next_stage=simple[0],
+                next_step=simple[1],
+                worker=here.worker,
+                lease_expires_at=now + timedelta(seconds=settings.STAGELINE_STEP_LEASE_SECONDS),
+                now=now,
+            )
+            if handover.next_step is not None:
+                handover.next_step.execution = execution
+                here.step = handover.next_step
+                return here.step
+            step_done = handover.step_done
+        # The general path (and what the simple one could not do: someone moved a row first).
         with transaction.atomic(), events_batched():
             present = _lock_held(execution)
-            simple = present and here is not None and _simple_handover(execution, step, result)
-            if simple:
-                # The general advance does the rest if someone else moved a row first.
-                assert here is not None
-                now = timezone.now()
-                handover = finish_and_claim_next(
-                    step,
-                    stage_run,
-                    exit_code=result.exit_code,
-                    outputs=result.outputs,
-                    pid=result.pid,
-                    next_stage=simple[0],
-                    next_step=simple[1],
-                    worker=here.worker,
-                    lease_expires_at=now + timedelta(seconds=settings.STAGELINE_STEP_LEASE_SECONDS),
-                    now=now,
-                )
-                if handover.next_step is not None:
-                    handover.next_step.execution = execution
-                    here.step = handover.next_step
-                    return here.step
-            else:
+            if not step_done:
                 transition(
                     step,
                     to=result.status,

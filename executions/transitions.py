@@ -238,6 +238,7 @@ def claim_here(step: StepRun, *, worker: str, lease_expires_at: datetime, now: d
 class Handover:
     """What ``finish_and_claim_next`` changed: each move happened only if the one before it did."""
 
+    running: bool = False  # the execution was RUNNING (and locked) when the statement ran
     step_done: bool = False
     stage_done: bool = False
     next_stage: StageRun | None = None
@@ -261,19 +262,26 @@ def finish_and_claim_next(
     its stage (whose only step it is) ends SUCCESS with the step's outputs, the next stage
     (``next_stage``, NOT_STARTED) starts RUNNING, and its first step (``next_step``) is claimed
     for ``worker`` as ``claim_here`` does. Each move is a compare-and-set made only if the one
-    before it was; the events of the moves made are recorded, in the order ``transition`` would
-    have made them. Call inside the transaction that holds the execution's lock; whatever was
-    not done (a stage already moved by someone else) is the general advance's to do."""
+    before it was, and the same statement inserts the events of the moves made, in the order
+    ``transition`` would have. The statement takes the execution's lock first (as every writer
+    does) and does nothing unless the execution is RUNNING; outside a transaction it is one of
+    its own, committed before this returns. Whatever was not done (a row already moved by
+    someone else) is the general advance's."""
     quote = connection.ops.quote_name
     steps, stages = quote(StepRun._meta.db_table), quote(StageRun._meta.db_table)
+    events = quote(Event._meta.db_table)
+    executions = quote(Execution._meta.db_table)
     document = json.dumps(outputs)
+    execution_id = stage_run.execution_id
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
-            WITH s AS (
+            WITH x AS (
+                SELECT id FROM {executions} WHERE id = %s AND status = %s FOR UPDATE
+            ), s AS (
                 UPDATE {steps} SET status = %s, exit_code = %s, outputs = %s::jsonb, error = '',
                     lease_expires_at = NULL, pid = %s, finished_at = %s
-                WHERE id = %s AND status = %s RETURNING id
+                WHERE id = %s AND status = %s AND EXISTS (SELECT 1 FROM x) RETURNING id
             ), g AS (
                 UPDATE {stages} SET status = %s, outputs = %s::jsonb, finished_at = %s
                 WHERE id = %s AND status = %s AND EXISTS (SELECT 1 FROM s) RETURNING id
@@ -287,44 +295,49 @@ def finish_and_claim_next(
                     attempts = attempts + 1, worker = %s, lease_expires_at = %s
                 WHERE stage_run_id = (SELECT id FROM n) AND identifier = %s AND status = %s
                 RETURNING id, name, type, position, attempts
+            ), e AS (
+                INSERT INTO {events} (execution_id, stage_run_id, step_run_id, from_status,
+                    to_status, action, actor_id, message, at)
+                SELECT %s, v.stage_run_id, v.step_run_id, v.from_status, v.to_status, '', NULL,
+                    '', %s
+                FROM (
+                    SELECT 1 AS k, NULL::bigint AS stage_run_id, s.id AS step_run_id,
+                        %s::text AS from_status, %s::text AS to_status FROM s
+                    UNION ALL SELECT 2, g.id, NULL, %s, %s FROM g
+                    UNION ALL SELECT 3, n.id, NULL, %s, %s FROM n
+                    UNION ALL SELECT 4, NULL, t.id, %s, %s FROM t
+                    UNION ALL SELECT 5, NULL, t.id, %s, %s FROM t
+                ) AS v ORDER BY v.k
+                RETURNING id
             )
-            SELECT (SELECT count(*) FROM s), (SELECT count(*) FROM g),
+            SELECT (SELECT count(*) FROM x), (SELECT count(*) FROM s), (SELECT count(*) FROM g),
                 n.id, n.name, n.group_index, n.position, n.queue,
-                t.id, t.name, t.type, t.position, t.attempts
+                t.id, t.name, t.type, t.position, t.attempts, (SELECT count(*) FROM e)
             FROM (SELECT 1) AS one LEFT JOIN n ON true LEFT JOIN t ON true
             """,
             [
+                execution_id, Status.RUNNING,
                 Status.SUCCESS, exit_code, document, pid, now, step.pk, Status.RUNNING,
                 Status.SUCCESS, document, now, stage_run.pk, Status.RUNNING,
-                Status.RUNNING, now, stage_run.execution_id, next_stage, Status.NOT_STARTED,
+                Status.RUNNING, now, execution_id, next_stage, Status.NOT_STARTED,
                 _CLAIM_TO, now, now, worker, lease_expires_at, next_step, Status.NOT_STARTED,
+                execution_id, now,
+                Status.RUNNING, Status.SUCCESS,
+                Status.RUNNING, Status.SUCCESS,
+                Status.NOT_STARTED, Status.RUNNING,
+                Status.NOT_STARTED, _CLAIM_FROM,
+                _CLAIM_FROM, _CLAIM_TO,
             ],
         )  # fmt: skip
         row = cursor.fetchone()
-    handover = Handover(step_done=bool(row[0]), stage_done=bool(row[1]))
-    execution_id = stage_run.execution_id
+    running, row = bool(row[0]), row[1:]
+    handover = Handover(running=running, step_done=bool(row[0]), stage_done=bool(row[1]))
     if handover.step_done:
         step.status = Status.SUCCESS
         step.exit_code, step.outputs, step.error = exit_code, outputs, ""
         step.lease_expires_at, step.pid, step.finished_at = None, pid, now
-        _record_event(
-            Event(
-                execution_id=execution_id,
-                step_run=step,
-                from_status=Status.RUNNING,
-                to_status=Status.SUCCESS,
-            )
-        )
     if handover.stage_done:
         stage_run.status, stage_run.outputs, stage_run.finished_at = Status.SUCCESS, outputs, now
-        _record_event(
-            Event(
-                execution_id=execution_id,
-                stage_run=stage_run,
-                from_status=Status.RUNNING,
-                to_status=Status.SUCCESS,
-            )
-        )
     if row[2] is not None:
         handover.next_stage = StageRun(
             pk=row[2],
@@ -336,14 +349,6 @@ def finish_and_claim_next(
             queue=row[6],
             status=Status.RUNNING,
             started_at=now,
-        )
-        _record_event(
-            Event(
-                execution_id=execution_id,
-                stage_run=handover.next_stage,
-                from_status=Status.NOT_STARTED,
-                to_status=Status.RUNNING,
-            )
         )
     if row[7] is not None:
         handover.next_step = StepRun(
@@ -361,13 +366,4 @@ def finish_and_claim_next(
             worker=worker,
             lease_expires_at=lease_expires_at,
         )
-        for source, to in ((Status.NOT_STARTED, _CLAIM_FROM), (_CLAIM_FROM, _CLAIM_TO)):
-            _record_event(
-                Event(
-                    execution_id=execution_id,
-                    step_run=handover.next_step,
-                    from_status=source,
-                    to_status=to,
-                )
-            )
     return handover

@@ -50,12 +50,12 @@ def test_a_stage_costs_the_same_few_statements_however_long_the_pipeline(persona
     assert execution.status == Status.SUCCESS
 
 
-# The fast path: a worker's task runs the next serial step itself, claimed in the result's
-# transaction. On PostgreSQL one statement closes the stage and claims the next step (BEGIN,
-# the execution's lock, that statement, the events, COMMIT); elsewhere the general advance
-# does it (lock, result, the next groups' stage and step runs, stage done, next stage started,
-# next step claimed, the events).
-FAST_STATEMENTS_PER_STAGE = {"postgresql": 5, "sqlite": 9}
+# The fast path: a worker's task runs the next serial step itself, claimed with the result.
+# On PostgreSQL one statement, a transaction of its own, takes the execution's lock, stores the
+# result, closes the stage, starts the next one, claims its step and writes the events; elsewhere
+# the general advance does it (BEGIN, lock, result, the next groups' stage and step runs, stage
+# done, next stage started, next step claimed, the events, COMMIT).
+FAST_STATEMENTS_PER_STAGE = {"postgresql": 1, "sqlite": 9}
 
 
 def run_here(execution: Execution) -> int:
