@@ -153,6 +153,7 @@ def burst(*, executions: int, stages: int, timeout: float, queue: str) -> dict:
         for queued, started in steps.filter(
             queued_at__isnull=False, started_at__isnull=False
         ).values_list("queued_at", "started_at")
+        if queued is not None and started is not None
     ]
     redelivered = steps.filter(attempts__gt=1).count()
     claimed_twice = (

@@ -409,6 +409,7 @@ def _run_claimed(step: StepRun, here: RunHere | None) -> StepRun | None:
     step, claimed here by the advance when ``here`` allowed it."""
     stage_run, execution = step.stage_run, step.execution
     stage = execution.version.spec.stage(stage_run.identifier)
+    assert stage is not None  # a validated version has the stage its runs were made from
     step_spec = next(s for s in stage.steps if s.identifier == step.identifier)
     try:
         result = run_with_runner(step, step_spec, stage, execution)
@@ -487,7 +488,7 @@ def reap() -> dict[str, int]:
                 to=Status.FAILED,
                 sources=[Status.RUNNING],
                 error=f"worker lost: no heartbeat from {step.worker or 'its worker'} since "
-                f"{step.lease_expires_at - timedelta(seconds=settings.STAGELINE_STEP_LEASE_SECONDS):%H:%M:%S} UTC",
+                f"{(step.lease_expires_at or now) - timedelta(seconds=settings.STAGELINE_STEP_LEASE_SECONDS):%H:%M:%S} UTC",
                 lease_expires_at=None,
             ):
                 counts["worker_lost"] += 1
