@@ -451,16 +451,21 @@ def _run_claimed(step: StepRun, here: RunHere | None) -> StepRun | None:
         # The general path (and what the simple one could not do: someone moved a row first).
         with transaction.atomic(), events_batched():
             present = _lock_held(execution)
-            if not step_done:
-                transition(
-                    step,
-                    to=result.status,
-                    sources=[Status.RUNNING],
-                    exit_code=result.exit_code,
-                    outputs=result.outputs,
-                    error=result.error[:2000],
-                    lease_expires_at=None,
-                    pid=result.pid,
+            if not step_done and not transition(
+                step,
+                to=result.status,
+                sources=[Status.RUNNING],
+                exit_code=result.exit_code,
+                outputs=result.outputs,
+                error=result.error[:2000],
+                lease_expires_at=None,
+                pid=result.pid,
+            ):
+                # Ended by someone else (an abort): the runner has stored the last lines (the
+                # kill notice); releasing the lease tells the page that the log is complete
+                # (``StepRun.log_closed``).
+                StepRun.objects.filter(pk=step.pk).exclude(status=Status.RUNNING).update(
+                    lease_expires_at=None, exit_code=result.exit_code
                 )
             if present and execution.status in ACTIVE:
                 # The step's group is the one in progress: every group before it has succeeded.

@@ -17,7 +17,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from executions.states import RETRYABLE, TERMINAL, Status
+from executions.states import RETRYABLE, TERMINAL, Status, is_terminal
 from pipelines import permissions
 from stageline.crypto import SealedValues
 
@@ -250,6 +250,19 @@ class StepRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.stage_run} / {self.identifier}"
+
+    @property
+    def log_closed(self) -> bool:
+        """Every byte of the log is stored: the step has ended and no worker writes it any more.
+
+        A worker holds a running step's lease; it is released when the runner's result is
+        stored, when the reaper fails the step (worker lost), and, when the step was ended by
+        someone else (an abort), once the worker has stored the last lines (the kill notice)
+        (``engine.run_step``). A lease that lapsed means that no worker writes it either.
+        """
+        if not is_terminal(self.status):
+            return False
+        return self.lease_expires_at is None or self.lease_expires_at <= timezone.now()
 
     @property
     def log_source(self) -> StepRun:

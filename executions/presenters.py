@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from django.db.models import Prefetch
 from django.urls import reverse
 
+from executions.context import build_context
 from executions.forms import RetryForm, RunForm
 from executions.models import Event, Execution, LogChunk, StageRun, StepRun
 from executions.retry import ALL, FAILED_ONLY, rerun_blocker, retry_blocker, retry_history
@@ -21,11 +23,15 @@ from pipelines import permissions
 from pipelines.diffs import diff_rows
 from pipelines.spec.model import PipelineSpec
 from stageline.errors import Refusal
+from stageline.masking import mask
 from stageline.timefmt import format_duration
 
 RETRY_MODE_LABELS = {FAILED_ONLY: "failed stages only", ALL: "all stages of the group"}
 # Which step's log the page opens when none is asked for: a running one, else a failed one.
 LOG_PREFERENCE = [Status.RUNNING, Status.FAILED, Status.EXPIRED, Status.ABORTED]
+# How often an open log of a running step asks for new output (an htmx ``every`` delay): with
+# the runner's flush every 0.25 s, a line is shown within a second of being written.
+LOG_POLL = "500ms"
 
 
 @dataclass
@@ -66,7 +72,9 @@ class Graph:
 def build_graph(execution: Execution) -> Graph:
     """The stage graph: one column per serial stage or parallel group, in pipeline order."""
     runs = list(
-        execution.stage_runs.select_related("carried_from__execution").prefetch_related("step_runs")
+        execution.stage_runs.select_related("carried_from__execution").prefetch_related(
+            Prefetch("step_runs", queryset=StepRun.objects.select_related("decided_by"))
+        )
     )
     graph = Graph(total=len(runs), done=sum(1 for run in runs if is_terminal(run.status)))
     by_group: dict[int, list[StageCard]] = {}
@@ -141,33 +149,89 @@ def build_actions(execution: Execution, user, graph: Graph) -> list[Action]:
     return actions
 
 
-def open_log_step(graph: Graph, requested: str | None) -> StepRun | None:
-    """The step whose log the page shows (``?step=``, else a running or failed one); it is
-    marked selected in the graph."""
-    rows = [row for column in graph.columns for card in column for row in card.steps]
-    chosen = (
-        next((row for row in rows if str(row.run.pk) == requested), None) if requested else None
-    )
-    for status in [] if requested else LOG_PREFERENCE:
-        chosen = next(
+def _step_rows(graph: Graph) -> list[StepRow]:
+    return [row for column in graph.columns for card in column for row in card.steps]
+
+
+def followed_step(graph: Graph) -> StepRun | None:
+    """The step whose log the page shows when the operator picked none: a running one, else
+    a failed, expired or aborted one. The page moves its open log there as the run goes on
+    (execution.js), unless the operator picked a step."""
+    rows = _step_rows(graph)
+    for status in LOG_PREFERENCE:
+        found = next(
             (row for row in rows if row.run.status == status and row.run.type != "Approval"), None
         )
-        if chosen is not None:
-            break
+        if found is not None:
+            return found.run
+    return None
+
+
+def open_log_step(graph: Graph, requested: str | None) -> StepRun | None:
+    """The step whose log the page shows (``?step=``, else ``followed_step``); it is marked
+    selected in the graph."""
+    rows = _step_rows(graph)
+    if requested:
+        chosen = next((row for row in rows if str(row.run.pk) == requested), None)
+    else:
+        followed = followed_step(graph)
+        chosen = next((row for row in rows if row.run is followed), None)
     if chosen is None:
         return None
     chosen.selected = True
     return chosen.run
 
 
+@dataclass
+class StepFacts:
+    """What the page says about a step besides its log (Harness and GitHub show the same)."""
+
+    exit_code: int | None
+    started_at: object
+    finished_at: object
+    duration_seconds: float | None
+    worker: str
+    outputs: list[tuple[str, str]]
+    attempts: int
+    decided_by: str = ""  # an approval: who answered, when, with what comment
+    decided_at: object = None
+    comment: str = ""
+    is_approval: bool = False
+
+
+def step_facts(step: StepRun) -> StepFacts:
+    """The facts of ``step`` (of the run it came from, for a carried-over step). Outputs were
+    masked when stored; they are masked again here with the run's secrets (``stageline.masking``)."""
+    source = step.log_source
+    outputs = sorted((source.outputs or {}).items())
+    if outputs:
+        secrets = build_context(source.execution).secret_values()
+        outputs = [(key, mask(str(value), secrets)) for key, value in outputs]
+    return StepFacts(
+        exit_code=source.exit_code,
+        started_at=source.started_at,
+        finished_at=source.finished_at,
+        duration_seconds=source.duration_seconds,
+        worker=source.worker,
+        outputs=outputs,
+        attempts=source.attempts,
+        decided_by=source.decided_by.username if source.decided_by_id else "",
+        decided_at=source.decided_at,
+        comment=source.comment,
+        is_approval=source.type == "Approval",
+    )
+
+
 def log_context(execution: Execution, step: StepRun | None, after: int | None = None) -> dict:
-    """The open log: its chunks (all, or those after the cursor ``after``) and whether it is live."""
+    """The open log: its chunks (all, or those after the cursor ``after``) and whether it is
+    live (more may come: the poller stays) or complete (every byte has arrived)."""
     if step is None:
         return {"log_step": None}
     source = step.log_source  # a carried-over step shows the log of the run it came from
-    # Read the status before the chunks: a step is marked finished only after its last chunk
-    # is stored, so a finished status means nothing is missing below.
-    live = not is_terminal(source.status) and not execution.is_terminal
+    # Read the step before the chunks: its lease is released only after its last chunk is
+    # stored, so a closed log read here means that nothing is missing below.
+    never_ran = source.status == Status.NOT_STARTED and execution.is_terminal
+    live = not source.log_closed and not never_ran
     chunks = LogChunk.objects.filter(step_run=source).order_by("seq")
     if after is not None:
         chunks = chunks.filter(seq__gt=after)
@@ -179,6 +243,9 @@ def log_context(execution: Execution, step: StepRun | None, after: int | None = 
         "log_chunks": chunks,
         "log_cursor": cursor,
         "log_live": live,
+        "log_poll": LOG_POLL,
+        # The facts change when the step ends: sent with the whole panel and with the last poll.
+        "log_facts": step_facts(step) if after is None or not live else None,
     }
 
 
@@ -186,6 +253,7 @@ def page_context(execution: Execution, user, requested_step: str | None) -> dict
     """Everything the execution page shows; ``requested_step`` is the log asked for (``?step=``)."""
     graph = build_graph(execution)
     log_step = open_log_step(graph, requested_step)
+    follow = followed_step(graph)
     chain = retry_history(execution)
     for entry in chain:
         if entry.execution.version_id == execution.version_id:  # always: a retry keeps the version
@@ -206,6 +274,7 @@ def page_context(execution: Execution, user, requested_step: str | None) -> dict
         "resumed_label": resumed_label(execution),
         "retry_mode_label": RETRY_MODE_LABELS.get(execution.retry_mode, execution.retry_mode),
         "secret_keys": sorted(execution.secret_inputs),
+        "follow_step": follow,
         **log_context(execution, log_step),
     }
 

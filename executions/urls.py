@@ -8,6 +8,11 @@ urlpatterns = [
     path("waiting/count/", views.waiting_count, name="waiting_count"),
     path("executions/<int:pk>/", views.execution_detail, name="execution"),
     path("executions/<int:pk>/steps/<int:step_pk>/log/", views.step_log, name="execution_step_log"),
+    path(
+        "executions/<int:pk>/steps/<int:step_pk>/log.txt",
+        views.step_log_download,
+        name="execution_step_log_download",
+    ),
     path("executions/<int:pk>/retry/", views.execution_retry, name="execution_retry"),
     path("executions/<int:pk>/rerun/", views.execution_rerun, name="execution_rerun"),
     path("executions/<int:pk>/approval/", views.execution_approval, name="execution_approval"),

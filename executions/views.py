@@ -7,15 +7,16 @@ live in ``executions.retry`` and ``executions.services``; the views call them an
 status (400/403/404/409), through ``stageline.htmx.render_dialog`` (the one dialog shell).
 
 The page polls itself (``hx-trigger="every 2s"``, rendered only while the execution is not
-terminal) and gets back the ``execution-live`` partial; an open log polls for the chunks after
-the last ``LogChunk.seq`` it has shown.
+terminal) and gets back the ``execution-live`` partial; an open log polls (every
+``presenters.LOG_POLL``) for the chunks after the last ``LogChunk.seq`` it has shown, and gets
+204 when nothing is new. ``step_log_download`` gives the whole log as a file.
 """
 
 from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
@@ -24,7 +25,7 @@ from django.views.decorators.vary import vary_on_headers
 from executions import listing, presenters
 from executions.forms import ApprovalForm, RetryForm, RunForm, posted_inputs
 from executions.loaders import load_execution
-from executions.models import Execution, StepRun
+from executions.models import Execution, LogChunk, StepRun
 from executions.retry import (
     AlreadyRetried,
     create_rerun,
@@ -66,13 +67,7 @@ def execution_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def step_log(request: HttpRequest, pk: int, step_pk: int) -> HttpResponse:
     """A step's log: the whole panel, or (``?after=SEQ``) only the chunks after the cursor."""
     execution = load_execution(request.user, pk)
-    step = (
-        StepRun.objects.select_related("stage_run", "carried_from__execution")
-        .filter(execution=execution, pk=step_pk)
-        .first()
-    )
-    if step is None:
-        raise NotFound("No such step in this execution.")
+    step = _load_step(execution, step_pk)
     if not is_htmx(request):
         return redirect(f"{execution_url(execution)}?step={step.pk}#log-panel")
     after_text = request.GET.get("after")
@@ -90,12 +85,39 @@ def step_log(request: HttpRequest, pk: int, step_pk: int) -> HttpResponse:
             status=400,
             content_type="text/plain; charset=utf-8",  # echoes the parameter: never as HTML
         )
-    context = {
-        "execution": execution,
-        "oob": True,
-        **presenters.log_context(execution, step, after=after),
-    }
+    log = presenters.log_context(execution, step, after=after)
+    if not log["log_chunks"] and log["log_live"]:
+        return HttpResponse(status=204)  # nothing new yet: the poller stays as it is
+    context = {"execution": execution, "oob": True, **log}
     return render(request, "executions/detail.html#log-append", context)
+
+
+@require_GET
+@login_required
+def step_log_download(request: HttpRequest, pk: int, step_pk: int) -> HttpResponse:
+    """The step's whole log as stored (secrets masked, ANSI codes kept), as a text file."""
+    execution = load_execution(request.user, pk)
+    step = _load_step(execution, step_pk)
+    source = step.log_source
+    texts = LogChunk.objects.filter(step_run=source).order_by("seq").values_list("text", flat=True)
+    name = f"{execution.pipeline.identifier}-{execution.sequence}-{step.stage_run.identifier}-{step.identifier}.log"
+    response = StreamingHttpResponse(
+        (text.encode("utf-8") for text in texts.iterator(chunk_size=200)),
+        content_type="text/plain; charset=utf-8",
+    )
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
+
+
+def _load_step(execution: Execution, step_pk: int) -> StepRun:
+    step = (
+        StepRun.objects.select_related("stage_run", "carried_from__execution", "decided_by")
+        .filter(execution=execution, pk=step_pk)
+        .first()
+    )
+    if step is None:
+        raise NotFound("No such step in this execution.")
+    return step
 
 
 # --- dialogs --------------------------------------------------------------------------------

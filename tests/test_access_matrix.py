@@ -500,11 +500,13 @@ def named_execution_url(
     return lambda w: reverse(name, args=[execution(w).pk])
 
 
-def step_log_url(execution: Callable[[World], Execution]) -> Callable[[World], str]:
+def step_log_url(
+    execution: Callable[[World], Execution], name: str = "execution_step_log"
+) -> Callable[[World], str]:
     def build(w: World) -> str:
         step = StepRun.objects.filter(execution=execution(w)).order_by("pk").first()
         assert step is not None, "the execution has no step run"
-        return reverse("execution_step_log", args=[step.execution_id, step.pk])
+        return reverse(name, args=[step.execution_id, step.pk])
 
     return build
 
@@ -578,6 +580,31 @@ ENDPOINT_ROWS = [
         "GET",
         step_log_url(lambda w: w.sibling_execution),
         HIDDEN_FROM_DEPLOYER,
+    ),
+    # The raw log as a file: whoever may see the execution may download it.
+    Row(
+        "step log download",
+        "GET",
+        step_log_url(lambda w: w.execution, "execution_step_log_download"),
+        expect(404, members=200, deployer=200, anonymous=302),
+    ),
+    Row(
+        "step log download POST",
+        "POST",
+        step_log_url(lambda w: w.execution, "execution_step_log_download"),
+        expect(405),
+    ),
+    Row(
+        "step log download of an ungranted sibling",
+        "GET",
+        step_log_url(lambda w: w.sibling_execution, "execution_step_log_download"),
+        expect(404, members=200, anonymous=302),
+    ),
+    Row(
+        "step log download of another project",
+        "GET",
+        step_log_url(lambda w: w.other_execution, "execution_step_log_download"),
+        expect(404, stranger=200, anonymous=302),
     ),
 ]
 
