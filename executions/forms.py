@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from django import forms
+from django.utils.datastructures import MultiValueDict
 
 from executions.retry import InputField
 from pipelines.spec.model import PipelineSpec
@@ -167,7 +168,10 @@ class RunForm(InputsForm):
     def picked_stages(self, *, offered: bool) -> list[str] | None:
         """The ticked stages when the picker is ``offered`` (possibly none); otherwise ``None``
         unless stages were posted anyway (then they are refused, not ignored)."""
-        posted = [s for s in self.data.getlist("stages") if s] if self.is_bound else []
+        data = self.data
+        posted = (
+            [s for s in data.getlist("stages") if s] if isinstance(data, MultiValueDict) else []
+        )
         return posted if offered or posted else None
 
 

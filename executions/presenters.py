@@ -98,12 +98,13 @@ def build_graph(execution: Execution) -> Graph:
     if graph.waiting:
         # The approval message was rendered (expressions filled in, secrets masked) when the
         # step started waiting; it is kept on that transition's event.
+        approvals = {card.approval.pk: card for card in graph.waiting if card.approval}
         events = Event.objects.filter(
-            step_run__in=[card.approval.pk for card in graph.waiting], to_status=Status.WAITING
+            step_run__in=list(approvals), to_status=Status.WAITING
         ).order_by("id")
         found = {event.step_run_id: event.message for event in events}
-        for card in graph.waiting:
-            card.approval_message = found.get(card.approval.pk, "")
+        for pk, card in approvals.items():
+            card.approval_message = found.get(pk, "")
     return graph
 
 
@@ -232,10 +233,10 @@ def log_context(execution: Execution, step: StepRun | None, after: int | None = 
     # stored, so a closed log read here means that nothing is missing below.
     never_ran = source.status == Status.NOT_STARTED and execution.is_terminal
     live = not source.log_closed and not never_ran
-    chunks = LogChunk.objects.filter(step_run=source).order_by("seq")
+    query = LogChunk.objects.filter(step_run=source).order_by("seq")
     if after is not None:
-        chunks = chunks.filter(seq__gt=after)
-    chunks = list(chunks)
+        query = query.filter(seq__gt=after)
+    chunks = list(query)
     cursor = chunks[-1].seq if chunks else (after if after is not None else -1)
     return {
         "log_step": step,

@@ -490,6 +490,7 @@ class ChainEntry:
     execution: Execution
     attempt: int
     is_current: bool
+    resumed_label: str = ""  # the stage it resumed from, named for a page (presenters fill it)
 
 
 def retry_history(execution: Execution) -> list[ChainEntry]:

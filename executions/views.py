@@ -172,7 +172,7 @@ def _retry_submit(request: HttpRequest, execution: Execution) -> HttpResponse:
     form = RetryForm(request.POST)
     error: Refusal | None = None
     if not form.is_valid():
-        error = Invalid(" ".join(e for errors in form.errors.values() for e in errors))
+        error = Invalid(" ".join(str(e) for errors in form.errors.values() for e in errors))
     else:
         data = form.cleaned_data
         try:
@@ -276,10 +276,10 @@ def execution_approval(request: HttpRequest, pk: int) -> HttpResponse:
         permissions.check(user, "approve", execution)
         if request.method == "POST":
             if not form.is_valid():
-                raise Invalid(" ".join(e for errors in form.errors.values() for e in errors))
+                raise Invalid(" ".join(str(e) for errors in form.errors.values() for e in errors))
             data = form.cleaned_data
             approve = data["decision"] == "approve"
-            step = answer_approval(
+            answered = answer_approval(
                 execution=execution,
                 stage=data["stage"],
                 user=user,
@@ -288,7 +288,7 @@ def execution_approval(request: HttpRequest, pk: int) -> HttpResponse:
             )
             verb = "Approved" if approve else "Rejected"
             messages.success(
-                request, f"{verb} stage '{step.stage_run.name}' of #{execution.sequence}."
+                request, f"{verb} stage '{answered.stage_run.name}' of #{execution.sequence}."
             )
             return done(request, execution_url(execution))
     except Refusal as exc:
