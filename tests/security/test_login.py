@@ -137,3 +137,14 @@ def test_lockouts_are_listed_for_superusers_only(alice_and_bob, personas, settin
         response = client.get("/admin/axes/accessattempt/")
         assert response.status_code in {302, 403}, name
         assert "alice" not in response.content.decode(), name
+
+
+def test_attempts_during_a_lockout_do_not_extend_it(alice_and_bob, settings):
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        log_in(Client(), "alice", "typo")
+    locked_at = AccessAttempt.objects.get().attempt_time
+    for _ in range(3):
+        assert log_in(Client(), "alice", "guess").status_code == 429
+    attempt = AccessAttempt.objects.get()
+    assert attempt.attempt_time == locked_at
+    assert attempt.failures_since_start == settings.AXES_FAILURE_LIMIT
