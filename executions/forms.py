@@ -1,5 +1,5 @@
 """Forms of the execution dialogs: the runtime inputs of Run, Retry and Rerun (one form),
-Approve/Reject.
+Approve/Reject; and the filter bar of the executions lists.
 
 They only parse what was posted and render the fields. Every rule (which stage may be picked,
 which inputs may change, what a value must look like) belongs to ``executions.retry`` and
@@ -13,13 +13,16 @@ an unknown one) reaches the domain and is refused with its message.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterable, Mapping
 
 from django import forms
 from django.utils.datastructures import MultiValueDict
 
+from executions.listing import EXECUTION_STATUSES, Filters
 from executions.retry import InputField
 from pipelines.spec.model import PipelineSpec
+from stageline.numbers import NumberError, parse_int
 
 INPUT_PREFIX = "input-"
 REASON_MAX_CHARS = 2000
@@ -192,3 +195,133 @@ class ApprovalForm(forms.Form):
         max_length=REASON_MAX_CHARS,
         widget=forms.Textarea(attrs={"rows": 3}),
     )
+
+
+# --- the executions list's filter bar (project and pipeline pages) ---------------------------
+
+DATE_FORMAT = "%Y-%m-%d"
+
+
+class ExecutionFilterForm(forms.Form):
+    """The filter bar of an executions list. Every value arrives in the URL, so each one is
+    checked here and refused with a message naming it, never with an error page."""
+
+    pipeline = forms.CharField(required=False, label="Pipeline")
+    status = forms.CharField(required=False, label="Status")
+    who = forms.CharField(
+        required=False,
+        label="Started by",
+        max_length=150,
+        widget=forms.TextInput(
+            attrs={"placeholder": "username", "autocomplete": "off", "spellcheck": "false"}
+        ),
+    )
+    since = forms.CharField(
+        required=False, label="From", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    until = forms.CharField(
+        required=False, label="To", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    before = forms.CharField(required=False, label="Page link", widget=forms.HiddenInput)
+    after = forms.CharField(required=False, label="Page link", widget=forms.HiddenInput)
+
+    def __init__(
+        self, data: Mapping[str, str] | None, *, pipelines: Iterable | None = None
+    ) -> None:
+        """``pipelines``: the pipelines the user may see in this project (a project-wide list);
+        ``None`` for the list of one pipeline (no pipeline filter)."""
+        super().__init__(data or {})
+        self.pipelines = {p.identifier: p for p in pipelines} if pipelines is not None else None
+        if self.pipelines is None:
+            del self.fields["pipeline"]
+        else:
+            self.fields["pipeline"].widget = forms.Select(
+                choices=[("", "All pipelines")]
+                + [(key, p.name) for key, p in self.pipelines.items()]
+            )
+        self.fields["status"].widget = forms.Select(
+            choices=[("", "Any status")] + [(value, label) for value, label in EXECUTION_STATUSES]
+        )
+
+    def clean_pipeline(self) -> str:
+        value = self.cleaned_data["pipeline"].strip()
+        if value and self.pipelines is not None and value not in self.pipelines:
+            raise forms.ValidationError(f"There is no pipeline '{value[:64]}' in this project.")
+        return value
+
+    def clean_status(self) -> str:
+        value = self.cleaned_data["status"].strip().upper()
+        known = [code for code, _ in EXECUTION_STATUSES]
+        if value and value not in known:
+            raise forms.ValidationError(
+                f"Unknown status '{self.data.get('status', '')[:40]}'. Use one of: "
+                + ", ".join(code.lower() for code in known)
+                + "."
+            )
+        return value
+
+    def clean_who(self) -> str:
+        return self.cleaned_data["who"].strip()
+
+    def _date(self, name: str) -> datetime.date | None:
+        raw = self.cleaned_data[name].strip()
+        if not raw:
+            return None
+        try:
+            return datetime.datetime.strptime(raw, DATE_FORMAT).date()
+        except ValueError:
+            raise forms.ValidationError(
+                f"'{raw[:40]}' is not a date: write it as YYYY-MM-DD, for example 2025-03-31."
+            ) from None
+
+    def clean_since(self) -> datetime.date | None:
+        return self._date("since")
+
+    def clean_until(self) -> datetime.date | None:
+        return self._date("until")
+
+    def _cursor(self, name: str) -> int | None:
+        raw = self.cleaned_data[name].strip()
+        if not raw:
+            return None
+        try:
+            return parse_int(raw, name, minimum=1, maximum=10**18 - 1)
+        except NumberError:
+            raise forms.ValidationError(
+                f"The page link is broken: '{name}' must be an execution number, not '{raw[:40]}'. "
+                "Start again from the newest executions."
+            ) from None
+
+    def clean_before(self) -> int | None:
+        return self._cursor("before")
+
+    def clean_after(self) -> int | None:
+        return self._cursor("after")
+
+    def clean(self) -> dict:
+        data = super().clean()
+        since, until = data.get("since"), data.get("until")
+        if since and until and since > until:
+            self.add_error("until", f"'To' ({until:%Y-%m-%d}) is before 'From' ({since:%Y-%m-%d}).")
+        if data.get("before") and data.get("after"):
+            raise forms.ValidationError(
+                "A page link names both 'before' and 'after'; use one of them."
+            )
+        return data
+
+    def filters(self, *, pipeline=None) -> Filters:
+        """The valid filters (call after ``is_valid()``)."""
+        data = self.cleaned_data
+        if pipeline is None and self.pipelines is not None and data.get("pipeline"):
+            pipeline = self.pipelines[data["pipeline"]]
+        return Filters(
+            pipeline=pipeline,
+            status=data.get("status", ""),
+            who=data.get("who", ""),
+            since=data.get("since"),
+            until=data.get("until"),
+        )
+
+    @property
+    def is_filtered(self) -> bool:
+        return any(self.data.get(name) for name in ("pipeline", "status", "who", "since", "until"))

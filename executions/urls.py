@@ -1,8 +1,13 @@
 from django.urls import path
 
-from executions import views
+from executions import pipeline_views, views
+from pipelines.urls import PIPELINE
 
 urlpatterns = [
+    # Pages of projects and pipelines that show or start executions (pipeline_views).
+    path("p/<slug:org>/<slug:project>/", pipeline_views.project_detail, name="project"),
+    path(PIPELINE, pipeline_views.pipeline_detail, name="pipeline"),
+    path(PIPELINE + "run/", pipeline_views.pipeline_run, name="pipeline_run"),
     path("go/", views.jump, name="jump"),
     path("waiting/", views.waiting, name="waiting"),
     path("waiting/count/", views.waiting_count, name="waiting_count"),

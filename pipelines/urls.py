@@ -1,3 +1,6 @@
+"""URLs of the pipelines' own pages. The project page, the pipeline page (its Executions tab)
+and the Run dialog are in ``executions.urls`` (``executions.pipeline_views``)."""
+
 from django.urls import path
 
 from pipelines import secret_views, views
@@ -6,7 +9,6 @@ PIPELINE = "p/<slug:org>/<slug:project>/pipelines/<str:identifier>/"
 
 urlpatterns = [
     path("", views.home, name="home"),
-    path("p/<slug:org>/<slug:project>/", views.project_detail, name="project"),
     path(
         "p/<slug:org>/<slug:project>/secrets/",
         secret_views.project_secrets,
@@ -22,9 +24,7 @@ urlpatterns = [
         secret_views.delete_secret,
         name="project_secret_delete",
     ),
-    path(PIPELINE, views.pipeline_detail, name="pipeline"),
     path(PIPELINE + "definition/", views.pipeline_definition, name="pipeline_definition"),
     path(PIPELINE + "edit/", views.pipeline_edit, name="pipeline_edit"),
     path(PIPELINE + "history/", views.pipeline_history, name="pipeline_history"),
-    path(PIPELINE + "run/", views.pipeline_run, name="pipeline_run"),
 ]
