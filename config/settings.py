@@ -138,6 +138,8 @@ MIDDLEWARE = [
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
 
+CSRF_FAILURE_VIEW = "config.views.csrf_failure"  # plain words, not Django's developer text
+
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",

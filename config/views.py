@@ -1,4 +1,4 @@
-"""Site-wide views: the 400 page, and the 500 page that is a 503 while the database is down.
+"""Site-wide views: the 400 page, the CSRF failure page, and the 500 page that is a 503 while the database is down.
 (Log-in is Django's ``LoginView``, throttled by django-axes: see ``config/login.py``.)"""
 
 from __future__ import annotations
@@ -43,4 +43,18 @@ def server_error(request: HttpRequest, template_name: str = "500.html") -> HttpR
     page = loader.render_to_string("503.html", {"retry_after": DATABASE_RETRY_SECONDS})
     response = HttpResponse(page, status=503)
     response["Retry-After"] = str(DATABASE_RETRY_SECONDS)
+    return response
+
+
+CSRF_REASON = (
+    "This form is out of date or your session has expired, so nothing was done: "
+    "reload the page and try again."
+)
+
+
+def csrf_failure(request, reason: str = ""):
+    """A refused CSRF check (``CSRF_FAILURE_VIEW``): plain words, never Django's developer page.
+    The header tells the page's script that the text is already meant for a person."""
+    response = render(request, "403.html", {"exception": CSRF_REASON}, status=403)
+    response["X-Stageline-Csrf"] = "1"
     return response

@@ -113,16 +113,51 @@
     });
   });
 
-  document.addEventListener("htmx:responseError", function (event) {
-    var xhr = event.detail && event.detail.xhr;
-    var reason = reasonOf(xhr);
-    var status = xhr ? xhr.status : 0;
-    var lead = status === 403 ? "Not allowed" : status === 404 ? "Not found" : status >= 500 ? "The server failed" : "Refused";
-    showFlash(reason ? lead + ": " + reason : lead + " (HTTP " + status + ").");
+  // An error of a request made from inside the open dialog is said inside it (the backdrop
+  // hides #flash), in plain words, and the dialog stays usable: its buttons are enabled again.
+  function showError(text, source) {
+    var modal = dialog();
+    var body = document.getElementById("modal-body");
+    if (!(modal && modal.open && body && source && body.contains(source))) {
+      showFlash(text);
+      return;
+    }
+    var box = body.querySelector(".dialog-error");
+    if (!box) {
+      box = document.createElement("p");
+      box.className = "msg msg-error dialog-error";
+      box.setAttribute("role", "alert");
+      var head = body.querySelector(".dialog-head");
+      if (head && head.nextSibling) head.parentNode.insertBefore(box, head.nextSibling);
+      else body.insertBefore(box, body.firstChild);
+    }
+    box.textContent = text;
+    body.querySelectorAll("button[disabled].htmx-request, .htmx-request button[disabled]").forEach(function (button) {
+      button.disabled = false;
+    });
+  }
+
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var body = document.getElementById("modal-body");
+    var box = body && body.querySelector(".dialog-error");
+    if (box && event.target && body.contains(event.target)) box.remove();
   });
 
-  document.addEventListener("htmx:sendError", function () {
-    showFlash("The server did not answer. Check your connection and try again.");
+  document.addEventListener("htmx:responseError", function (event) {
+    var xhr = event.detail && event.detail.xhr;
+    var status = xhr ? xhr.status : 0;
+    var reason = reasonOf(xhr);
+    if (status === 403 && xhr.getResponseHeader("X-Stageline-Csrf")) {
+      showError(reason, event.detail.elt);  // already in plain words
+      return;
+    }
+    var lead = status === 403 ? "Not allowed" : status === 404 ? "Not found" : status >= 500 ? "The server failed" : "Refused";
+    if (status >= 500) reason = "the error was recorded; try again in a moment.";
+    showError(reason ? lead + ": " + reason : lead + " (HTTP " + status + ").", event.detail.elt);
+  });
+
+  document.addEventListener("htmx:sendError", function (event) {
+    showError("The server did not answer. Check your connection and try again.", event.detail && event.detail.elt);
   });
 
   // --- times: the viewer's time zone, named; relative text kept current ----------------------
