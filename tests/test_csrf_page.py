@@ -14,7 +14,7 @@ def test_a_stale_form_is_refused_in_plain_words(personas):
     failed = failed_serial(personas)
     client = Client(enforce_csrf_checks=True)
     client.force_login(personas.executor)
-    response = client.post(reverse("execution-retry", args=[failed.pk]), {"from_stage": "build"})
+    response = client.post(reverse("execution_retry", args=[failed.pk]), {"from_stage": "build"})
     html = response.content.decode()
     assert response.status_code == 403
     assert "reload the page and try again" in html
