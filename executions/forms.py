@@ -299,7 +299,7 @@ class ExecutionFilterForm(forms.Form):
         return self._cursor("after")
 
     def clean(self) -> dict:
-        data = super().clean()
+        data = super().clean() or {}
         since, until = data.get("since"), data.get("until")
         if since and until and since > until:
             self.add_error("until", f"'To' ({until:%Y-%m-%d}) is before 'From' ({since:%Y-%m-%d}).")

@@ -11,6 +11,8 @@ page head. Objects are loaded through ``pipelines.loaders`` (404 for what the us
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import OuterRef, Subquery
@@ -34,9 +36,10 @@ from stageline.errors import Forbidden, Invalid, NotFound, Refusal
 from stageline.htmx import done, page_or_partial, render_dialog
 
 
-def _pipelines_with_last_execution(user, project: Project) -> list[Pipeline]:
+def _pipelines_with_last_execution(user, project: Project) -> list[Any]:
     """The project's pipelines ``user`` may see, each with its last execution's id, number,
-    status and time as annotations (one query, whatever the number of pipelines)."""
+    status and time as annotations (one query, whatever the number of pipelines). The rows are
+    ``Pipeline`` objects carrying those annotations (and, later, the page's ``run_reason``)."""
     last = Execution.objects.filter(pipeline=OuterRef("pk")).order_by("-id")
     return list(
         permissions.visible_pipelines(user)

@@ -59,9 +59,9 @@ class AddRoleForm(forms.Form):
     def __init__(self, *args, project: Project, **kwargs):
         super().__init__(*args, **kwargs)
         self.project = project
-        self.fields["pipeline"].queryset = Pipeline.objects.filter(project=project).order_by(
-            "identifier"
-        )
+        field = self.fields["pipeline"]
+        assert isinstance(field, forms.ModelChoiceField)
+        field.queryset = Pipeline.objects.filter(project=project).order_by("identifier")
 
     def clean(self):
         data = super().clean()
@@ -212,7 +212,7 @@ def change_assignment(
     assignment = _assignment(project_obj, assignment_id)
     form = ChangeRoleForm(request.POST)
     if not form.is_valid():
-        return _page(request, project_obj, error=form.errors["role"][0], status=400)
+        return _page(request, project_obj, error=str(form.errors["role"][0]), status=400)
     role = form.cleaned_data["role"]
     if role == assignment.role:
         messages.info(request, f"Nothing changed: {roles.describe(assignment)} already.")

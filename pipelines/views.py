@@ -104,8 +104,9 @@ def pipeline_edit(request: HttpRequest, org: str, project: str, identifier: str)
                 )
             except Conflict as refusal:  # saved by someone else meanwhile: keep the text
                 form.add_error(None, refusal.message)
-                form.data = form.data.copy()
-                form.data["base_version"] = str(refusal.extra["current"])
+                data = request.POST.copy()
+                data["base_version"] = str(refusal.extra["current"])
+                form.data = data
                 status = refusal.status
             except Invalid as refusal:
                 for field, message in refusal.field_errors.items() or [(None, refusal.message)]:
