@@ -216,7 +216,7 @@ def step_facts(step: StepRun) -> StepFacts:
         worker=source.worker,
         outputs=outputs,
         attempts=source.attempts,
-        decided_by=source.decided_by.username if source.decided_by_id else "",
+        decided_by=source.decided_by.username if source.decided_by is not None else "",
         decided_at=source.decided_at,
         comment=source.comment,
         is_approval=source.type == "Approval",

@@ -94,7 +94,7 @@ def step_log(request: HttpRequest, pk: int, step_pk: int) -> HttpResponse:
 
 @require_GET
 @login_required
-def step_log_download(request: HttpRequest, pk: int, step_pk: int) -> HttpResponse:
+def step_log_download(request: HttpRequest, pk: int, step_pk: int) -> StreamingHttpResponse:
     """The step's whole log as stored (secrets masked, ANSI codes kept), as a text file."""
     execution = load_execution(request.user, pk)
     step = _load_step(execution, step_pk)

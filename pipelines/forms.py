@@ -9,6 +9,7 @@ each message next to what it is about.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from django import forms
 
@@ -44,7 +45,7 @@ def annotate_lines(text: str, errors: Iterable[SpecError]) -> tuple[list[dict], 
 
     Returns ``(lines, unplaced)``: errors without a line, or past the end, are ``unplaced``.
     """
-    lines = [
+    lines: list[dict[str, Any]] = [
         {"number": n, "text": line, "errors": []} for n, line in enumerate(text.splitlines(), 1)
     ]
     unplaced: list[SpecError] = []
