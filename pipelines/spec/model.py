@@ -17,6 +17,60 @@ LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
 LINE_BREAK_RE = re.compile(f"[{re.escape(LINE_BREAKS)}]")
 STEP_TYPES = ("ShellScript", "Approval", "Wait")
 
+# Failure strategies (SPEC §9): the classes of failure a rule may name, and its actions.
+ERROR_CLASSES = ("script", "timeout", "worker_lost", "approval_rejected", "approval_expired")
+ALL_ERRORS = "all"  # every class above (never a user's abort: that is no failure)
+ACTION_TYPES = (
+    "mark_as_failure",
+    "abort",
+    "retry",
+    "ignore",
+    "mark_as_success",
+    "manual_intervention",
+)
+MAX_RETRY_COUNT = 10
+
+
+@dataclass(frozen=True)
+class Action:
+    """What a failure strategy does. ``retry``: ``count`` further attempts, waiting
+    ``intervals[k]`` seconds before attempt k+1 (the last interval repeats; none: at once), then
+    ``on_exhausted``. ``manual_intervention``: a person answers within ``timeout`` seconds, or
+    ``on_timeout`` applies."""
+
+    type: str
+    count: int = 0
+    intervals: tuple[int, ...] = ()
+    on_exhausted: Action | None = None
+    timeout: int = 0
+    on_timeout: Action | None = None
+    line: int = 0
+
+    def interval_before(self, retry: int) -> int:
+        """Seconds to wait before the ``retry``-th retry (1-based): its interval, the last one
+        repeated when there are fewer, 0 when there are none."""
+        if not self.intervals:
+            return 0
+        return self.intervals[min(retry, len(self.intervals)) - 1]
+
+
+@dataclass(frozen=True)
+class FailureRule:
+    """One ``- on_failure:`` item: the error classes it matches (``all`` expanded), the exit
+    codes that narrow its ``script`` class (none: every code), and its action."""
+
+    errors: frozenset[str]
+    action: Action
+    exit_codes: tuple[int, ...] = ()
+    line: int = 0
+
+    def matches(self, error_class: str, exit_code: int | None) -> bool:
+        if error_class not in self.errors:
+            return False
+        if error_class == "script" and self.exit_codes:
+            return exit_code in self.exit_codes
+        return True
+
 
 @dataclass(frozen=True)
 class Variable:
@@ -70,6 +124,7 @@ class Step:
     message: str = ""
     duration: int = 0
     line: int = 0
+    failure_strategies: tuple[FailureRule, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -83,6 +138,7 @@ class Stage:
     group_index: int = 0
     description: str = ""
     line: int = 0
+    failure_strategies: tuple[FailureRule, ...] = ()
 
     def output_references(self) -> set[str]:
         """Identifiers of the stages whose outputs this stage reads."""
@@ -125,6 +181,7 @@ class PipelineSpec:
     variables: tuple[Variable, ...] = ()
     allow_stage_selection: bool = False
     description: str = ""
+    failure_strategies: tuple[FailureRule, ...] = ()
     # What saving should point out without refusing (each with its line): a free-text input
     # in a bash arithmetic context (``pipelines.spec.arithmetic``).
     warnings: tuple[SpecError, ...] = field(default=(), compare=False)
@@ -134,11 +191,21 @@ class PipelineSpec:
     # ``<+secrets.NAME>`` references, (name, line): the project's store must hold each name.
     secret_references: tuple[tuple[str, int], ...] = field(default=(), compare=False)
     _stage_index: dict[str, Stage] = field(default_factory=dict, compare=False, repr=False)
+    # Whether any level declares a failure rule (none: every failure is mark_as_failure, and
+    # the engine takes its plain path without looking further).
+    has_failure_strategies: bool = field(default=False, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        found = bool(self.failure_strategies)
         for group in self.groups:
             for stage in group.stages:
                 self._stage_index[stage.identifier] = stage
+                found = (
+                    found
+                    or bool(stage.failure_strategies)
+                    or any(step.failure_strategies for step in stage.steps)
+                )
+        object.__setattr__(self, "has_failure_strategies", found)
 
     @property
     def stages(self) -> list[Stage]:

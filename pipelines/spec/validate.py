@@ -20,10 +20,16 @@ from pipelines.spec.arithmetic import arithmetic_spans, in_spans
 from pipelines.spec.errors import SpecError, SpecErrors, as_text, short
 from pipelines.spec.loader import LList, LMap, load_yaml
 from pipelines.spec.model import (
+    ACTION_TYPES,
+    ALL_ERRORS,
+    ERROR_CLASSES,
     EXPRESSION_RE,
+    MAX_RETRY_COUNT,
     RUNTIME_INPUT,
     STEP_TYPES,
     VARIABLE_TYPES,
+    Action,
+    FailureRule,
     Group,
     PipelineSpec,
     Stage,
@@ -382,6 +388,256 @@ class _Validator:
             return ()
         return tuple(as_text(a) for a in raw)
 
+    # --- failure strategies (SPEC §9) -----------------------------------------------------------
+
+    def failure_strategies(self, body: LMap, where: str) -> tuple[FailureRule, ...]:
+        """The ``failure_strategies`` list of ``body`` (a pipeline, stage or step), each rule
+        checked as SPEC §9's save-time validation says."""
+        raw = body.get("failure_strategies")
+        line = self.line_of(body, "failure_strategies")
+        if raw is None:
+            return ()
+        if not isinstance(raw, LList):
+            self.error(
+                f"'failure_strategies' of {where} must be a list of '- on_failure: {{…}}'", line
+            )
+            return ()
+        rules: list[FailureRule] = []
+        for item, item_line in zip(raw, raw.item_lines, strict=True):
+            if not isinstance(item, LMap) or set(item) != {"on_failure"}:
+                self.error(
+                    f"each item of 'failure_strategies' of {where} must be '- on_failure: {{…}}'",
+                    item_line,
+                )
+                continue
+            rule = self.failure_rule(item["on_failure"], self.line_of(item, "on_failure"), where)
+            if rule is not None:
+                rules.append(rule)
+        return tuple(rules)
+
+    def failure_rule(self, raw: Any, line: int, where: str) -> FailureRule | None:
+        if not isinstance(raw, LMap):
+            self.error(
+                f"'on_failure' of {where} must be a mapping with 'errors' and 'action'", line
+            )
+            return None
+        what = f"a failure strategy of {where}"
+        self.check_keys(raw, {"errors", "exit_codes", "action"}, what)
+        errors = self.error_classes(raw, what)
+        exit_codes = self.exit_codes(raw, errors, what)
+        if "action" not in raw:
+            self.error(f"{what} needs an 'action'", raw.line)
+            return None
+        action = self.action(raw["action"], self.line_of(raw, "action"), what)
+        if errors is None or exit_codes is None or action is None:
+            return None
+        return FailureRule(errors=errors, action=action, exit_codes=exit_codes, line=raw.line)
+
+    def error_classes(self, raw: LMap, what: str) -> frozenset[str] | None:
+        line = self.line_of(raw, "errors")
+        value = raw.get("errors")
+        known = ", ".join(ERROR_CLASSES) + f" or {ALL_ERRORS}"
+        if not isinstance(value, LList) or not value:
+            self.error(f"{what} needs 'errors': a list of error classes ({known})", line)
+            return None
+        found: set[str] = set()
+        ok = True
+        for item, item_line in zip(value, value.item_lines, strict=True):
+            name = as_text(item) if not isinstance(item, (dict, list)) else ""
+            if name == ALL_ERRORS:
+                found.update(ERROR_CLASSES)
+            elif name in ERROR_CLASSES:
+                found.add(name)
+            else:
+                shown = short(name) if name else "a list or mapping"
+                self.error(f"unknown error class '{shown}' in {what} (use {known})", item_line)
+                ok = False
+        return frozenset(found) if ok else None
+
+    def exit_codes(
+        self, raw: LMap, errors: frozenset[str] | None, what: str
+    ) -> tuple[int, ...] | None:
+        if "exit_codes" not in raw:
+            return ()
+        line = self.line_of(raw, "exit_codes")
+        value = raw.get("exit_codes")
+        if not isinstance(value, LList) or not value:
+            self.error(f"'exit_codes' of {what} must be a list of exit codes (1 to 255)", line)
+            return None
+        if errors is not None and "script" not in errors:
+            self.error(
+                f"'exit_codes' of {what} narrows the 'script' class, which its 'errors' do not name",
+                line,
+            )
+            return None
+        codes: list[int] = []
+        for item, item_line in zip(value, value.item_lines, strict=True):
+            code = self.literal_int(item, "an exit code", item_line, minimum=1, maximum=255)
+            if code is None:
+                return None
+            codes.append(code)
+        return tuple(codes)
+
+    def literal_int(
+        self, value: Any, field: str, line: int, *, minimum: int, maximum: int
+    ) -> int | None:
+        """A whole number written as such (``stageline.numbers``): no expression, no input."""
+        text = as_text(value) if not isinstance(value, (dict, list)) else ""
+        if isinstance(value, str) and "<+" in value:
+            self.error(
+                f"{field} must be written as a number: expressions and inputs are not allowed here",
+                line,
+            )
+            return None
+        try:
+            return parse_int(text, field, minimum=minimum, maximum=maximum)
+        except NumberError as exc:
+            self.error(str(exc), line)
+            return None
+
+    def literal_duration(self, value: Any, field: str, line: int) -> int | None:
+        """A duration written as such (``parse_duration``): no expression, no input."""
+        if isinstance(value, str) and "<+" in value:
+            self.error(
+                f"{field} must be written as a duration: expressions and inputs are not allowed here",
+                line,
+            )
+            return None
+        seconds = parse_duration(value)
+        if seconds is None:
+            self.error(
+                f"{field} '{short(as_text(value))}' is not a duration like 30s, 10m, 1h or 1h30m",
+                line,
+            )
+            return None
+        if seconds > MAX_DURATION:
+            self.error(f"{field} is longer than the maximum of {MAX_DURATION // 86400}d", line)
+            return None
+        return seconds
+
+    def action(
+        self, raw: Any, line: int, what: str, *, forbidden: tuple[str, ...] = (), role: str = ""
+    ) -> Action | None:
+        """An action mapping (``{type: …}`` and its settings); ``forbidden``: the types that may
+        not stand here (``role`` says where: "on_exhausted", "on_timeout")."""
+        label = f"'{role}' of {what}" if role else f"the action of {what}"
+        if not isinstance(raw, LMap):
+            self.error(f"{label} must be a mapping like {{type: retry, …}}", line)
+            return None
+        kind = self.text(raw, "type", label, required=True)
+        if not kind:
+            return None
+        if kind not in ACTION_TYPES:
+            self.error(
+                f"unknown action '{short(kind)}' in {label} (use {', '.join(ACTION_TYPES)})",
+                self.line_of(raw, "type"),
+            )
+            return None
+        if kind in forbidden:
+            allowed = ", ".join(t for t in ACTION_TYPES if t not in forbidden)
+            self.error(f"{label} cannot be '{kind}' (use {allowed})", self.line_of(raw, "type"))
+            return None
+        if kind == "retry":
+            self.check_keys(raw, {"type", "retry"}, label)
+            return self.retry_action(raw, label)
+        if kind == "manual_intervention":
+            self.check_keys(raw, {"type", "timeout", "on_timeout"}, label)
+            if "timeout" not in raw:
+                self.error(
+                    f"the manual intervention of {label} needs a 'timeout' (like 1h)", raw.line
+                )
+                return None
+            timeout = self.literal_duration(
+                raw["timeout"],
+                "the timeout of the manual intervention",
+                self.line_of(raw, "timeout"),
+            )
+            on_timeout = Action("mark_as_failure", line=raw.line)
+            if "on_timeout" in raw:
+                found = self.action(
+                    raw["on_timeout"],
+                    self.line_of(raw, "on_timeout"),
+                    what,
+                    forbidden=("retry", "manual_intervention"),
+                    role="on_timeout",
+                )
+                if found is None:
+                    return None
+                on_timeout = found
+            if timeout is None:
+                return None
+            return Action(kind, timeout=timeout, on_timeout=on_timeout, line=raw.line)
+        self.check_keys(raw, {"type"}, label)
+        return Action(kind, line=raw.line)
+
+    def retry_action(self, raw: LMap, label: str) -> Action | None:
+        settings_raw = raw.get("retry")
+        if not isinstance(settings_raw, LMap):
+            self.error(
+                f"{label} needs 'retry: {{count: N}}' (1 to {MAX_RETRY_COUNT} further attempts)",
+                self.line_of(raw, "retry"),
+            )
+            return None
+        where = f"the retry of {label.removeprefix('the action of ')}"
+        self.check_keys(settings_raw, {"count", "intervals", "on_exhausted"}, where)
+        ok = True
+        if "count" not in settings_raw:
+            self.error(f"{where} needs a 'count' (1 to {MAX_RETRY_COUNT})", settings_raw.line)
+            count = None
+        else:
+            count = self.literal_int(
+                settings_raw["count"],
+                "the retry count",
+                self.line_of(settings_raw, "count"),
+                minimum=1,
+                maximum=MAX_RETRY_COUNT,
+            )
+        intervals: list[int] = []
+        raw_intervals = settings_raw.get("intervals")
+        if raw_intervals is not None:
+            if not isinstance(raw_intervals, LList):
+                self.error(
+                    f"'intervals' of {where} must be a list of durations (like [10s, 30s])",
+                    self.line_of(settings_raw, "intervals"),
+                )
+                ok = False
+            else:
+                for item, item_line in zip(raw_intervals, raw_intervals.item_lines, strict=True):
+                    seconds = self.literal_duration(item, "a retry interval", item_line)
+                    if seconds is None:
+                        ok = False
+                    else:
+                        intervals.append(seconds)
+                if count is not None and len(raw_intervals) > count:
+                    self.error(
+                        f"{where} has {len(raw_intervals)} intervals for {count} "
+                        f"attempt{'s' if count != 1 else ''}: the extra ones would never apply",
+                        self.line_of(settings_raw, "intervals"),
+                    )
+                    ok = False
+        on_exhausted = Action("mark_as_failure", line=settings_raw.line)
+        if "on_exhausted" in settings_raw:
+            found = self.action(
+                settings_raw["on_exhausted"],
+                self.line_of(settings_raw, "on_exhausted"),
+                label.removeprefix("the action of "),
+                forbidden=("retry",),
+                role="on_exhausted",
+            )
+            if found is None:
+                ok = False
+            else:
+                on_exhausted = found
+        if count is None or not ok:
+            return None
+        return Action(
+            "retry",
+            count=count,
+            intervals=tuple(intervals),
+            on_exhausted=on_exhausted,
+            line=raw.line,
+        )
+
     def step(self, raw: Any, line: int, stage: str, texts: list[_Text]) -> Step | None:
         if not isinstance(raw, LMap) or set(raw) != {"step"} or not isinstance(raw["step"], LMap):
             self.error(f"each item of 'steps' in stage '{stage}' must be '- step: {{…}}'", line)
@@ -389,7 +645,9 @@ class _Validator:
         body = raw["step"]
         where = f"a step of stage '{stage}'"
         self.check_keys(
-            body, {"identifier", "name", "type", "timeout", "spec", "description"}, where
+            body,
+            {"identifier", "name", "type", "timeout", "spec", "description", "failure_strategies"},
+            where,
         )
         ident = self.identifier(body, where)
         stype = self.text(body, "type", f"step '{ident}'", required=True)
@@ -469,6 +727,7 @@ class _Validator:
             message=message,
             duration=duration,
             line=body.line,
+            failure_strategies=self.failure_strategies(body, f"step '{ident}' of stage '{stage}'"),
         )
 
     def env(
@@ -512,7 +771,16 @@ class _Validator:
             return None
         self.check_keys(
             raw,
-            {"identifier", "name", "description", "variables", "when", "steps", "runs_on"},
+            {
+                "identifier",
+                "name",
+                "description",
+                "variables",
+                "when",
+                "steps",
+                "runs_on",
+                "failure_strategies",
+            },
             "a stage",
         )
         ident = self.identifier(raw, "a stage")
@@ -558,6 +826,7 @@ class _Validator:
             runs_on=runs_on,
             group_index=group_index,
             line=raw.line,
+            failure_strategies=self.failure_strategies(raw, f"stage '{ident}'"),
         )
         for located in variable_texts:
             located.where = f"{located.where} of stage '{ident}'"
@@ -588,7 +857,15 @@ class _Validator:
             return None
         self.check_keys(
             body,
-            {"name", "identifier", "description", "allow_stage_selection", "variables", "stages"},
+            {
+                "name",
+                "identifier",
+                "description",
+                "allow_stage_selection",
+                "variables",
+                "stages",
+                "failure_strategies",
+            },
             "the pipeline",
         )
         ident = self.identifier(body, "the pipeline")
@@ -612,6 +889,7 @@ class _Validator:
             allow_stage_selection=allow,
             variables=variables,
             groups=tuple(groups),
+            failure_strategies=self.failure_strategies(body, "the pipeline"),
         )
         self.references(spec)
         spec = replace(
