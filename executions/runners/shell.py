@@ -319,7 +319,10 @@ def _supervise(
     outcome: str | None = None
     eof = False
     while not eof:
-        for _key, _ in selector.select(timeout=0.2):
+        wait = 0.2
+        if writer.pending:  # output waits to be stored: wake up when its flush is due
+            wait = min(wait, max(0.01, FLUSH_SECONDS - (time.monotonic() - writer.last_flush)))
+        for _key, _ in selector.select(timeout=wait):
             try:
                 data = os.read(fd, READ_SIZE)
             except BlockingIOError:
