@@ -39,7 +39,7 @@ from pipelines import permissions
 from pipelines.diffs import unified_diff
 from pipelines.spec.model import PipelineSpec, Variable
 from pipelines.spec.redact import mask_pair
-from stageline.errors import Conflict, Invalid
+from stageline.errors import Conflict, Forbidden, Invalid, Refusal
 
 FAILED_ONLY = "failed_only"
 ALL = "all"
@@ -129,6 +129,8 @@ class RetryPlan:
     # The execution's stage runs by identifier, as read for the plan (those of a terminal
     # execution do not change any more: the submit carries them over from here).
     runs: dict[str, StageRun] = field(default_factory=dict, repr=False)
+    # Why not, typed (Forbidden without Execute, else Conflict); None when allowed.
+    refusal: Refusal | None = None
 
     @property
     def editable_inputs(self) -> list[InputField]:
@@ -254,13 +256,29 @@ def _source(run: StageRun) -> tuple[int, int]:
     return run.execution_id, run.execution.sequence
 
 
+def _refusal(execution: Execution, user: AnyUser, reason: str) -> Refusal | None:
+    """The refusal a dialog answers with while ``reason`` blocks it: 403 for a user without
+    Execute (whatever blocks it first), 409 for one who could act but not now."""
+    if not reason:
+        return None
+    if not permissions.can(user, "execute", execution):
+        return Forbidden(reason)
+    return Conflict(reason)
+
+
 def plan_retry(
     execution: Execution, user: AnyUser, *, from_stage: str | None = None, mode: str | None = None
 ) -> RetryPlan:
     """Everything the retry dialog shows, for ``from_stage`` (default: the first failed one)."""
     permissions.check(user, "view", execution)
     reason, latest = retry_blocker(execution, user)
-    plan = RetryPlan(execution=execution, allowed=not reason, reason=reason, latest=latest)
+    plan = RetryPlan(
+        execution=execution,
+        allowed=not reason,
+        reason=reason,
+        latest=latest,
+        refusal=_refusal(execution, user, reason),
+    )
     if execution.status not in TERMINAL:
         return plan
     spec = execution.version.spec
@@ -510,6 +528,7 @@ class RerunPlan:
     inputs: list[InputField] = field(default_factory=list)
     stage_selection: bool = False
     stages: list[tuple[str, str]] = field(default_factory=list)  # (identifier, name)
+    refusal: Refusal | None = None  # why not, typed (see RetryPlan.refusal)
 
 
 def rerun_blocker(execution: Execution, user: AnyUser) -> str:
@@ -526,7 +545,12 @@ def plan_rerun(execution: Execution, user: AnyUser) -> RerunPlan:
     """The rerun form: the current version's inputs, prefilled from ``execution`` where they exist."""
     permissions.check(user, "view", execution)
     reason = rerun_blocker(execution, user)
-    plan = RerunPlan(execution=execution, allowed=not reason, reason=reason)
+    plan = RerunPlan(
+        execution=execution,
+        allowed=not reason,
+        reason=reason,
+        refusal=_refusal(execution, user, reason),
+    )
     version = execution.pipeline.current_version
     if version is None:
         return plan

@@ -123,8 +123,8 @@ def _load_step(execution: Execution, step_pk: int) -> StepRun:
 # --- dialogs --------------------------------------------------------------------------------
 
 
-def _refusal_status(execution: Execution, user) -> int:
-    return 403 if not permissions.can(user, "execute", execution) else 409
+def _dialog_status(refusal: Refusal | None) -> int:
+    return refusal.status if refusal is not None else 200
 
 
 # Retry -----------------------------------------------------------------------------------
@@ -159,7 +159,7 @@ def execution_retry(request: HttpRequest, pk: int) -> HttpResponse:
         return render_dialog(request, "executions/retry.html", context, status=error.status)
     if not plan.allowed:
         return render_dialog(
-            request, "executions/retry.html", context, status=_refusal_status(execution, user)
+            request, "executions/retry.html", context, status=_dialog_status(plan.refusal)
         )
     target = htmx_target(request)
     if target in ("retry-plan", "retry-impact"):
@@ -226,7 +226,7 @@ def execution_rerun(request: HttpRequest, pk: int) -> HttpResponse:
     plan = plan_rerun(execution, user)
     if request.method == "GET":
         form = RunForm(entries=plan.inputs, spec=presenters.current_spec(execution))
-        status = 200 if plan.allowed else _refusal_status(execution, user)
+        status = _dialog_status(plan.refusal)
         return render_dialog(
             request,
             "executions/rerun.html",
