@@ -30,7 +30,9 @@ from pipelines import grants, permissions, roles
 from pipelines.loaders import load_project
 from pipelines.models import Pipeline, Project, Role, RoleAssignment
 from stageline.errors import Forbidden, NotFound, Refusal
+from stageline.htmx import done, is_htmx, render_dialog
 
+REMOVE_TEMPLATE = "pipelines/access_remove.html"
 ROLE_ERROR = {"invalid_choice": "Choose one of the roles: " + ", ".join(Role.labels) + "."}
 
 
@@ -133,6 +135,7 @@ def _page(
                 Coalesce("user__username", "group__name"),
             ),
             direct_grants=grants.direct_grants(project),
+            kept=roles.kept_admins(project),
             role_choices=Role.choices,
             role_help=[
                 (Role(role).label, [permissions.ACTION_LABELS[a] for a in actions])
@@ -225,23 +228,37 @@ def change_assignment(
     return _after_change(request, project_obj)
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 @login_required
 def remove_assignment(
     request: HttpRequest, org: str, project: str, assignment_id: int
 ) -> HttpResponse:
-    """Remove an assignment and the permissions its role granted."""
+    """Asks first (GET: a confirmation dialog saying what the user or group loses, or why the
+    role cannot go), then removes the assignment and the permissions its role granted (POST)."""
     project_obj, refused = _administered(request, org, project)
     if refused is not None:
         return refused
     assignment = _assignment(project_obj, assignment_id)
     description = roles.describe(assignment)
+    context = {
+        "project": project_obj,
+        "assignment": assignment,
+        "description": description,
+        "loses": [permissions.ACTION_LABELS[a] for a in roles.ROLE_ACTIONS[assignment.role]],
+        "error": roles.kept_admins(project_obj).get(assignment.pk, ""),
+    }
+    if request.method == "GET":
+        return render_dialog(request, REMOVE_TEMPLATE, context)
     try:
         roles.revoke_role(assignment=assignment, revoked_by=request.user)
     except Refusal as refusal:
+        if is_htmx(request):
+            context["error"] = refusal.message
+            return render_dialog(request, REMOVE_TEMPLATE, context, status=refusal.status)
         return _refused(request, project_obj, refusal)
     messages.success(request, f"Removed {description}.")
-    return _after_change(request, project_obj)
+    after = _after_change(request, project_obj)
+    return done(request, after["Location"]) if is_htmx(request) else after
 
 
 @require_POST

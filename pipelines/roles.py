@@ -123,6 +123,13 @@ def _stored(assignment: RoleAssignment) -> RoleAssignment:
     return stored
 
 
+def _last_admin_message(stored: RoleAssignment) -> str:
+    return (
+        f"The project would have no Project Admin left ({describe(stored)} is the last "
+        "one): make someone else Project Admin first."
+    )
+
+
 def _keep_an_admin(stored: RoleAssignment, new_role: str | None) -> None:
     """Refuse (``Conflict``) to change ``stored`` to ``new_role`` (``None``: remove it) when
     that leaves its project without a project-wide Project Admin. Call with the project locked."""
@@ -132,10 +139,19 @@ def _keep_an_admin(stored: RoleAssignment, new_role: str | None) -> None:
         project_id=stored.project_id, pipeline__isnull=True, role=Role.ADMIN
     ).exclude(pk=stored.pk)
     if not others.exists():
-        raise Conflict(
-            f"The project would have no Project Admin left ({describe(stored)} is the last "
-            "one): make someone else Project Admin first."
-        )
+        raise Conflict(_last_admin_message(stored))
+
+
+def kept_admins(project: Project) -> dict[int, str]:
+    """The assignments the last-admin rule would not let go right now (removed or given another
+    role), each with the reason ``_keep_an_admin`` would give: for pages to show before anyone
+    tries. Read without the lock: the role functions decide under it."""
+    admins = list(
+        RoleAssignment.objects.filter(project=project, pipeline__isnull=True, role=Role.ADMIN)
+        .select_related("user", "group", "pipeline", "project")
+        .order_by("pk")[:2]
+    )
+    return {admins[0].pk: _last_admin_message(admins[0])} if len(admins) == 1 else {}
 
 
 @transaction.atomic

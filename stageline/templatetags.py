@@ -4,6 +4,8 @@ moment and a duration (``stageline.timefmt``)."""
 from __future__ import annotations
 
 import datetime
+from collections.abc import Mapping
+from typing import Any
 
 from django import template
 from django.utils.html import format_html
@@ -30,3 +32,9 @@ def when(moment: datetime.datetime | None) -> SafeString | str:
 @register.filter
 def duration(seconds: float | None) -> str:
     return format_duration(seconds)
+
+
+@register.filter
+def get_item(mapping: Mapping[Any, Any] | None, key: Any) -> Any:
+    """``{{ reasons|get_item:row.pk }}``: a dict's value by a key from the template, or ""."""
+    return (mapping or {}).get(key, "")

@@ -338,6 +338,12 @@ ACCESS_ROWS = [
         data=lambda w, persona: {"role": "viewer"},
     ),
     Row(
+        "asking to remove a role",
+        "GET",
+        project_url("project_access_remove", OWN, VIEWER_ASSIGNMENT),
+        expect(403, admin=200, stranger=404, anonymous=302),
+    ),
+    Row(
         "removing a role",
         "POST",
         project_url("project_access_remove", OWN, VIEWER_ASSIGNMENT),

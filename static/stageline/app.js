@@ -36,6 +36,11 @@
     var first = body.querySelector("[autofocus], [aria-invalid=true]") ||
       body.querySelector("input:not([type=hidden]):not([disabled]), select:not([disabled]), textarea:not([disabled])") ||
       body.querySelector(".dialog-foot button:not([disabled]), button:not([disabled])");
+    // A radio group is entered at its chosen option (as Tab does), not at its first one.
+    if (first && first.type === "radio" && !first.checked && first.form) {
+      var chosen = first.form.querySelector('input[type=radio][name="' + first.name + '"]:checked');
+      if (chosen) first = chosen;
+    }
     if (first) first.focus();
   }
 
@@ -76,6 +81,33 @@
   document.addEventListener("htmx:afterSwap", function (event) {
     var target = event.detail && event.detail.target;
     if (target && target.id === "modal-body" && target.children.length) openModal();
+  });
+
+  // A swap inside the open dialog (the plan re-rendered as inputs change) must not drop the
+  // focus to the page: the element that had it is found again in the new content by its id,
+  // or its name (and value, for a radio), and focused, so Tab goes on from where it was.
+  var focusKey = null;
+  document.addEventListener("htmx:beforeSwap", function () {
+    var modal = dialog();
+    var active = document.activeElement;
+    focusKey = null;
+    if (!(modal && modal.open && active && modal.contains(active))) return;
+    focusKey = { id: active.id, name: active.name, value: active.type === "radio" ? active.value : null };
+  });
+  document.addEventListener("htmx:afterSettle", function () {
+    var modal = dialog();
+    var key = focusKey;
+    focusKey = null;
+    if (!key || !(modal && modal.open)) return;
+    var active = document.activeElement;
+    if (active && active !== document.body && modal.contains(active)) return;
+    var again = (key.id && document.getElementById(key.id)) || null;
+    if (!again && key.name) {
+      var selector = '[name="' + key.name.replace(/"/g, '\\"') + '"]' + (key.value !== null ? '[value="' + String(key.value).replace(/"/g, '\\"') + '"]' : "");
+      again = modal.querySelector(selector);
+    }
+    if (again && modal.contains(again)) again.focus();
+    else openModal();
   });
 
   document.addEventListener("click", function (event) {

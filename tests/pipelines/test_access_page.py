@@ -77,7 +77,7 @@ def test_the_page_lists_every_assignment_with_role_target_and_who_granted_it(as_
         ("deployer", "executor", pipeline),
     ]
     page = response.content.decode()
-    assert "ops <small>(group)</small>" in page
+    assert 'ops <span class="chip">group</span>' in page
     assert "Pipeline <code>deploy</code>" in page
     assert "stranger" not in page  # roles of other projects are not shown
 
@@ -310,4 +310,46 @@ def test_other_http_methods_are_refused(as_admin, personas):
     assert as_admin.put(access_url(personas.project)).status_code == 405
     assignment = RoleAssignment.objects.get(user=personas.viewer)
     assert as_admin.get(change_url(personas.project, assignment)).status_code == 405
-    assert as_admin.get(remove_url(personas.project, assignment)).status_code == 405
+    assert as_admin.put(remove_url(personas.project, assignment)).status_code == 405
+
+
+def test_removing_a_role_asks_first_and_says_what_is_lost(as_admin, personas):
+    assignment = RoleAssignment.objects.get(user=personas.viewer)
+    page = as_admin.get(access_url(personas.project)).content.decode()
+    url = remove_url(personas.project, assignment)
+    assert f'hx-get="{url}"' in page, "Remove opens a confirmation, it does not post at once"
+    assert f'action="{url}"' not in page
+
+    response = as_admin.get(url, headers={"HX-Request": "true"})
+    html = response.content.decode()
+    assert response.status_code == 200 and 'id="modal-title">Remove a role<' in html
+    assert "Remove <strong>user viewer as Project Viewer on the whole project</strong>?" in html
+    assert "viewer loses\n      <strong>View</strong>" in html
+    assert RoleAssignment.objects.filter(pk=assignment.pk).exists(), "asking removed nothing"
+
+    response = as_admin.post(url, headers={"HX-Request": "true"})
+    assert response.status_code == 200 and response["HX-Redirect"] == access_url(personas.project)
+    assert not RoleAssignment.objects.filter(pk=assignment.pk).exists()
+
+
+def test_the_last_admin_shows_why_it_cannot_be_removed(as_admin, personas):
+    admin = RoleAssignment.objects.get(user=personas.admin)
+    page = as_admin.get(access_url(personas.project)).content.decode()
+    reason = (
+        "The project would have no Project Admin left (user admin as Project Admin on the "
+        "whole project is the last one): make someone else Project Admin first."
+    )
+    assert reason in page, "the reason is on the page before anyone tries"
+    assert f'hx-get="{remove_url(personas.project, admin)}"' not in page
+
+    response = as_admin.get(remove_url(personas.project, admin), headers={"HX-Request": "true"})
+    assert (
+        reason in response.content.decode() and "Remove the role" not in response.content.decode()
+    )
+    response = as_admin.post(remove_url(personas.project, admin), headers={"HX-Request": "true"})
+    assert response.status_code == 409 and reason in response.content.decode()
+    assert RoleAssignment.objects.filter(pk=admin.pk).exists()
+
+    assign_role(project=personas.project, role="admin", user=make_user("second"))
+    page = as_admin.get(access_url(personas.project)).content.decode()
+    assert reason not in page and f'hx-get="{remove_url(personas.project, admin)}"' in page
