@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import tempfile
+from pathlib import Path
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
 
@@ -16,6 +21,16 @@ RUNNER = "bench-runner"  # a superuser: starts the engine benchmark's executions
 OPERATOR = (
     "bench-operator"  # Pipeline Executor on every dashboard project: the pages are timed as them
 )
+
+
+def step_shared_dir() -> Path:
+    """Where the benchmark's steps write their ledger: outside var/ (which steps cannot see,
+    docs/security.md), passed to the workers as STAGELINE_STEP_SHARED_DIRS."""
+    tag = hashlib.sha1(str(Path(settings.VAR_DIR).resolve()).encode()).hexdigest()[:10]
+    path = Path(tempfile.gettempdir()) / f"stageline-bench-{os.getuid()}-{tag}"
+    path.mkdir(exist_ok=True)
+    path.chmod(0o1777)
+    return path
 
 
 def organization() -> Organization:

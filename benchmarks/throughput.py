@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from pathlib import Path
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Max, Q
 
@@ -120,8 +118,7 @@ def burst(*, executions: int, stages: int, timeout: float, queue: str) -> dict:
     """One burst of ``executions`` executions of a ``stages``-stage pipeline; its figures."""
     project = fixtures.project("throughput", "Throughput benchmark")
     user = fixtures.runner()
-    ledger = Path(settings.VAR_DIR) / "bench" / "ledger.txt"
-    ledger.parent.mkdir(parents=True, exist_ok=True)
+    ledger = fixtures.step_shared_dir() / "ledger.txt"
     script = f'echo "$STAGELINE_EXECUTION_ID $STAGELINE_STAGE" >> {ledger}'
     pipeline = fixtures.pipeline(
         project, f"burst_{stages}", fixtures.serial_groups(stages), script=script, runs_on=queue

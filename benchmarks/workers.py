@@ -18,6 +18,7 @@ from typing import Self
 
 from django.conf import settings
 
+from benchmarks import fixtures
 from stageline.workers import CeleryProcesses, purge_queues
 
 
@@ -52,6 +53,7 @@ class Workers(CeleryProcesses):
                 "DATABASE_URL": database_url,
                 "STAGELINE_VAR_DIR": str(settings.VAR_DIR),
                 "LOG_LEVEL": "WARNING",
+                "STAGELINE_STEP_SHARED_DIRS": str(fixtures.step_shared_dir()),
             },
         )
         self.count = count

@@ -1,6 +1,7 @@
 """The Celery application. Tasks live in ``executions.tasks``; settings come from Django."""
 
 import os
+import sys
 
 from celery import Celery, signals
 from django.db import close_old_connections
@@ -13,6 +14,21 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 app = Celery("stageline")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@signals.worker_init.connect
+def _choose_step_isolation(**kwargs) -> None:
+    """Choose how steps are isolated, once, before the pool starts, and say it in the start-up
+    output; an explicit mode that cannot be honoured stops the worker here."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from executions.runners import launcher
+
+    try:
+        launcher.configure()
+    except ImproperlyConfigured as exc:
+        print(f"stageline worker: cannot start: {exc}", file=sys.__stderr__, flush=True)
+        raise SystemExit(1) from exc  # Celery logs and ignores an Exception from a signal
 
 
 @signals.worker_process_init.connect

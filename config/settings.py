@@ -294,6 +294,11 @@ STAGELINE_REDISPATCH_AFTER_SECONDS = env_int("STAGELINE_REDISPATCH_AFTER_SECONDS
 STAGELINE_TASK_BUDGET_SECONDS = env_int("STAGELINE_TASK_BUDGET_SECONDS", 5)
 STAGELINE_LOG_LIMIT_BYTES = env_int("STAGELINE_LOG_LIMIT_BYTES", 5 * 1024 * 1024)
 STAGELINE_WORK_DIR = Path(env_str("STAGELINE_WORK_DIR", str(VAR_DIR / "work")))
+# Step isolation (executions/runners/launcher.py, docs/security.md): auto | sandbox | other-user |
+# same-user; the unprivileged user steps run as; folders a step may also write (colon-separated).
+STAGELINE_STEP_ISOLATION = env_str("STAGELINE_STEP_ISOLATION", "auto")
+STAGELINE_STEP_USER = env_str("STAGELINE_STEP_USER", "stageline-step")
+STAGELINE_STEP_SHARED_DIRS = [p for p in env_str("STAGELINE_STEP_SHARED_DIRS").split(":") if p]
 STAGELINE_MAX_YAML_BYTES = env_int("STAGELINE_MAX_YAML_BYTES", 256 * 1024)
 STAGELINE_MAX_INPUT_CHARS = env_int("STAGELINE_MAX_INPUT_CHARS", 4096)
 # Secrets at rest (stageline.crypto): the first key encrypts, every key decrypts. Empty: the key

@@ -14,6 +14,9 @@ The worker is real in both modes, never ``task_always_eager``:
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -28,8 +31,30 @@ PROCESS_MODE = WORKER_MODE == "process"
 BROKER_SCHEMES = {"redis", "rediss", "amqp", "amqps", "pyamqp"}
 
 
+# Steps see only their working directory (docs/security.md); tests whose steps leave a witness
+# (a counter file, a ledger) give them a folder here, shared with the test (``shared_dir``).
+STEP_SHARED_ROOT = Path(tempfile.mkdtemp(prefix="stageline-test-shared-"))
+STEP_SHARED_ROOT.chmod(0o1777)
+os.environ["STAGELINE_STEP_SHARED_DIRS"] = str(STEP_SHARED_ROOT)
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(STEP_SHARED_ROOT, ignore_errors=True)
+
+
+@pytest.fixture
+def shared_dir() -> Path:
+    """A folder that the test's steps may write and the test may read (tmp_path is not visible
+    to a sandboxed step, nor writable by the step user)."""
+    path = Path(tempfile.mkdtemp(dir=STEP_SHARED_ROOT))
+    path.chmod(0o777)
+    return path
+
+
 def pytest_configure(config):
     from django.conf import settings
+
+    settings.STAGELINE_STEP_SHARED_DIRS = [str(STEP_SHARED_ROOT)]
 
     # Password hashing is not under test; the default (PBKDF2) costs ~0.4 s per user.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

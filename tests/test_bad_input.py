@@ -208,9 +208,9 @@ pipeline:
     ],
 )
 def test_runtime_inputs_reach_the_step_as_data_never_as_shell_code(
-    client, worker, personas, tmp_path, template
+    client, worker, personas, shared_dir, template
 ):
-    marker = tmp_path / "pwned"
+    marker = shared_dir / "pwned"  # a folder the step could write, were the input shell code
     payload = template.format(marker=marker)
     make_pipeline(personas.project, INJECTION_YAML)
     client.force_login(personas.executor)

@@ -3,24 +3,23 @@
 - The script's expressions become ``${SL_…}`` environment references (see
   ``executions.context``); the step's environment is built from scratch (the worker's own
   variables, such as DATABASE_URL, are not passed on).
-- bash runs in its own session, so a timeout or an abort kills its whole process group.
+- ``executions.runners.launcher`` starts the script isolated from the worker (a sandbox, or
+  another user) and, when the step ends whatever the outcome, ends every process it started.
 - Output is read in small pieces, masked (secrets → ``***``), and appended to the step's log
   a few times a second. Past ``STAGELINE_LOG_LIMIT_BYTES`` the middle is dropped: the head and
   the last ``TAIL_BYTES`` are kept, with a marker saying how much was left out.
-- ``key=value`` lines written to ``$STAGELINE_OUTPUT`` become the step's outputs.
+- ``key=value`` lines (and ``key<<DELIM`` blocks) written to ``$STAGELINE_OUTPUT`` become the
+  step's outputs (``parse_outputs``).
 """
 
 from __future__ import annotations
 
 import codecs
-import ctypes
 import os
 import re
 import selectors
 import shutil
-import signal
 import subprocess
-import tempfile
 import time
 from collections import deque
 from pathlib import Path
@@ -31,14 +30,17 @@ from django.db.models import F
 
 from executions.context import build_context
 from executions.models import LogChunk, Status, StepRun
+from executions.runners import launcher as launchers
 from executions.runners.base import Lease, StepResult, remove_later, with_db_retry
+from executions.runners.launcher import StepProcess
 from stageline.masking import StreamMasker, mask
 
 FLUSH_SECONDS = 0.25
 READ_SIZE = 65536
 TAIL_BYTES = 256 * 1024
-KILL_GRACE_SECONDS = 3
 OUTPUT_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+OUTPUT_HEREDOC_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)<<(\S+)$")
+MAX_OUTPUT_FILE = 4 * 1024 * 1024
 MAX_OUTPUT_VALUE = 64 * 1024
 
 
@@ -164,112 +166,70 @@ class LogWriter:
         self._store(f"[stageline] {text}\n", 0)
 
 
-# The step's process group is led by a small bash that runs the script and, when told to stop
-# (SIGTERM: an abort, a timeout, or the death of the worker that started it), kills the whole
-# group at once, so that no process of a step outlives its worker. ``$1`` is the worker's pid:
-# if the worker died before the death signal was armed, the leader has another parent already
-# and stops at once. The script runs in a subshell of the leader (``set -e``, no arguments,
-# ``$0`` its path, default traps): a fork, ~1 ms cheaper than starting a second bash.
-GROUP_LEADER = (
-    '[ "$PPID" = "$1" ] || exit 143; '
-    'trap "trap - TERM; kill -KILL 0" TERM; ( set -e --; . "$0" ) & wait $!'
-)
-PR_SET_PDEATHSIG = 1
-# util-linux's setpriv arms the death signal and execs the leader, so Python can start the step
-# with vfork (a fork of a large worker costs ~6 ms more: a preexec_fn forces a full fork).
-SETPRIV = shutil.which("setpriv")
+def parse_outputs(raw: bytes, secrets: list[str]) -> tuple[dict[str, str], list[str]]:
+    """The outputs a step wrote to ``$STAGELINE_OUTPUT``, and what was wrong with the file.
 
-
-def _die_with(parent_pid: int):
-    """A ``preexec_fn`` asking the kernel to SIGTERM the child when the worker dies (SIGKILL
-    too); used only where setpriv is missing."""
-
-    def preexec() -> None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        except (OSError, AttributeError):  # not Linux: the reaper still fails the step
-            return
-        if os.getppid() != parent_pid:  # the worker died before prctl took effect
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return preexec
-
-
-def _leader_command(script_file: Path) -> tuple[list[str], object]:
-    """The command that starts the step's group leader, and its ``preexec_fn`` (or None)."""
-    command = [
-        "bash",
-        "--noprofile",
-        "--norc",
-        "-c",
-        GROUP_LEADER,
-        str(script_file),
-        str(os.getpid()),
-    ]
-    if SETPRIV:
-        return [SETPRIV, "--pdeathsig", "TERM", *command], None
-    return command, _die_with(os.getpid())
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    """SIGTERM the step's whole process group, then SIGKILL whatever is left."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + KILL_GRACE_SECONDS
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
-
-
-def _read_outputs(path: Path, secrets: list[str]) -> dict[str, str]:
+    A line ends at ``\\n`` and nowhere else (``\\r``, U+2028 and the other characters that
+    ``str.splitlines`` breaks on belong to the value), so a value holding one of them cannot
+    start a line of its own. ``key=value`` is a one-line value; a multi-line value is written as
+    ``key<<DELIM``, its lines, then a line that is exactly ``DELIM`` (as in GitHub Actions'
+    ``GITHUB_OUTPUT``). A later line for the same key replaces the earlier value.
+    """
     outputs: dict[str, str] = {}
+    problems: list[str] = []
+    lines = raw.decode("utf-8", errors="replace").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        index += 1
+        heredoc = OUTPUT_HEREDOC_RE.match(line)
+        if heredoc:
+            key, delimiter = heredoc.groups()
+            try:
+                end = lines.index(delimiter, index)
+            except ValueError:
+                problems.append(f"output {key}: no line {delimiter!r} ends its value; ignored")
+                break
+            value = "\n".join(lines[index:end])
+            index = end + 1
+        else:
+            key, sep, value = line.partition("=")
+            key = key.strip()
+            if not (sep and OUTPUT_KEY_RE.match(key)):
+                continue
+        outputs[key] = mask(value[:MAX_OUTPUT_VALUE], secrets)
+    return outputs, problems
+
+
+def _read_outputs(path: Path, secrets: list[str]) -> tuple[dict[str, str], list[str]]:
     if not path.exists():
-        return outputs
+        return {}, []
     with path.open("rb") as handle:
-        raw = handle.read(4 * 1024 * 1024)
-    for line in raw.decode("utf-8", errors="replace").splitlines():
-        key, sep, value = line.partition("=")
-        key = key.strip()
-        if sep and OUTPUT_KEY_RE.match(key):
-            outputs[key] = mask(value[:MAX_OUTPUT_VALUE], secrets)
-    return outputs
+        return parse_outputs(handle.read(MAX_OUTPUT_FILE), secrets)
 
 
 def run(step: StepRun, step_spec, stage, execution) -> StepResult:
     context = build_context(execution)
     secrets = context.secret_values()
     script, expr_env = context.render_script(step_spec.script, stage)
-    base = Path(settings.STAGELINE_WORK_DIR)
-    base.mkdir(parents=True, exist_ok=True)
-    workdir = Path(
-        tempfile.mkdtemp(prefix=f"e{execution.pk}-{stage.identifier}-{step.identifier}-", dir=base)
-    )
+    launcher = launchers.current()
+    workdir = launcher.make_workdir(f"e{execution.pk}-{stage.identifier}-{step.identifier}-")
     output_file = workdir / ".stageline-output"
     script_file = workdir / ".stageline-script.sh"
     script_file.write_text(script)
-    (workdir / "tmp").mkdir()
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-        "HOME": str(workdir),
-        "TMPDIR": str(workdir / "tmp"),
-        "LANG": "C.UTF-8",
-        "LC_ALL": "C.UTF-8",
-        "STAGELINE_OUTPUT": str(output_file),
-        "STAGELINE_EXECUTION_ID": str(execution.pk),
-        "STAGELINE_SEQUENCE_ID": str(execution.sequence),
-        "STAGELINE_PIPELINE": context.spec.identifier,
-        "STAGELINE_STAGE": stage.identifier,
-        "STAGELINE_STEP": step.identifier,
-    }
+    env = launcher.environment(workdir)
+    env.update(
+        {
+            "STAGELINE_OUTPUT": str(launcher.seen(output_file)),
+            "STAGELINE_EXECUTION_ID": str(execution.pk),
+            "STAGELINE_SEQUENCE_ID": str(execution.sequence),
+            "STAGELINE_PIPELINE": context.spec.identifier,
+            "STAGELINE_STAGE": stage.identifier,
+            "STAGELINE_STEP": step.identifier,
+        }
+    )
     env.update(context.stage_environment(stage))
     env.update(expr_env)
     for key, value in step_spec.env:
@@ -278,21 +238,10 @@ def run(step: StepRun, step_spec, stage, execution) -> StepResult:
 
     writer = LogWriter(step, secrets)
     lease = Lease(step)
-    command, preexec = _leader_command(script_file)
-    proc = subprocess.Popen(
-        command,
-        cwd=workdir,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        preexec_fn=preexec,
-    )
+    proc = launcher.start(script_file, workdir, env)
     writer.pid = lease.pid = proc.pid
     deadline = time.monotonic() + step_spec.timeout
     selector = selectors.DefaultSelector()
-    assert proc.stdout is not None
     fd = proc.stdout.fileno()
     os.set_blocking(fd, False)
     selector.register(fd, selectors.EVENT_READ)
@@ -302,19 +251,17 @@ def run(step: StepRun, step_spec, stage, execution) -> StepResult:
         )
         result.pid = proc.pid
         return result
-    except BaseException:
-        # Whatever went wrong here (a database outage that outlived its retries, a worker shutdown),
-        # the step's processes must not outlive the supervision.
-        _kill_group(proc)
-        raise
     finally:
+        # Whatever the outcome (success, failure, timeout, abort, a database outage that outlived
+        # its retries, a worker shutdown), no process of the step outlives its supervision.
+        proc.end()
         selector.close()
         proc.stdout.close()
         remove_later(workdir)  # off the critical path (runners.base)
 
 
 def _supervise(
-    proc, fd, selector, writer, lease, step_spec, deadline, output_file, secrets
+    proc: StepProcess, fd, selector, writer, lease, step_spec, deadline, output_file, secrets
 ) -> StepResult:
     outcome: str | None = None
     eof = False
@@ -340,30 +287,26 @@ def _supervise(
             outcome = Status.ABORTED
             break
     if outcome:
-        _kill_group(proc)
+        proc.stop()
     else:
         # Output closed; the process may still be exiting (or a background child holds on).
         while True:
             try:
-                proc.wait(
-                    timeout=0.05
-                )  # returns within a millisecond of the exit, not at the next tick
+                # returns within a millisecond of the exit, not at the next tick
+                proc.wait(timeout=0.05)
                 break
             except subprocess.TimeoutExpired:
                 pass
             if time.monotonic() > deadline:
                 outcome = Status.EXPIRED
-                _kill_group(proc)
+                proc.stop()
                 break
             if not lease.still_running():
                 outcome = Status.ABORTED
-                _kill_group(proc)
+                proc.stop()
                 break
-    # Leftover processes of the group (daemons started by the script) do not outlive the step.
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    # Leftover processes (daemons started by the script, detached or not) do not outlive the step.
+    proc.end()
     try:
         while data := os.read(fd, READ_SIZE):
             writer.feed(data)
@@ -373,8 +316,10 @@ def _supervise(
         writer.note(f"timed out after {step_spec.timeout}s: the step's processes were killed")
     elif outcome == Status.ABORTED:
         writer.note("aborted: the step's processes were killed")
+    outputs, problems = _read_outputs(output_file, secrets)
+    for problem in problems:
+        writer.note(problem)
     writer.flush(final=True)
-    outputs = _read_outputs(output_file, secrets)
 
     code = proc.returncode
     if outcome == Status.EXPIRED:

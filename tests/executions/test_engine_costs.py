@@ -332,9 +332,12 @@ def test_a_retry_submit_costs_the_same_queries_for_a_long_pipeline(personas):
 
 
 def test_steps_also_run_where_setpriv_is_missing(personas, monkeypatch):
-    from executions.runners import shell
+    from executions.runners import launcher
 
-    monkeypatch.setattr(shell, "SETPRIV", None)  # the preexec_fn path: a full fork, same result
+    # No sandbox, no setpriv: the preexec_fn path (a full fork), same result.
+    monkeypatch.setattr(
+        launcher, "_current", launcher.Launcher(launcher.Isolation.SAME_USER, setpriv=None)
+    )
     yaml_text = serial_pipeline(
         "fallback",
         [

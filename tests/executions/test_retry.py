@@ -133,8 +133,8 @@ def snapshot() -> tuple[int, int, int, int]:
 
 
 @pytest.fixture
-def serial(personas, tmp_path):
-    return make_pipeline(personas.project, serial_yaml(tmp_path)), tmp_path
+def serial(personas, shared_dir):
+    return make_pipeline(personas.project, serial_yaml(shared_dir)), shared_dir
 
 
 @pytest.fixture
@@ -281,11 +281,11 @@ def test_retry_of_a_retry_of_a_retry_keeps_the_chain(failed, personas):
 
 
 @pytest.fixture
-def parallel_failed(worker, personas, tmp_path):
-    pipeline = make_pipeline(personas.project, PARALLEL_YAML.format(d=tmp_path))
+def parallel_failed(worker, personas, shared_dir):
+    pipeline = make_pipeline(personas.project, PARALLEL_YAML.format(d=shared_dir))
     execution = run_pipeline(pipeline=pipeline, user=personas.executor, inputs={"eu.fail": "yes"})
     execution = wait_for_status(execution, Status.FAILED)
-    return execution, tmp_path
+    return execution, shared_dir
 
 
 def test_parallel_group_failed_only_reruns_just_the_failed_stage(parallel_failed, personas):
@@ -504,8 +504,8 @@ def test_retry_refuses_an_unknown_or_missing_stage(failed, personas):
     refused(Invalid, "Pick the stage", execution=execution, user=personas.executor, from_stage="")
 
 
-def test_retry_does_not_offer_stages_that_never_ran(worker, personas, tmp_path):
-    yaml_text = serial_yaml(tmp_path).replace("echo test >> ", "exit 1; echo test >> ")
+def test_retry_does_not_offer_stages_that_never_ran(worker, personas, shared_dir):
+    yaml_text = serial_yaml(shared_dir).replace("echo test >> ", "exit 1; echo test >> ")
     pipeline = make_pipeline(personas.project, yaml_text)
     execution = wait_for_status(
         run_pipeline(pipeline=pipeline, user=personas.executor, inputs={}), Status.FAILED
@@ -573,8 +573,8 @@ def test_retry_refuses_an_input_the_pipeline_does_not_have(failed, personas):
     )
 
 
-def test_retry_refuses_a_blank_required_input_without_default(worker, personas, tmp_path):
-    yaml_text = serial_yaml(tmp_path).replace("required: true, default: eu", "required: true")
+def test_retry_refuses_a_blank_required_input_without_default(worker, personas, shared_dir):
+    yaml_text = serial_yaml(shared_dir).replace("required: true, default: eu", "required: true")
     pipeline = make_pipeline(personas.project, yaml_text)
     execution = run_pipeline(
         pipeline=pipeline,
@@ -677,10 +677,10 @@ def test_rerun_is_allowed_for_a_successful_execution_and_uses_the_current_versio
     assert not plan_rerun(execution, personas.viewer).allowed
 
 
-def test_rerun_with_selected_stages_skips_the_others(worker, personas, tmp_path):
+def test_rerun_with_selected_stages_skips_the_others(worker, personas, shared_dir):
     pipeline = make_pipeline(
         personas.project,
-        PARALLEL_YAML.format(d=tmp_path).replace(
+        PARALLEL_YAML.format(d=shared_dir).replace(
             "  identifier: par\n", "  identifier: par\n  allow_stage_selection: true\n"
         ),
     )

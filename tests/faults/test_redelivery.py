@@ -34,12 +34,12 @@ def received(log: str, step: StepRun) -> int:
 
 
 def test_a_step_longer_than_the_visibility_timeout_runs_exactly_once(
-    fault_workers, personas, tmp_path
+    fault_workers, personas, shared_dir
 ):
     forget_unacked(broker_url())
     slow = fault_workers(env={"STAGELINE_VISIBILITY_TIMEOUT": str(VISIBILITY_SECONDS)})
     slow.start("slow_a", "faults_slow", concurrency=1)
-    runs, release = tmp_path / "runs", tmp_path / "release"
+    runs, release = shared_dir / "runs", shared_dir / "release"
     pipeline = make_pipeline(
         personas.project,
         serial_pipeline(
@@ -86,11 +86,13 @@ def test_a_step_longer_than_the_visibility_timeout_runs_exactly_once(
 
 
 def test_a_step_that_kills_its_worker_every_time_ends_failed_instead_of_looping(
-    fault_workers, personas, tmp_path
+    fault_workers, personas, shared_dir
 ):
-    victim = fault_workers()
+    # An isolated step cannot see, let alone kill, its worker (docs/security.md): this worker
+    # runs its steps as its own user, without a sandbox, so that the poison can reach it.
+    victim = fault_workers(env={"STAGELINE_STEP_ISOLATION": "same-user"})
     victim.start("victim", "faults_poison", concurrency=1)
-    runs = tmp_path / "runs"
+    runs = shared_dir / "runs"
     pipeline = make_pipeline(
         personas.project,
         serial_pipeline(
