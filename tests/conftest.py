@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -26,6 +27,7 @@ from tests.helpers import factories
 from tests.helpers.personas import Personas
 from tests.helpers.workers import ProcessWorkers, thread_worker
 
+ROOT = Path(__file__).resolve().parent.parent
 WORKER_MODE = os.environ.get("STAGELINE_TEST_WORKERS", "") or "thread"
 PROCESS_MODE = WORKER_MODE == "process"
 BROKER_SCHEMES = {"redis", "rediss", "amqp", "amqps", "pyamqp"}
@@ -53,6 +55,9 @@ def shared_dir() -> Path:
 
 def pytest_configure(config):
     from django.conf import settings
+
+    # Steps of the tests' workers run as the step user when the tests run as root.
+    subprocess.run(["bash", str(ROOT / "scripts" / "step-user")], check=True)
 
     settings.STAGELINE_STEP_SHARED_DIRS = [str(STEP_SHARED_ROOT)]
 
