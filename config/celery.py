@@ -22,7 +22,7 @@ def _choose_step_isolation(**kwargs) -> None:
     output; an explicit mode that cannot be honoured stops the worker here."""
     from django.core.exceptions import ImproperlyConfigured
 
-    from executions.runners import launcher
+    from executions import launcher
 
     try:
         launcher.configure()

@@ -294,7 +294,7 @@ STAGELINE_REDISPATCH_AFTER_SECONDS = env_int("STAGELINE_REDISPATCH_AFTER_SECONDS
 STAGELINE_TASK_BUDGET_SECONDS = env_int("STAGELINE_TASK_BUDGET_SECONDS", 5)
 STAGELINE_LOG_LIMIT_BYTES = env_int("STAGELINE_LOG_LIMIT_BYTES", 5 * 1024 * 1024)
 STAGELINE_WORK_DIR = Path(env_str("STAGELINE_WORK_DIR", str(VAR_DIR / "work")))
-# Step isolation (executions/runners/launcher.py, docs/security.md): auto | sandbox | other-user |
+# Step isolation (executions/launcher.py, docs/security.md): auto | sandbox | other-user |
 # same-user; the unprivileged user steps run as; folders a step may also write (colon-separated).
 STAGELINE_STEP_ISOLATION = env_str("STAGELINE_STEP_ISOLATION", "auto")
 STAGELINE_STEP_USER = env_str("STAGELINE_STEP_USER", "stageline-step")

@@ -3,7 +3,7 @@
 - The script's expressions become ``${SL_…}`` environment references (see
   ``executions.context``); the step's environment is built from scratch (the worker's own
   variables, such as DATABASE_URL, are not passed on).
-- ``executions.runners.launcher`` starts the script isolated from the worker (a sandbox, or
+- ``executions.launcher`` starts the script isolated from the worker (a sandbox, or
   another user) and, when the step ends whatever the outcome, ends every process it started.
 - Output is read in small pieces, masked (secrets → ``***``), and appended to the step's log
   a few times a second. Past ``STAGELINE_LOG_LIMIT_BYTES`` the middle is dropped: the head and
@@ -18,7 +18,6 @@ import codecs
 import os
 import re
 import selectors
-import shutil
 import subprocess
 import time
 from collections import deque
@@ -28,11 +27,11 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 
+from executions import launcher as launchers
 from executions.context import build_context
+from executions.launcher import SandboxStep, StepProcess
 from executions.models import LogChunk, Status, StepRun
-from executions.runners import launcher as launchers
 from executions.runners.base import Lease, StepResult, remove_later, with_db_retry
-from executions.runners.launcher import StepProcess
 from stageline.masking import StreamMasker, mask
 
 FLUSH_SECONDS = 0.25
@@ -257,11 +256,22 @@ def run(step: StepRun, step_spec, stage, execution) -> StepResult:
         proc.end()
         selector.close()
         proc.stdout.close()
-        remove_later(workdir)  # off the critical path (runners.base)
+        if launcher.reuse:
+            launcher.remove_workdir(workdir)  # the long-lived sandbox's /step: the next step's
+        else:
+            remove_later(workdir)  # off the critical path (runners.base)
 
 
 def _supervise(
-    proc: StepProcess, fd, selector, writer, lease, step_spec, deadline, output_file, secrets
+    proc: StepProcess | SandboxStep,
+    fd,
+    selector,
+    writer,
+    lease,
+    step_spec,
+    deadline,
+    output_file,
+    secrets,
 ) -> StepResult:
     outcome: str | None = None
     eof = False

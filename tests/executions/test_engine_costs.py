@@ -12,7 +12,7 @@ import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
-from executions import engine
+from executions import engine, launcher
 from executions.models import Event, Execution, StageRun, Status, StepRun
 from executions.retry import create_retry, plan_retry
 from executions.services import _new_runs, run_pipeline
@@ -332,8 +332,6 @@ def test_a_retry_submit_costs_the_same_queries_for_a_long_pipeline(personas):
 
 
 def test_steps_also_run_where_setpriv_is_missing(personas, monkeypatch):
-    from executions.runners import launcher
-
     # No sandbox, no setpriv: the preexec_fn path (a full fork), same result.
     monkeypatch.setattr(
         launcher, "_current", launcher.Launcher(launcher.Isolation.SAME_USER, setpriv=None)

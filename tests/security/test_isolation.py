@@ -19,8 +19,8 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 
+from executions import launcher
 from executions.models import Execution, LogChunk, StepRun
-from executions.runners import launcher
 from executions.services import run_pipeline
 from executions.states import Status
 from tests.conftest import PROCESS_MODE, wait_for, wait_for_status

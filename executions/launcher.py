@@ -23,11 +23,14 @@ are re-parented to the worker (a child subreaper) and killed when the step ends.
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import os
 import pwd
+import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -103,6 +106,7 @@ class Launcher:
     setpriv: str | None = shutil.which("setpriv")
     shared_dirs: tuple[Path, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    reuse: bool = False  # sandbox: one long-lived sandbox per worker thread (``Sandbox``)
 
     # --- what the worker says at start-up ------------------------------------------------------
 
@@ -111,7 +115,12 @@ class Launcher:
         if self.mode == Isolation.SANDBOX:
             text = (
                 f"sandbox: bubblewrap ({self.bwrap}), {who}, own PID/IPC/mount namespaces, "
-                "private /tmp, only the step's working directory writable"
+                "private /tmp, only the step's working directory writable, "
+                + (
+                    "one long-lived sandbox per worker process, emptied between steps"
+                    if self.reuse
+                    else "a new sandbox per step"
+                )
             )
         elif self.mode == Isolation.OTHER_USER:
             text = f"other-user: {who}, var/ closed to it, no sandbox"
@@ -129,7 +138,10 @@ class Launcher:
         """A fresh working directory for one step, owned by whoever the step runs as."""
         base = Path(settings.STAGELINE_WORK_DIR)
         base.mkdir(parents=True, exist_ok=True)
-        workdir = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+        if self.reuse:
+            workdir = _sandbox_for_this_thread(self).workdir
+        else:
+            workdir = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
         (workdir / "tmp").mkdir()
         if self.user:
             for path in (workdir, workdir / "tmp"):
@@ -140,6 +152,16 @@ class Launcher:
         """``path`` (in the step's working directory) as the step sees it: the sandbox shows the
         working directory as /step, so that nothing of the worker's layout is visible."""
         return SANDBOX_WORKDIR / path.name if self.mode == Isolation.SANDBOX else path
+
+    def remove_workdir(self, workdir: Path) -> None:
+        """After the step: its working directory goes (a long-lived sandbox's is emptied)."""
+        if self.reuse:
+            try:
+                _empty(workdir)
+            except OSError:
+                shutil.rmtree(workdir.parent, ignore_errors=True)  # its sandbox was dropped
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
 
     def environment(self, workdir: Path) -> dict[str, str]:
         """The variables every step starts with (the step's own are added by the runner)."""
@@ -155,9 +177,12 @@ class Launcher:
 
     # --- starting and ending a step ------------------------------------------------------------
 
-    def command(self, script: Path, workdir: Path) -> tuple[list[str], Callable[[], None] | None]:
-        """The command that runs ``script`` in ``workdir``, and its ``preexec_fn`` (or None: then
-        Python starts it by vfork, ~6 ms cheaper than a fork of a large worker)."""
+    def command(
+        self, script: Path, workdir: Path, helper: bool = False
+    ) -> tuple[list[str], Callable[[], None] | None]:
+        """The command that runs ``script`` in ``workdir`` (or, with ``helper``, the long-lived
+        sandbox's helper), and its ``preexec_fn`` (or None: then Python starts it by vfork,
+        ~6 ms cheaper than a fork of a large worker)."""
         drop = []
         if self.user:
             assert self.setpriv  # checked when the mode was chosen
@@ -175,16 +200,20 @@ class Launcher:
             return [
                 *(drop or death),
                 *sandbox_arguments(self.bwrap, workdir, self.shared_dirs),
-                *BASH,
-                "-e",
-                str(self.seen(script)),
+                *(
+                    [SANDBOX_PYTHON, "-I", "-S", "-c", SANDBOX_HELPER]
+                    if helper
+                    else [*BASH, "-e", str(self.seen(script))]
+                ),
             ], None
         leader = [*BASH, "-c", GROUP_LEADER, str(script), str(os.getpid())]
         if self.setpriv:
             return [*(drop or [self.setpriv]), "--pdeathsig=TERM", *leader], None
         return leader, _die_with(os.getpid())
 
-    def start(self, script: Path, workdir: Path, env: dict[str, str]) -> StepProcess:
+    def start(self, script: Path, workdir: Path, env: dict[str, str]) -> StepProcess | SandboxStep:
+        if self.reuse:
+            return SandboxStep(_sandbox_for_this_thread(self), script, env)
         command, preexec = self.command(script, workdir)
         if self.mode != Isolation.SANDBOX:
             _become_subreaper()
@@ -266,6 +295,266 @@ class StepProcess:
             except (ProcessLookupError, PermissionError):
                 pass
             _kill_adopted()
+
+
+# The program that runs inside a long-lived sandbox (the system's python3, standard library
+# only) and starts the steps sent to it: one step at a time, each in its own session; when the
+# step's script ends (or the worker says "kill") it kills every other process of the sandbox
+# (``kill(-1)``: all but init and itself), empties /tmp, /var/tmp and /dev/shm, and answers
+# with the exit code. Non-dumpable, so that a step (the same user) cannot trace or read it.
+SANDBOX_HELPER = r"""
+import ctypes, json, os, select, shutil, signal, socket, sys, time
+libc = ctypes.CDLL(None)
+libc.prctl(4, 0, 0, 0, 0)
+libc.prctl(36, 1, 0, 0, 0)
+sock = socket.socket(fileno=int(sys.argv[1]))
+me = os.getpid()
+
+def reap():
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if not pid:
+            return
+
+def others():
+    return [p for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, me)]
+
+def sweep():
+    for _ in range(300):
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        reap()
+        if not others():
+            return True
+        time.sleep(0.01)
+    return False
+
+def wipe(folder):
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return True
+    for entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+        except OSError:
+            return False
+    return True
+
+while True:
+    try:
+        data, fds, _, _ = socket.recv_fds(sock, 1 << 22, 1)
+    except OSError:
+        break
+    if not data:
+        break
+    request = json.loads(data)
+    if "script" not in request:
+        continue
+    out = fds[0]
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setsid()
+            os.dup2(out, 1)
+            os.dup2(out, 2)
+            os.dup2(os.open("/dev/null", os.O_RDONLY), 0)
+            os.closerange(3, 1 << 16)
+            for number in (signal.SIGPIPE, signal.SIGINT, signal.SIGTERM):
+                signal.signal(number, signal.SIG_DFL)
+            os.chdir("/step")
+            os.execve("/bin/bash", ["bash", "--noprofile", "--norc", "-e", request["script"]], request["env"])
+        finally:
+            os._exit(127)
+    os.close(out)
+    pidfd = os.pidfd_open(pid)
+    status = None
+    while status is None:
+        ready, _, _ = select.select([sock, pidfd], [], [])
+        if sock in ready:
+            message = sock.recv(1 << 16)
+            if not message:
+                sweep()
+                raise SystemExit(0)
+            try:
+                os.kill(-1, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        got, code = os.waitpid(pid, os.WNOHANG)
+        if got:
+            status = code
+    os.close(pidfd)
+    clean = sweep()
+    for folder in ("/tmp", "/var/tmp", "/dev/shm"):
+        clean = wipe(folder) and clean
+    code = os.waitstatus_to_exitcode(status)
+    sock.send(json.dumps({"exit": code if code >= 0 else 128 - code, "clean": clean}).encode())
+"""
+SANDBOX_PYTHON = "/usr/bin/python3"
+
+
+class Sandbox:
+    """A long-lived sandbox of one worker process (one per thread that runs steps): bubblewrap
+    with ``SANDBOX_HELPER`` inside, its working directory shown as /step. Started at the first
+    step, it starts each step in ~1 ms instead of a new sandbox (whose namespaces cost 5-25 ms
+    to make and tear down, docs/performance.md); every step still gets an empty /step, /tmp and
+    no process of the step before it. A sandbox that could not be cleaned is thrown away."""
+
+    def __init__(self, launcher: Launcher):
+        self.folder = Path(
+            tempfile.mkdtemp(prefix=f"sandbox-{os.getpid()}-", dir=settings.STAGELINE_WORK_DIR)
+        )
+        self.workdir = self.folder / "step"
+        self.workdir.mkdir()
+        if launcher.user:
+            for path in (self.folder, self.workdir):
+                os.chown(path, launcher.user.uid, launcher.user.gid)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        command, _ = launcher.command(Path(SANDBOX_PYTHON), self.workdir, helper=True)
+        with _LOCK:  # a first process of this process's steps: never an orphan to sweep
+            self.proc = subprocess.Popen(
+                [*command, str(theirs.fileno())],
+                cwd=self.workdir,
+                env={"PATH": SANDBOX_PATH, "LANG": "C.UTF-8"},
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(),),
+                start_new_session=True,
+            )
+            _LEADERS.add(self.proc.pid)
+        theirs.close()
+        self.sock = ours
+        self.busy = False
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def empty_workdir(self) -> None:
+        _empty(self.workdir)
+
+    def close(self) -> None:
+        """Kill the sandbox (its namespace takes every process in it) and remove its folder."""
+        try:
+            self.sock.close()
+            self.proc.kill()
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+        with _LOCK:
+            _LEADERS.discard(self.proc.pid)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class SandboxStep:
+    """A step running in a long-lived ``Sandbox`` (the same interface as ``StepProcess``)."""
+
+    def __init__(self, sandbox: Sandbox, script: Path, env: dict[str, str]):
+        self.sandbox = sandbox
+        self.pid = sandbox.proc.pid
+        self.mode = Isolation.SANDBOX
+        self.ended = False
+        self.clean = True
+        self.returncode: int | None = None
+        read, write = os.pipe()
+        request = json.dumps({"script": str(SANDBOX_WORKDIR / script.name), "env": env})
+        try:
+            socket.send_fds(sandbox.sock, [request.encode()], [write])
+        except OSError:
+            os.close(read)
+            raise
+        finally:
+            os.close(write)
+        sandbox.busy = True
+        self.stdout = os.fdopen(read, "rb", buffering=0)
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self._answer(0)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None and not self._answer(timeout):
+            raise subprocess.TimeoutExpired("sandbox step", timeout or 0)
+        assert self.returncode is not None
+        return self.returncode
+
+    def _answer(self, timeout: float | None) -> bool:
+        ready, _, _ = select.select([self.sandbox.sock], [], [], timeout)
+        if not ready:
+            return False
+        try:
+            message = self.sandbox.sock.recv(1 << 16)
+        except OSError:
+            message = b""
+        if not message:  # the helper is gone (killed by the step?): so is the sandbox
+            self.returncode, self.clean = -signal.SIGKILL, False
+            return True
+        answer = json.loads(message)
+        self.returncode, self.clean = answer["exit"], answer["clean"]
+        return True
+
+    def stop(self) -> None:
+        if self.returncode is not None:
+            return
+        try:
+            self.sandbox.sock.send(b'{"kill": true}')
+        except OSError:
+            pass
+        if not self._answer(KILL_GRACE_SECONDS):
+            self.returncode, self.clean = -signal.SIGKILL, False
+
+    def end(self) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        self.stop()
+        self.sandbox.busy = False
+        if not self.clean or not self.sandbox.alive():
+            _drop_sandbox(self.sandbox)
+
+
+def _empty(folder: Path) -> None:
+    """Remove everything in ``folder`` (also what a step made unwritable), keep the folder."""
+
+    def unlock(function, path, _exc) -> None:
+        os.chmod(os.path.dirname(path), 0o700)
+        os.chmod(path, 0o700) if os.path.isdir(path) else None
+        function(path)
+
+    for entry in os.scandir(folder):
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, onexc=unlock)
+        else:
+            os.unlink(entry.path)
+
+
+_sandboxes: dict[tuple[int, int], Sandbox] = {}
+
+
+def _sandbox_for_this_thread(launcher: Launcher) -> Sandbox:
+    key = (os.getpid(), threading.get_ident())
+    sandbox = _sandboxes.get(key)
+    if sandbox is None or not sandbox.alive():
+        if sandbox is not None:
+            _drop_sandbox(sandbox)
+        sandbox = _sandboxes[key] = Sandbox(launcher)
+    return sandbox
+
+
+def _drop_sandbox(sandbox: Sandbox) -> None:
+    for key, value in list(_sandboxes.items()):
+        if value is sandbox:
+            del _sandboxes[key]
+    sandbox.close()
 
 
 def sandbox_arguments(bwrap: str, workdir: Path, shared: tuple[Path, ...] = ()) -> list[str]:
@@ -365,7 +654,15 @@ def choose(wanted: str, step_user: str) -> Launcher:
         bwrap = shutil.which("bwrap")
         problem = _sandbox_problem(bwrap, user, setpriv, shared)
         if not problem:
-            return Launcher(Isolation.SANDBOX, user, bwrap, setpriv, shared)
+            launcher = Launcher(Isolation.SANDBOX, user, bwrap, setpriv, shared)
+            if not os.path.exists(SANDBOX_PYTHON):
+                return launcher
+            reusing = Launcher(Isolation.SANDBOX, user, bwrap, setpriv, shared, reuse=True)
+            problem = _reuse_problem(reusing)
+            if not problem:
+                return reusing
+            log.warning("a new sandbox per step (slower): %s", problem)
+            return Launcher(Isolation.SANDBOX, user, bwrap, setpriv, shared, (problem,))
         if wanted == "sandbox":
             raise ImproperlyConfigured(f"STAGELINE_STEP_ISOLATION=sandbox, but {problem}")
         log.info("no sandbox for steps: %s", problem)
@@ -429,6 +726,24 @@ def _sandbox_problem(
                 "user.max_user_namespaces > 0)"
             )
     return ""
+
+
+def _reuse_problem(launcher: Launcher) -> str:
+    """Why a long-lived sandbox cannot run steps here ("" when a probe step ran in one)."""
+    sandbox = Sandbox(launcher)
+    try:
+        script = sandbox.workdir / "probe.sh"
+        script.write_text("echo ok > probe.out\n")
+        step = SandboxStep(sandbox, script, {"PATH": SANDBOX_PATH})
+        step.stdout.read()
+        code = step.wait(30)
+        if code != 0 or not step.clean or not (sandbox.workdir / "probe.out").exists():
+            return f"a long-lived sandbox could not run a probe step (exit {code})"
+        return ""
+    except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+        return f"a long-lived sandbox could not run a probe step: {exc}"
+    finally:
+        sandbox.close()
 
 
 def protect_worker() -> None:
