@@ -4,10 +4,12 @@ import os
 import sys
 
 from celery import Celery, signals
+from django.core.exceptions import ImproperlyConfigured
 from django.db import close_old_connections
 
 import config.broker  # noqa: F401  (registers the embedded localfs:// broker)
 from config.runtime import freeze_startup_heap
+from executions import launcher
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -20,10 +22,6 @@ app.autodiscover_tasks()
 def _choose_step_isolation(**kwargs) -> None:
     """Choose how steps are isolated, once, before the pool starts, and say it in the start-up
     output; an explicit mode that cannot be honoured stops the worker here."""
-    from django.core.exceptions import ImproperlyConfigured
-
-    from executions import launcher
-
     try:
         launcher.configure()
     except ImproperlyConfigured as exc:

@@ -586,7 +586,8 @@ def sandbox_arguments(bwrap: str, workdir: Path, shared: tuple[Path, ...] = ()) 
 
 # --- choosing the mode (once per worker process) ---------------------------------------------
 
-_LOCK = threading.Lock()
+_LOCK = threading.Lock()  # guards _LEADERS (and the spawns that add to it)
+_CHOOSING = threading.Lock()  # one choice of the mode per process
 _LEADERS: set[int] = set()  # first processes of the steps running in this process
 _current: Launcher | None = None
 _subreaper_pid = 0
@@ -595,7 +596,7 @@ _subreaper_pid = 0
 def current() -> Launcher:
     """This process's launcher: chosen at worker start (``configure``), or at the first step."""
     global _current
-    with _LOCK:
+    with _CHOOSING:
         if _current is None:
             _current = choose(settings.STAGELINE_STEP_ISOLATION, settings.STAGELINE_STEP_USER)
         return _current
@@ -605,9 +606,10 @@ def configure(announce: Callable[[str], None] | None = None) -> Launcher:
     """Choose the mode at worker start, say it, and protect the worker's own process.
     An explicit mode that cannot be honoured raises ImproperlyConfigured (start-up stops)."""
     global _current
-    launcher = choose(settings.STAGELINE_STEP_ISOLATION, settings.STAGELINE_STEP_USER)
-    with _LOCK:
-        _current = launcher
+    with _CHOOSING:
+        launcher = _current = choose(
+            settings.STAGELINE_STEP_ISOLATION, settings.STAGELINE_STEP_USER
+        )
     protect_worker()
     line = f"stageline worker: step isolation = {launcher.describe()}"
     (announce or _to_stderr)(line)
