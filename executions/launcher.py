@@ -302,7 +302,7 @@ class StepProcess:
 # step's script ends (or the worker says "kill") it kills every other process of the sandbox
 # (``kill(-1)``: all but init and itself), empties /tmp, /var/tmp and /dev/shm, and answers
 # with the exit code. Non-dumpable, so that a step (the same user) cannot trace or read it.
-SANDBOX_HELPER = r"""
+SANDBOX_HELPER = r"""# stageline sandbox helper
 import ctypes, json, os, select, shutil, signal, socket, sys, time
 libc = ctypes.CDLL(None)
 libc.prctl(4, 0, 0, 0, 0)
@@ -334,20 +334,32 @@ def sweep():
         time.sleep(0.01)
     return False
 
-def wipe(folder):
+def mount_points():
+    with open("/proc/self/mountinfo") as handle:
+        return {line.split()[4] for line in handle}
+
+def wipe(folder, keep):
+    # Empty folder, never crossing into a mount (a shared folder mounted under /tmp stays).
+    clean = True
     try:
         entries = list(os.scandir(folder))
     except OSError:
         return True
     for entry in entries:
+        path = entry.path
+        if path in keep:
+            continue
+        if any(point.startswith(path + "/") for point in keep):
+            clean = wipe(path, keep) and clean
+            continue
         try:
             if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path)
+                shutil.rmtree(path)
             else:
-                os.unlink(entry.path)
+                os.unlink(path)
         except OSError:
-            return False
-    return True
+            clean = False
+    return clean
 
 while True:
     try:
@@ -393,8 +405,9 @@ while True:
             status = code
     os.close(pidfd)
     clean = sweep()
+    keep = mount_points()
     for folder in ("/tmp", "/var/tmp", "/dev/shm"):
-        clean = wipe(folder) and clean
+        clean = wipe(folder, keep) and clean
     code = os.waitstatus_to_exitcode(status)
     sock.send(json.dumps({"exit": code if code >= 0 else 128 - code, "clean": clean}).encode())
 """

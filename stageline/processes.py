@@ -55,3 +55,31 @@ def command_line(pid: int) -> str:
     except OSError:
         return ""
     return raw.replace(b"\0", b" ").decode(errors="replace").strip()
+
+
+# What the step launcher (executions/launcher.py) puts between the worker and a step's script
+# in the sandbox: bubblewrap (twice: the sandbox and its init) and, in a long-lived sandbox,
+# its helper, whose command line carries this mark.
+SANDBOX_HELPER_MARK = "stageline sandbox helper"
+
+
+def step_processes(pid: int) -> list[int]:
+    """The live processes of the step whose first process is ``pid`` (``StepRun.pid``): in a
+    sandbox (``pid`` is bubblewrap), its descendants but bubblewrap and the sandbox's helper;
+    otherwise the process group ``pid`` leads."""
+    if not command_line(pid).split(" ", 1)[0].endswith("bwrap"):
+        return live_processes_in_group(pid)
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        rest = _stat(int(stat.parent.name))
+        if rest is not None and rest[0] != "Z":
+            children.setdefault(int(rest[1]), []).append(int(stat.parent.name))
+    found: list[int] = []
+    stack = list(children.get(pid, []))
+    while stack:
+        child = stack.pop()
+        stack += children.get(child, [])
+        line = command_line(child)
+        if not line.split(" ", 1)[0].endswith("bwrap") and SANDBOX_HELPER_MARK not in line:
+            found.append(child)
+    return found

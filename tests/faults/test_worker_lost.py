@@ -12,7 +12,7 @@ import pytest
 from executions.models import Status, StepRun
 from executions.retry import create_retry
 from executions.services import run_pipeline
-from stageline.processes import live_processes_in_group
+from stageline.processes import step_processes
 from tests.faults.checks import assert_each_step_ran_at_most_once, assert_nothing_active
 from tests.faults.servers import broker_url, forget_unacked
 from tests.helpers.factories import make_pipeline, serial_pipeline, shell_stage
@@ -142,12 +142,12 @@ def test_the_processes_of_a_step_whose_worker_was_killed_are_gone_once_the_step_
     doomed.start("doomed", QUEUE, concurrency=1)
     pipeline = fragile_pipeline(personas.project)
     execution, step = start_and_wait_for_hold(pipeline, personas.executor)
-    assert len(live_processes_in_group(step.pid)) >= 2, "bash and its sleep should be running"
+    assert len(step_processes(step.pid)) >= 2, "bash and its sleep should be running"
 
     doomed.kill("doomed")
     try:
         wait_for_status(execution, Status.FAILED, timeout=30)
-        left = live_processes_in_group(step.pid)
+        left = step_processes(step.pid)
         assert not left, (
             f"the lost step's processes {left} still run after the step was failed: a retry "
             "would run the stage a second time beside them"

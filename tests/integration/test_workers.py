@@ -14,7 +14,7 @@ import pytest
 from executions.models import Execution, StepRun
 from executions.services import abort_execution, run_pipeline
 from executions.states import ACTIVE, Status
-from stageline.processes import is_alive, live_processes_in_group, parent_of
+from stageline.processes import is_alive, parent_of, step_processes
 from stageline.workers import ROOT
 from tests.helpers.factories import make_pipeline, serial_pipeline, shell_stage
 from tests.helpers.runs import log_of, step_of, wait_for, wait_for_status, worker_pid
@@ -139,15 +139,13 @@ def test_abort_kills_the_whole_process_group_of_a_step_in_another_process(worker
         "the step's shell is not a child of the worker"
     )
     assert workers.owner_of(worker_pid(step)) == "w1"
-    wait_for(
-        lambda: len(live_processes_in_group(shell)) >= 3, timeout=10, message="bash and both sleeps"
-    )
+    wait_for(lambda: len(step_processes(shell)) >= 3, timeout=10, message="bash and both sleeps")
 
     abort_execution(execution=execution, user=personas.executor)
 
     execution = wait_for_status(execution, Status.ABORTED, timeout=15)
     wait_for(
-        lambda: not live_processes_in_group(shell),
+        lambda: not step_processes(shell),
         timeout=15,
         message="no process left of the step",
     )
