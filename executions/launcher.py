@@ -178,11 +178,13 @@ class Launcher:
     # --- starting and ending a step ------------------------------------------------------------
 
     def command(
-        self, script: Path, workdir: Path, helper: bool = False
+        self, script: Path, workdir: Path, helper: bool = False, workdir_fd: int = -1
     ) -> tuple[list[str], Callable[[], None] | None]:
         """The command that runs ``script`` in ``workdir`` (or, with ``helper``, the long-lived
         sandbox's helper), and its ``preexec_fn`` (or None: then Python starts it by vfork,
-        ~6 ms cheaper than a fork of a large worker)."""
+        ~6 ms cheaper than a fork of a large worker). The sandbox mounts the working directory
+        from ``workdir_fd`` (``open_dir``, passed to the child): the step user need not be able
+        to reach it by its path."""
         drop = []
         if self.user:
             assert self.setpriv  # checked when the mode was chosen
@@ -194,17 +196,30 @@ class Launcher:
             ]
         if self.mode == Isolation.SANDBOX:
             assert self.bwrap
-            death = [self.setpriv, "--pdeathsig", "KILL"] if self.setpriv else []
+            inside = (
+                [SANDBOX_PYTHON, "-I", "-S", "-c", SANDBOX_HELPER]
+                if helper
+                else [*BASH, "-e", str(self.seen(script))]
+            )
+            become: list[str] = []
             if drop:
-                drop.insert(1, "--pdeathsig=KILL")
+                # A root worker runs bubblewrap as root (it reaches every path, needs no user
+                # namespace) and the step becomes the step user inside, with no capability left.
+                become = [
+                    "--cap-add",
+                    "CAP_SETUID",
+                    "--cap-add",
+                    "CAP_SETGID",
+                    *drop,
+                    "--inh-caps=-all",
+                    "--bounding-set=-all",
+                    "--",
+                ]
             return [
-                *(drop or death),
-                *sandbox_arguments(self.bwrap, workdir, self.shared_dirs),
-                *(
-                    [SANDBOX_PYTHON, "-I", "-S", "-c", SANDBOX_HELPER]
-                    if helper
-                    else [*BASH, "-e", str(self.seen(script))]
-                ),
+                *([self.setpriv, "--pdeathsig=KILL"] if self.setpriv else []),
+                *sandbox_arguments(self.bwrap, workdir_fd, self.shared_dirs),
+                *become,
+                *inside,
             ], None
         leader = [*BASH, "-c", GROUP_LEADER, str(script), str(os.getpid())]
         if self.setpriv:
@@ -214,23 +229,29 @@ class Launcher:
     def start(self, script: Path, workdir: Path, env: dict[str, str]) -> StepProcess | SandboxStep:
         if self.reuse:
             return SandboxStep(_sandbox_for_this_thread(self), script, env)
-        command, preexec = self.command(script, workdir)
+        fd = open_dir(workdir) if self.mode == Isolation.SANDBOX else -1
+        command, preexec = self.command(script, workdir, workdir_fd=fd)
         if self.mode != Isolation.SANDBOX:
             _become_subreaper()
         # Under the lock, so that a step ending in another thread never takes this one's first
         # process for an orphan to kill.
-        with _LOCK:
-            proc = subprocess.Popen(
-                command,
-                cwd=workdir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=preexec,
-            )
-            _LEADERS.add(proc.pid)
+        try:
+            with _LOCK:
+                proc = subprocess.Popen(
+                    command,
+                    cwd=workdir,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    preexec_fn=preexec,
+                    pass_fds=(fd,) if fd >= 0 else (),
+                )
+                _LEADERS.add(proc.pid)
+        finally:
+            if fd >= 0:
+                os.close(fd)
         return StepProcess(proc, self.mode)
 
 
@@ -431,20 +452,26 @@ class Sandbox:
             for path in (self.folder, self.workdir):
                 os.chown(path, launcher.user.uid, launcher.user.gid)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        command, _ = launcher.command(Path(SANDBOX_PYTHON), self.workdir, helper=True)
-        with _LOCK:  # a first process of this process's steps: never an orphan to sweep
-            self.proc = subprocess.Popen(
-                [*command, str(theirs.fileno())],
-                cwd=self.workdir,
-                env={"PATH": SANDBOX_PATH, "LANG": "C.UTF-8"},
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                pass_fds=(theirs.fileno(),),
-                start_new_session=True,
-            )
-            _LEADERS.add(self.proc.pid)
-        theirs.close()
+        fd = open_dir(self.workdir)
+        command, _ = launcher.command(
+            Path(SANDBOX_PYTHON), self.workdir, helper=True, workdir_fd=fd
+        )
+        try:
+            with _LOCK:  # a first process of this process's steps: never an orphan to sweep
+                self.proc = subprocess.Popen(
+                    [*command, str(theirs.fileno())],
+                    cwd=self.workdir,
+                    env={"PATH": SANDBOX_PATH, "LANG": "C.UTF-8"},
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    pass_fds=(theirs.fileno(), fd),
+                    start_new_session=True,
+                )
+                _LEADERS.add(self.proc.pid)
+        finally:
+            theirs.close()
+            os.close(fd)
         self.sock = ours
         self.busy = False
 
@@ -570,7 +597,12 @@ def _drop_sandbox(sandbox: Sandbox) -> None:
     sandbox.close()
 
 
-def sandbox_arguments(bwrap: str, workdir: Path, shared: tuple[Path, ...] = ()) -> list[str]:
+def open_dir(path: Path) -> int:
+    """A descriptor of the folder ``path`` for bubblewrap's ``--bind-fd``."""
+    return os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def sandbox_arguments(bwrap: str, workdir_fd: int, shared: tuple[Path, ...] = ()) -> list[str]:
     """bubblewrap's arguments: the system read-only, /etc without its secrets, a private /tmp,
     the working directory (and the configured shared folders) writable, nothing else."""
     args = [
@@ -590,10 +622,16 @@ def sandbox_arguments(bwrap: str, workdir: Path, shared: tuple[Path, ...] = ()) 
             args += ["--tmpfs", path, "--remount-ro", path]
         elif os.path.lexists(path):
             args += ["--ro-bind", "/dev/null", path]
-    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp"]
+    args += ["--proc", "/proc", "--dev", "/dev"]
+    args += ["--perms", "1777", "--tmpfs", "/tmp", "--perms", "1777", "--tmpfs", "/var/tmp"]
+    made = {Path("/"), Path("/tmp"), Path("/var"), Path("/var/tmp"), *map(Path, SYSTEM_PATHS)}
     for path in shared:
+        for parent in reversed(path.parents):  # crossable folders down to the mount point
+            if parent not in made:
+                args += ["--perms", "0755", "--dir", str(parent)]
+                made.add(parent)
         args += ["--bind", str(path), str(path)]
-    args += ["--bind", str(workdir), str(SANDBOX_WORKDIR), "--chdir", str(SANDBOX_WORKDIR)]
+    args += ["--bind-fd", str(workdir_fd), str(SANDBOX_WORKDIR), "--chdir", str(SANDBOX_WORKDIR)]
     return args
 
 
@@ -721,7 +759,8 @@ def _sandbox_problem(
             os.chown(workdir, user.uid, user.gid)
         script = workdir / "probe.sh"
         script.write_text("echo ok > probe.out\n")
-        command, _ = probe.command(script, workdir)
+        fd = open_dir(workdir)
+        command, _ = probe.command(script, workdir, workdir_fd=fd)
         try:
             done = subprocess.run(
                 command,
@@ -730,9 +769,12 @@ def _sandbox_problem(
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
                 timeout=30,
+                pass_fds=(fd,),
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             return f"bubblewrap could not start a probe step: {exc}"
+        finally:
+            os.close(fd)
         if done.returncode != 0 or not (workdir / "probe.out").exists():
             said = (done.stderr or done.stdout).decode(errors="replace").strip()[-300:]
             return (

@@ -7,7 +7,7 @@ import pytest
 from executions import engine
 from executions.models import Event, Execution, LogChunk, StageRun, Status, StepRun
 from executions.services import Conflict, abort_execution, answer_approval, run_pipeline
-from stageline.processes import live_processes_in_group
+from stageline.processes import step_processes
 from tests.helpers.factories import make_pipeline, serial_pipeline, shell_stage
 from tests.helpers.runs import wait_for, wait_for_stage, wait_for_status
 
@@ -207,7 +207,7 @@ def test_abort_kills_a_running_step_and_ends_aborted(worker, personas):
         message="the worker to kill the step",
     )
     wait_for(
-        lambda: not live_processes_in_group(pid), timeout=10, message="no process left of the step"
+        lambda: not step_processes(pid), timeout=10, message="no process left of the step"
     )
     assert Event.objects.filter(
         execution=execution, action="aborted", actor=personas.executor
