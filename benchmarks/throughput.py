@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from pathlib import Path
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Max, Q
 

@@ -206,9 +206,7 @@ def test_abort_kills_a_running_step_and_ends_aborted(worker, personas):
         timeout=15,
         message="the worker to kill the step",
     )
-    wait_for(
-        lambda: not step_processes(pid), timeout=10, message="no process left of the step"
-    )
+    wait_for(lambda: not step_processes(pid), timeout=10, message="no process left of the step")
     assert Event.objects.filter(
         execution=execution, action="aborted", actor=personas.executor
     ).exists()

@@ -10,8 +10,8 @@ from executions.models import StepRun
 from executions.runners.shell import parse_outputs
 from executions.services import run_pipeline
 from executions.states import Status
-from tests.conftest import wait_for_status
-from tests.factories import make_pipeline, serial_pipeline, shell_stage
+from tests.helpers.factories import make_pipeline, serial_pipeline, shell_stage
+from tests.helpers.runs import wait_for_status
 
 
 def test_carriage_returns_and_unicode_line_separators_do_not_start_a_line():
