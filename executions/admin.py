@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from executions.models import Event, Execution, LogChunk, StageRun, StepRun
+from executions.models import Event, Execution, LogChunk, PendingWait, StageRun, StepRun
 from pipelines.admin import ScopedAdmin
 
 
@@ -78,3 +78,11 @@ class EventAdmin(ReadOnlyAdmin):
     list_display = ["at", "execution", "from_status", "to_status", "action", "actor"]
     list_filter = ["action", "to_status"]
     list_select_related = ["execution__pipeline", "actor"]
+
+
+@admin.register(PendingWait)
+class PendingWaitAdmin(ReadOnlyAdmin):
+    project_path = "execution__pipeline__project"
+    list_display = ["__str__", "execution", "kind", "state", "due_at", "started_at"]
+    list_filter = ["kind", "state"]
+    list_select_related = ["execution__pipeline"]

@@ -93,7 +93,7 @@ class Execution(models.Model):
         "pipelines.PipelineVersion", on_delete=models.PROTECT, related_name="executions"
     )
     sequence = models.PositiveIntegerField()
-    status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
     triggered_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -170,7 +170,7 @@ class StageRun(models.Model):
     name = models.CharField(max_length=200)
     group_index = models.PositiveIntegerField()
     position = models.PositiveIntegerField()
-    status = models.CharField(max_length=12, choices=Status.choices, default=Status.NOT_STARTED)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.NOT_STARTED)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     outputs = models.JSONField(default=dict, blank=True)
@@ -214,7 +214,7 @@ class StepRun(models.Model):
     name = models.CharField(max_length=200)
     type = models.CharField(max_length=20)
     position = models.PositiveIntegerField()
-    status = models.CharField(max_length=12, choices=Status.choices, default=Status.NOT_STARTED)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.NOT_STARTED)
     queued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -276,6 +276,70 @@ class StepRun(models.Model):
         return _seconds_between(self.started_at, self.finished_at)
 
 
+class PendingWaitQuerySet(models.QuerySet):
+    def due(self, now: datetime) -> PendingWaitQuerySet:
+        """What the scheduler starts now: pending waits whose time has come, oldest first."""
+        return self.filter(state=PendingWait.State.PENDING, due_at__lte=now).order_by("due_at")
+
+    def claim(self, wait: PendingWait, now: datetime) -> bool:
+        """Pending → started, a compare-and-set: True for the one caller that won, so a wait is
+        started once however many schedulers (or restarts) pick it up."""
+        return bool(
+            self.filter(pk=wait.pk, state=PendingWait.State.PENDING).update(
+                state=PendingWait.State.STARTED, started_at=now
+            )
+        )
+
+    def cancel(self, **where: Any) -> int:
+        """Pending → cancelled for the waits ``where`` selects (an abort, an answer)."""
+        return self.filter(state=PendingWait.State.PENDING, **where).update(
+            state=PendingWait.State.CANCELLED
+        )
+
+
+class PendingWait(models.Model):
+    """A durable wait of a failure strategy (SPEC §9): a retry's interval before the next
+    attempt, or a manual intervention's timeout. The row, not a worker's timer, holds the
+    due time, so a worker or scheduler restart loses nothing; the scheduler (``engine.reap``)
+    starts what is due, claiming each row with a compare-and-set so nothing starts twice; an
+    abort cancels the execution's pending waits."""
+
+    class Kind(models.TextChoices):
+        RETRY = "retry", "Retry interval"
+        INTERVENTION = "intervention", "Intervention timeout"
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        STARTED = "started", "Started"
+        CANCELLED = "cancelled", "Cancelled"
+
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="waits")
+    step_run = models.ForeignKey(StepRun, on_delete=models.CASCADE, related_name="waits")
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    due_at = models.DateTimeField()
+    state = models.CharField(max_length=12, choices=State.choices, default=State.PENDING)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+
+    objects = PendingWaitQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["due_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["step_run"],
+                condition=Q(state="pending"),
+                name="pending_wait_one_per_step",
+            ),
+        ]
+        indexes = [models.Index(fields=["state", "due_at"], name="pending_wait_due_idx")]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.get_kind_display()} of step run {self.step_run_id} due {self.due_at:%H:%M:%S}"
+        )
+
+
 class LogChunk(models.Model):
     """A piece of a step's output, stored as it is produced (secrets already masked)."""
 
@@ -304,8 +368,8 @@ class Event(models.Model):
     step_run = models.ForeignKey(
         StepRun, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
     )
-    from_status = models.CharField(max_length=12, blank=True)
-    to_status = models.CharField(max_length=12, blank=True)
+    from_status = models.CharField(max_length=20, blank=True)
+    to_status = models.CharField(max_length=20, blank=True)
     action = models.CharField(max_length=40, blank=True)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

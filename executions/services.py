@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from executions import engine
 from executions.inputs import InputErrors, validate_inputs
-from executions.models import Execution, StageRun, StepRun
+from executions.models import Execution, PendingWait, StageRun, StepRun
 from executions.selection import select_stages
 from executions.states import ACTIVE, Status
 from executions.transitions import events_batched, record, transition
@@ -293,7 +293,8 @@ def run_pipeline(
 
 def abort_execution(*, execution: Execution, user) -> Execution:
     """Abort a running execution: running steps are killed by their workers (they watch their
-    status), waiting approvals are cancelled, the execution ends ABORTED."""
+    status), waiting approvals, interventions and failure-strategy waits are cancelled, the
+    execution ends ABORTED."""
     permissions.check(user, "execute", execution)
     with transaction.atomic():
         locked = Execution.objects.select_for_update().get(pk=execution.pk)
@@ -301,6 +302,7 @@ def abort_execution(*, execution: Execution, user) -> Execution:
             raise Conflict(
                 f"Execution #{locked.sequence} already ended {locked.get_status_display()}."
             )
+        PendingWait.objects.cancel(execution=locked)
         for step in StepRun.objects.filter(execution=locked, status__in=list(ACTIVE)):
             transition(
                 step, to=Status.ABORTED, sources=ACTIVE, actor=user, error="aborted by " + str(user)

@@ -31,6 +31,13 @@ Who makes each move:
   stage's (the step's status), then the execution's (the worst of a group, ``worst``).
 - Terminal statuses never change: a retry is a new execution.
 
+Failure strategies (SPEC §9) add: ``RUNNING → IGNORED`` (``ignore``: the step failed, the
+stage and run go on); ``RUNNING → QUEUED`` (``retry``: the next attempt, dispatched at once or
+when its durable wait is due); ``RUNNING | WAITING → INTERVENTION_WAITING`` (``manual_intervention``;
+a stage or execution with such a step waits too); ``INTERVENTION_WAITING → QUEUED | IGNORED |
+SUCCESS | FAILED | ABORTED`` (the answer, or ``on_timeout``) and ``→ RUNNING | WAITING`` (a stage
+or execution going on after it). ``IGNORED`` is terminal and counts as succeeded.
+
 Moves the table forbids (and that nothing makes): back to ``NOT_STARTED`` or ``QUEUED``; out of
 a terminal status; ``NOT_STARTED → ABORTED`` (abort touches active rows only: what never
 started stays NOT_STARTED); ``QUEUED → SUCCESS | EXPIRED | REJECTED | WAITING`` (an execution
@@ -58,20 +65,36 @@ class Status(models.TextChoices):
     EXPIRED = "EXPIRED", "Expired"
     REJECTED = "REJECTED", "Rejected"
     SKIPPED = "SKIPPED", "Skipped"
+    # Failure strategies (SPEC §9): a failure ignored by a rule (it counts as a success), and a
+    # failed step waiting for a person to choose what happens (retry, ignore, …, abort).
+    IGNORED = "IGNORED", "Failed, ignored"
+    INTERVENTION_WAITING = "INTERVENTION_WAITING", "Needs intervention"
 
 
-ACTIVE: frozenset[str] = frozenset({Status.QUEUED, Status.RUNNING, Status.WAITING})
+ACTIVE: frozenset[str] = frozenset(
+    {Status.QUEUED, Status.RUNNING, Status.WAITING, Status.INTERVENTION_WAITING}
+)
 TERMINAL: frozenset[str] = frozenset(
-    {Status.SUCCESS, Status.FAILED, Status.ABORTED, Status.EXPIRED, Status.REJECTED, Status.SKIPPED}
+    {
+        Status.SUCCESS,
+        Status.FAILED,
+        Status.ABORTED,
+        Status.EXPIRED,
+        Status.REJECTED,
+        Status.SKIPPED,
+        Status.IGNORED,
+    }
 )
 # An execution that ended so can be retried (SPEC §4).
 RETRYABLE: frozenset[str] = frozenset(
     {Status.FAILED, Status.ABORTED, Status.EXPIRED, Status.REJECTED}
 )
-# A stage or step that ended so lets the next one start.
-SUCCEEDED: frozenset[str] = frozenset({Status.SUCCESS, Status.SKIPPED})
-# An execution is never skipped (SPEC §3: "the same less SKIPPED").
-EXECUTION_STATUSES: frozenset[str] = frozenset(Status) - {Status.SKIPPED}
+# A stage or step that ended so lets the next one start (and is carried over by a retry): an
+# IGNORED step failed, but a failure strategy said to go on (SPEC §9).
+SUCCEEDED: frozenset[str] = frozenset({Status.SUCCESS, Status.SKIPPED, Status.IGNORED})
+# An execution is never skipped (SPEC §3: "the same less SKIPPED"), nor ignored (a run whose
+# failures were ignored ends SUCCESS).
+EXECUTION_STATUSES: frozenset[str] = frozenset(Status) - {Status.SKIPPED, Status.IGNORED}
 
 # The worst status first: the status a parallel group (and so its execution) ends with when its
 # members ended differently, and the status the retry planner shows for a group.
@@ -80,11 +103,13 @@ WORST_FIRST: tuple[str, ...] = (
     Status.FAILED,
     Status.EXPIRED,
     Status.REJECTED,
+    Status.INTERVENTION_WAITING,
     Status.RUNNING,
     Status.WAITING,
     Status.QUEUED,
     Status.NOT_STARTED,
     Status.SKIPPED,
+    Status.IGNORED,
     Status.SUCCESS,
 )
 
@@ -92,14 +117,32 @@ _ENDINGS = frozenset(
     {Status.SUCCESS, Status.FAILED, Status.EXPIRED, Status.REJECTED, Status.ABORTED}
 )
 
+# What a failure strategy makes of a running step (SPEC §9): the failure ignored, or a person
+# asked to choose.
+_STRATEGIES = frozenset({Status.IGNORED, Status.INTERVENTION_WAITING})
+
 # Which statuses a row may move to from each status (see the diagram above).
 TRANSITIONS: Mapping[str, frozenset[str]] = {
     Status.NOT_STARTED: frozenset(
         {Status.QUEUED, Status.RUNNING, Status.WAITING, Status.SKIPPED, Status.FAILED}
     ),
     Status.QUEUED: frozenset({Status.RUNNING, Status.ABORTED, Status.FAILED, Status.SKIPPED}),
-    Status.RUNNING: _ENDINGS | {Status.WAITING},
-    Status.WAITING: _ENDINGS | {Status.RUNNING},
+    # QUEUED: a failure strategy's retry queues the step's next attempt.
+    Status.RUNNING: _ENDINGS | _STRATEGIES | {Status.WAITING, Status.QUEUED},
+    Status.WAITING: _ENDINGS | {Status.RUNNING, Status.INTERVENTION_WAITING},
+    # An answer (or its timeout): retry queues a new attempt; ignore, mark as success, mark as
+    # failure, abort end it. A stage or execution runs on (or waits for an approval) after it.
+    Status.INTERVENTION_WAITING: frozenset(
+        {
+            Status.QUEUED,
+            Status.RUNNING,
+            Status.WAITING,
+            Status.IGNORED,
+            Status.SUCCESS,
+            Status.FAILED,
+            Status.ABORTED,
+        }
+    ),
     **{status: frozenset() for status in TERMINAL},
 }
 

@@ -74,6 +74,22 @@ def test_terminal_statuses_never_change_and_the_moves_the_engine_makes_are_allow
     assert not is_allowed(Status.QUEUED, Status.REJECTED)
 
 
+def test_the_moves_of_failure_strategies_are_allowed_and_ignored_is_final():
+    # SPEC §9: a failed attempt is queued again (retry), ignored, or waits for a person, whose
+    # answer (or the timeout) queues a new attempt or ends the step.
+    for to in (Status.QUEUED, Status.IGNORED, Status.INTERVENTION_WAITING):
+        assert is_allowed(Status.RUNNING, to)
+    for to in (Status.QUEUED, Status.IGNORED, Status.SUCCESS, Status.FAILED, Status.ABORTED):
+        assert is_allowed(Status.INTERVENTION_WAITING, to)
+    assert TRANSITIONS[Status.IGNORED] == frozenset()
+    # An execution whose failures were ignored ends SUCCESS: it is never IGNORED itself.
+    assert not is_allowed(Status.RUNNING, Status.IGNORED, execution=True)
+    assert is_allowed(Status.RUNNING, Status.INTERVENTION_WAITING, execution=True)
+    # Nothing goes back to NOT_STARTED, and nothing skips the wait for a person.
+    assert not is_allowed(Status.INTERVENTION_WAITING, Status.NOT_STARTED)
+    assert not is_allowed(Status.NOT_STARTED, Status.INTERVENTION_WAITING)
+
+
 def test_a_lost_compare_and_set_writes_nothing(rows):
     step = rows["step"]
     StepRun.objects.filter(pk=step.pk).update(status=Status.RUNNING)
@@ -88,3 +104,5 @@ def test_the_worst_status_of_a_group_is_the_same_for_the_engine_and_the_retry_pl
     assert worst([Status.FAILED, Status.ABORTED]) == Status.ABORTED
     assert worst([Status.SUCCESS, Status.EXPIRED, Status.REJECTED]) == Status.EXPIRED
     assert worst([Status.SUCCESS, Status.SKIPPED]) == Status.SKIPPED
+    assert worst([Status.SUCCESS, Status.IGNORED]) == Status.IGNORED
+    assert worst([Status.FAILED, Status.INTERVENTION_WAITING]) == Status.FAILED
