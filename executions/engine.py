@@ -23,7 +23,7 @@ from functools import partial
 from celery import current_app
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Exists, OuterRef, Subquery
+from django.db.models import Exists, F, OuterRef, Subquery
 from django.utils import timezone
 
 from executions.context import build_context
@@ -381,6 +381,31 @@ def _simple_handover(
     return following.identifier, following.steps[0].identifier
 
 
+def _claimed_by_lost_answer(
+    execution: Execution, simple: tuple[str, str], worker: str
+) -> StepRun | None:
+    """After a database error on the simple path's statement, before sending it again: the
+    step that statement claimed for ``worker`` if it committed and only its answer was lost
+    (RUNNING, claimed, never queued: nobody else claims a step that way), so that it runs here
+    instead of waiting for its lease to lapse. None if the statement did not commit."""
+    next_stage, next_step = simple
+    step = (
+        StepRun.objects.select_related("stage_run")
+        .filter(
+            execution_id=execution.pk,
+            stage_run__identifier=next_stage,
+            identifier=next_step,
+            status=Status.RUNNING,
+            worker=worker,
+            queued_at=F("started_at"),
+        )
+        .first()
+    )
+    if step is not None:
+        step.execution = execution
+    return step
+
+
 class RunHere:
     """The fast path: the step that a finishing step makes due, claimed for the same worker in
     the same transaction as the result (NOT_STARTED → QUEUED → RUNNING, with its lease) and run
@@ -419,6 +444,8 @@ def _run_claimed(step: StepRun, here: RunHere | None) -> StepRun | None:
             status=Status.FAILED, error=f"internal error: {type(exc).__name__}: {exc}"
         )
 
+    sent: list[bool] = []  # the simple path's statement was sent (its answer may be lost)
+
     def finish() -> StepRun | None:
         # The result and what it makes due (the next stage queued, the execution finished) commit
         # together, under the execution's lock (taken first, as every other writer does).
@@ -430,6 +457,10 @@ def _run_claimed(step: StepRun, here: RunHere | None) -> StepRun | None:
             # One statement, a transaction of its own: the execution's lock, the result, the
             # stage done, the next stage started and its step claimed here, the events.
             assert here is not None
+            if sent and (adopted := _claimed_by_lost_answer(execution, simple, here.worker)):
+                here.step = adopted
+                return adopted
+            sent.append(True)
             now = timezone.now()
             handover = finish_and_claim_next(
                 step,

@@ -9,12 +9,13 @@ Steps run here, in the test process, with the real engine (``drive``).
 from __future__ import annotations
 
 import pytest
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from executions import engine, launcher
 from executions.models import Event, Execution, StageRun, Status, StepRun
 from executions.retry import create_retry, plan_retry
+from executions.runners import base as runners_base
 from executions.services import _new_runs, run_pipeline
 from tests.helpers.factories import make_pipeline, serial_pipeline, shell_stage
 from tests.helpers.pages import many_stages_yaml
@@ -124,6 +125,40 @@ def test_a_step_claimed_by_the_task_before_it_reads_as_queued_and_claimed(person
     assert stage_events == [
         (stage, status) for stage in "abc" for status in (Status.RUNNING, Status.SUCCESS)
     ]
+
+
+def test_an_answer_lost_at_a_stage_boundary_runs_nothing_twice_and_loses_nothing(
+    personas, monkeypatch
+):
+    """PostgreSQL commits the boundary's one statement but its answer never reaches the worker
+    (a connection cut at that moment): the worker tries again, finds the step that statement
+    claimed for it and runs it, instead of leaving it to lapse as a lost worker's."""
+    real = engine.finish_and_claim_next
+    lost: list[object] = []
+
+    def answer_lost(*args, **kwargs):
+        handover = real(*args, **kwargs)
+        if not lost:
+            lost.append(handover)
+            raise OperationalError("server closed the connection unexpectedly")
+        return handover
+
+    monkeypatch.setattr(engine, "finish_and_claim_next", answer_lost)
+    monkeypatch.setattr(runners_base, "_reset_connection", lambda: None)  # the test's transaction
+    pipeline = make_pipeline(
+        personas.project,
+        serial_pipeline("lost", [shell_stage(s, f"echo ran {s}") for s in "abc"]),
+    )
+    execution = run_pipeline(pipeline=pipeline, user=personas.executor, inputs={})
+    run_here(execution)
+
+    execution.refresh_from_db()
+    assert execution.status == Status.SUCCESS
+    assert bool(lost) == (connection.vendor == "postgresql")  # only PostgreSQL takes that path
+    for step in StepRun.objects.filter(execution=execution):
+        assert (step.status, step.attempts) == (Status.SUCCESS, 1)
+        log = "".join(step.log_chunks.values_list("text", flat=True))
+        assert log.count("ran ") == 1
 
 
 def test_a_step_on_another_queue_still_goes_through_the_broker(personas):
