@@ -116,8 +116,10 @@ INSTALLED_APPS = [
     "django_htmx",
     "guardian",
     "axes",
+    "ninja",  # serves the API docs page's Swagger UI from static files (no CDN)
     "pipelines",
     "executions",
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -301,6 +303,8 @@ STAGELINE_STEP_USER = env_str("STAGELINE_STEP_USER", "stageline-step")
 STAGELINE_STEP_SHARED_DIRS = [p for p in env_str("STAGELINE_STEP_SHARED_DIRS").split(":") if p]
 STAGELINE_MAX_YAML_BYTES = env_int("STAGELINE_MAX_YAML_BYTES", 256 * 1024)
 STAGELINE_MAX_INPUT_CHARS = env_int("STAGELINE_MAX_INPUT_CHARS", 4096)
+# The JSON API (api/): requests per minute and per personal access token (0: no limit).
+STAGELINE_API_RATE_PER_MINUTE = env_int("STAGELINE_API_RATE_PER_MINUTE", 120)
 # Secrets at rest (stageline.crypto): the first key encrypts, every key decrypts. Empty: the key
 # file $STAGELINE_VAR_DIR/secret.key, created (mode 0600) on first use.
 STAGELINE_SECRET_KEYS = env_list("STAGELINE_SECRET_KEYS", "")

@@ -9,6 +9,7 @@ urlpatterns = [
     path("", include("pipelines.urls")),
     path("", include("pipelines.access_urls")),
     path("", include("executions.urls")),
+    path("", include("api.urls")),
 ]
 
 handler400 = "config.views.bad_request"

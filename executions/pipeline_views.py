@@ -11,11 +11,8 @@ page head. Objects are loaded through ``pipelines.loaders`` (404 for what the us
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db.models import OuterRef, Subquery
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
@@ -24,7 +21,7 @@ from django.views.decorators.vary import vary_on_headers
 
 from executions import listing
 from executions.forms import ExecutionFilterForm, RunForm, run_entries
-from executions.models import Execution, Status
+from executions.models import Status
 from executions.selection import picker_rows
 from executions.services import run_pipeline
 from pipelines import permissions
@@ -34,25 +31,6 @@ from pipelines.presenters import pipeline_context, run_reason
 from pipelines.spec.model import PipelineSpec
 from stageline.errors import Forbidden, Invalid, NotFound, Refusal
 from stageline.htmx import done, page_or_partial, render_dialog
-
-
-def _pipelines_with_last_execution(user, project: Project) -> list[Any]:
-    """The project's pipelines ``user`` may see, each with its last execution's id, number,
-    status and time as annotations (one query, whatever the number of pipelines). The rows are
-    ``Pipeline`` objects carrying those annotations (and, later, the page's ``run_reason``)."""
-    last = Execution.objects.filter(pipeline=OuterRef("pk")).order_by("-id")
-    return list(
-        permissions.visible_pipelines(user)
-        .filter(project=project)
-        .select_related("project__organization")
-        .annotate(
-            last_id=Subquery(last.values("id")[:1]),
-            last_number=Subquery(last.values("sequence")[:1]),
-            last_status=Subquery(last.values("status")[:1]),
-            last_at=Subquery(last.values("created_at")[:1]),
-        )
-        .order_by("name", "identifier")
-    )
 
 
 def _executions_listing(
@@ -83,7 +61,7 @@ def _executions_listing(
 @vary_on_headers("HX-Request")
 def project_detail(request: HttpRequest, org: str, project: str) -> HttpResponse:
     project_obj = load_project(request.user, org, project)
-    pipelines = _pipelines_with_last_execution(request.user, project_obj)
+    pipelines = listing.pipelines_with_last_execution(request.user, project_obj)
     form, page = _executions_listing(
         request, project=project_obj, pipeline=None, pipelines=pipelines
     )

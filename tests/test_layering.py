@@ -1,6 +1,6 @@
 """The direction of imports (docs: README "Architecture map", ARCHITECTURE.md):
 
-    config  ->  executions  ->  pipelines  ->  stageline (plain Python)
+    config  ->  api  ->  executions  ->  pipelines  ->  stageline (plain Python)
 
 read from the source (AST), so that an import running the wrong way, or one hidden inside a
 function to dodge a circle, fails here with the file and line:
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("config", "pipelines", "executions", "stageline", "benchmarks")
+PACKAGES = ("config", "api", "pipelines", "executions", "stageline", "benchmarks")
 APPS = ("pipelines", "executions")
 
 
@@ -94,6 +94,10 @@ def pipelines_imports_executions(found: Import) -> bool:
     return found.path.startswith("pipelines/") and _is(found.module, "executions")
 
 
+def a_lower_layer_imports_api(found: Import) -> bool:
+    return found.path.split("/")[0] in (*APPS, "stageline") and _is(found.module, "api")
+
+
 def stageline_imports_an_app(found: Import) -> bool:
     return found.path.startswith("stageline/") and (
         any(_is(found.module, package) for package in (*APPS, "config", "benchmarks"))
@@ -114,6 +118,13 @@ def test_pipelines_never_imports_executions():
     assert not wrong, "pipelines must not import executions:\n" + "\n".join(wrong)
 
 
+def test_only_config_imports_the_api():
+    wrong = [f"{i.path}:{i.line} imports {i.module}" for i in ALL if a_lower_layer_imports_api(i)]
+    assert not wrong, "the api builds on executions and pipelines, never the other way:\n" + (
+        "\n".join(wrong)
+    )
+
+
 def test_stageline_imports_neither_app_nor_config_nor_models():
     wrong = [f"{i.path}:{i.line} imports {i.module}" for i in ALL if stageline_imports_an_app(i)]
     assert not wrong, "stageline is plain Python shared by both apps:\n" + "\n".join(wrong)
@@ -132,6 +143,7 @@ def test_no_import_is_hidden_inside_a_function():
         ("from executions.models import Execution\n", "pipelines/x.py", "pipelines"),
         ("import executions.states\n", "pipelines/spec/x.py", "pipelines"),
         ("from ..executions import models\n", "pipelines/x.py", "pipelines"),
+        ("from api.tokens import authenticate\n", "executions/x.py", "api"),
         ("from pipelines.models import Project\n", "stageline/x.py", "stageline"),
         ("from django.contrib.auth.models import User\n", "stageline/x.py", "stageline"),
         ("from guardian import models\n", "stageline/x.py", "stageline"),
@@ -148,6 +160,7 @@ def test_each_rule_catches_what_it_forbids(tmp_path, source, path, rule):
     check = {
         "pipelines": pipelines_imports_executions,
         "stageline": stageline_imports_an_app,
+        "api": a_lower_layer_imports_api,
         "function": lambda i: i.in_function,
     }[rule]
     assert any(check(i) for i in found)

@@ -1,0 +1,203 @@
+"""The JSON shapes of the API (pydantic models through ``ninja.Schema``): what each endpoint
+takes and answers. The OpenAPI schema at /api/v1/schema is generated from these and from the
+endpoints' signatures, so it cannot drift from the code."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from ninja import Schema
+from pydantic import Field
+
+# A runtime input value as JSON may carry it; the service validates it against the pipeline.
+InputValue = str | int | float | bool | None
+
+
+class Error(Schema):
+    detail: str = Field(description="What was wrong, in words a person reads.")
+    errors: dict[str, str] = Field(
+        default_factory=dict, description="Messages by field (400), when the problem has a place."
+    )
+
+
+class Project(Schema):
+    organization: str
+    slug: str
+    name: str
+    url: str = Field(description="The project's page.")
+
+
+class LastExecution(Schema):
+    id: int
+    sequence: int
+    status: str
+    created_at: datetime
+
+
+class Pipeline(Schema):
+    identifier: str
+    name: str
+    version: int | None = Field(description="Number of the current version (None: no YAML yet).")
+    last_execution: LastExecution | None
+    can_run: bool = Field(description="Whether the caller may run it (Execute permission).")
+    url: str
+
+
+class ExecutionSummary(Schema):
+    id: int
+    pipeline: str = Field(description="org/project/pipeline")
+    sequence: int
+    status: str
+    triggered_by: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_seconds: float | None
+    attempt: int
+    retry_of: int | None
+    retried_as: int | None
+    rerun_of: int | None
+    url: str = Field(description="The execution's page.")
+
+
+class ExecutionPage(Schema):
+    items: list[ExecutionSummary]
+    older: int | None = Field(description="Pass as ?before= for the next (older) page.")
+    newer: int | None = Field(description="Pass as ?after= for the previous (newer) page.")
+
+
+class Step(Schema):
+    id: int
+    identifier: str
+    name: str
+    type: str
+    status: str
+    started_at: datetime | None
+    finished_at: datetime | None
+    exit_code: int | None
+    error: str
+    attempts: int
+    carried_from_execution: int | None = Field(
+        description="The execution whose result this carried-over step shows."
+    )
+    log_bytes: int
+    log_url: str
+
+
+class Stage(Schema):
+    identifier: str
+    name: str
+    group_index: int
+    status: str
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str
+    carried_from_execution: int | None
+    steps: list[Step]
+
+
+class ChainLink(Schema):
+    id: int
+    sequence: int
+    attempt: int
+    status: str
+
+
+class ExecutionDetail(ExecutionSummary):
+    version: int
+    error: str
+    inputs: dict[str, str] = Field(description="Runtime input values (secrets are not shown).")
+    secret_inputs: list[str] = Field(description="Names of the secret inputs that were set.")
+    resumed_from: str
+    retry_mode: str
+    reason: str
+    changed_inputs: list[str]
+    stages: list[Stage]
+    chain: list[ChainLink] = Field(description="The retry chain, oldest first.")
+
+
+class StepLog(Schema):
+    step: int
+    offset: int = Field(description="Byte offset of ``text`` in the log.")
+    next_offset: int = Field(description="Pass as ?after= to read on.")
+    text: str
+    complete: bool = Field(description="Every byte of the log is stored (the step has ended).")
+    more: bool = Field(description="More bytes are stored after ``next_offset`` already.")
+    truncated: bool = Field(description="The middle of an over-long log was dropped.")
+    exit_code: int | None
+    outputs: dict[str, str] = Field(description="The step's outputs, secrets masked.")
+
+
+class RunIn(Schema):
+    inputs: dict[str, InputValue] = Field(default_factory=dict)
+    stages: list[str] | None = Field(
+        default=None,
+        description="Stages to run (pipelines with allow_stage_selection); all if null.",
+    )
+
+
+class RetryIn(Schema):
+    from_stage: str = Field(default="", description="A stage or parallel group identifier.")
+    mode: str | None = Field(default=None, description="failed_only (default) or all")
+    inputs: dict[str, InputValue] = Field(default_factory=dict)
+    reason: str = ""
+
+
+class RerunIn(Schema):
+    inputs: dict[str, InputValue] = Field(default_factory=dict)
+    stages: list[str] | None = None
+
+
+class ApprovalIn(Schema):
+    stage: str = Field(default="", description="The waiting stage; may be left out when one waits.")
+    comment: str = ""
+
+
+class StageOption(Schema):
+    key: str
+    name: str
+    stages: list[str]
+    status: str
+    member_statuses: dict[str, str]
+    parallel: bool
+    duration_seconds: float | None
+
+
+class CarriedStage(Schema):
+    identifier: str
+    name: str
+    status: str
+    from_sequence: int
+    from_execution: int
+    duration_seconds: float | None
+
+
+class RunAgainStage(Schema):
+    identifier: str
+    name: str
+    steps: list[str]
+    previous_status: str
+
+
+class PlanInput(Schema):
+    key: str
+    type: str
+    stage: str | None
+    value: str = Field(description="The previous value ('' for a secret).")
+    secret: bool
+    has_value: bool
+    editable: bool
+    reason: str = Field(description="Why it may not change.")
+
+
+class RetryPlan(Schema):
+    execution: int
+    options: list[StageOption]
+    selected: str | None
+    mode: str
+    carried: list[CarriedStage]
+    run_again: list[RunAgainStage]
+    inputs: list[PlanInput]
+    time_saved_seconds: float
+    pipeline_changed: bool
+    diff: str
