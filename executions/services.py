@@ -23,6 +23,11 @@ from pipelines import permissions
 from pipelines.models import Pipeline, PipelineVersion
 from stageline.errors import Conflict, Invalid, NotFound
 
+# How the runs of an execution are made, once each: a first run or a rerun builds fresh rows
+# from the spec in Python (``_new_runs``); a retry copies the rows of the execution it retries
+# inside the database (``_copy_runs``), carrying over the results below.
+# What a carried-over stage run copies from the original (with its status and error).
+CARRIED_STAGE_FIELDS = ("outputs", "started_at", "finished_at")
 # What a carried-over step run copies from the original (its log is read from the original).
 CARRIED_STEP_FIELDS = (
     "status",
@@ -54,10 +59,10 @@ def create_execution(
 ) -> Execution:
     """Create an execution with its stage and step runs, and start it after commit.
 
-    ``carried`` maps stage identifiers to the stage runs whose results are carried over (a
-    retry); ``selected`` limits the stages that run (a rerun; the others are SKIPPED).
-    ``copy_from``: the execution a retry retries (same version): its runs are copied in the
-    database, ``carried`` then only names the carried stages.
+    A first run or a rerun (``copy_from`` None) gets fresh runs from the spec; ``selected``
+    limits the stages that run (the others are SKIPPED). A retry names the execution it retries
+    (``copy_from``, same version) and the stages it carries over (``carried``): its runs are
+    copied from that execution in the database, the carried ones with their results.
     ``links`` are the retry/rerun fields of ``Execution``. Call inside a transaction.
     """
     carried = carried or {}
@@ -80,7 +85,7 @@ def create_execution(
     if copy_from is not None:
         _copy_runs(execution, copy_from, carried=set(carried), selected=selected or [])
     else:
-        _new_runs(execution, spec, carried, selected or [])
+        _new_runs(execution, spec, selected or [])
     with events_batched():
         record(
             execution, "created", actor=user, message=f"started by {user}" if user else "started"
@@ -90,16 +95,13 @@ def create_execution(
     return execution
 
 
-def _new_runs(
-    execution: Execution, spec, carried: Mapping[str, StageRun], selected: list[str]
-) -> None:
-    """The stage and step runs of ``execution``, built from the spec (``carried`` stages take
-    their results from the given stage runs)."""
+def _new_runs(execution: Execution, spec, selected: list[str]) -> None:
+    """The fresh stage and step runs of ``execution``, built from the spec: NOT_STARTED, or
+    SKIPPED when ``selected`` leaves the stage out."""
     stage_runs: list[StageRun] = []
     position = 0
     for group in spec.groups:
         for stage in group.stages:
-            source = carried.get(stage.identifier)
             run = StageRun(
                 execution=execution,
                 identifier=stage.identifier,
@@ -108,48 +110,25 @@ def _new_runs(
                 position=position,
                 queue=stage.runs_on,
             )
-            if source is not None:
-                run.status = source.status
-                run.outputs = source.outputs
-                run.error = source.error
-                run.started_at = source.started_at
-                run.finished_at = source.finished_at
-                run.carried_from_id = source.carried_from_id or source.pk
-            elif selected and stage.identifier not in selected:
+            if selected and stage.identifier not in selected:
                 run.status = Status.SKIPPED
                 run.error = "not selected for this run"
             stage_runs.append(run)
             position += 1
     StageRun.objects.bulk_create(stage_runs)
-    # The carried stages' step runs, in one query.
-    carried_steps: dict[int, dict[str, StepRun]] = {}
-    if carried:
-        for step_run in StepRun.objects.filter(stage_run__in=[s.pk for s in carried.values()]).only(
-            *CARRIED_STEP_FIELDS, "stage_run_id", "identifier"
-        ):
-            carried_steps.setdefault(step_run.stage_run_id, {})[step_run.identifier] = step_run
-    step_runs: list[StepRun] = []
-    for run in stage_runs:
-        stage = spec.stage(run.identifier)
-        source = carried.get(run.identifier)
-        source_steps = carried_steps.get(source.pk, {}) if source is not None else {}
-        for index, step in enumerate(stage.steps):
-            step_run = StepRun(
-                stage_run=run,
-                execution=execution,
-                identifier=step.identifier,
-                name=step.name,
-                type=step.type,
-                position=index,
-                status=Status.SKIPPED if run.status == Status.SKIPPED else Status.NOT_STARTED,
-            )
-            original = source_steps.get(step.identifier)
-            if original is not None:
-                for name in CARRIED_STEP_FIELDS:
-                    setattr(step_run, name, getattr(original, name))
-                # A copy points at the first run of the result, not at a copy of it.
-                step_run.carried_from_id = original.carried_from_id or original.pk
-            step_runs.append(step_run)
+    step_runs = [
+        StepRun(
+            stage_run=run,
+            execution=execution,
+            identifier=step.identifier,
+            name=step.name,
+            type=step.type,
+            position=index,
+            status=Status.SKIPPED if run.status == Status.SKIPPED else Status.NOT_STARTED,
+        )
+        for run in stage_runs
+        for index, step in enumerate(spec.stage(run.identifier).steps)
+    ]
     StepRun.objects.bulk_create(step_runs)
 
 
@@ -160,7 +139,7 @@ def _copy_runs(
     it retries, same version) inside the database: two ``INSERT … SELECT`` statements instead
     of building hundreds of rows in Python. A stage in ``carried`` keeps its result (and points
     at the run it came from); the others start over as NOT_STARTED, or SKIPPED when ``selected``
-    leaves them out. Keep in step with ``_new_runs``, which builds the same rows from the spec.
+    leaves them out (the same rows ``_new_runs`` builds for a fresh run, tested field by field).
     """
     assert source.version_id == execution.version_id
     ops = connection.ops
@@ -234,7 +213,7 @@ def _copy_runs(
             "error": by_stage("s", "s.error", "not selected for this run", ""),
             "carried_from": origin("s", "s"),
         },
-        kept={"outputs", "started_at", "finished_at"},
+        kept=set(CARRIED_STAGE_FIELDS),
     )
     # A step of a carried stage copies its result; the others start NOT_STARTED, or SKIPPED
     # with their stage.

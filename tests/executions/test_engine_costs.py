@@ -16,7 +16,12 @@ from executions import engine, launcher
 from executions.models import Event, Execution, StageRun, Status, StepRun
 from executions.retry import create_retry, plan_retry
 from executions.runners import base as runners_base
-from executions.services import _new_runs, run_pipeline
+from executions.services import (
+    CARRIED_STAGE_FIELDS,
+    CARRIED_STEP_FIELDS,
+    _new_runs,
+    run_pipeline,
+)
 from tests.helpers.factories import make_pipeline, serial_pipeline, shell_stage
 from tests.helpers.pages import many_stages_yaml
 from tests.helpers.runs import drive
@@ -313,21 +318,43 @@ def rows(execution: Execution) -> list[dict]:
 
 
 @pytest.mark.parametrize("mode", ["failed_only", "all"])
-def test_a_retry_copied_in_the_database_has_the_rows_the_spec_would_build(personas, mode):
+def test_a_retry_copied_in_the_database_has_the_rows_the_carry_over_rule_says(personas, mode):
+    """A retry's rows are a fresh run's rows (``_new_runs``, from the spec), except that a
+    carried-over stage and its steps take their result from the run they came from and point at
+    it (``CARRIED_STAGE_FIELDS``, ``CARRIED_STEP_FIELDS``)."""
     pipeline = make_pipeline(personas.project, PARALLEL_FAILING)
     failed = drive(run_pipeline(pipeline=pipeline, user=personas.executor, inputs={}))
     assert failed.status == Status.FAILED
 
     plan = plan_retry(failed, personas.executor, from_stage="us", mode=mode)
     carried = {c.identifier: plan.runs[c.identifier] for c in plan.carried}
-    # The same execution built the plain way (from the spec, in Python), then thrown away.
+    # A fresh run of the same version, built the plain way, then thrown away.
     with transaction.atomic():
         twin = Execution.objects.create(
             pipeline=pipeline, version=failed.version, sequence=999, status=Status.QUEUED
         )
-        _new_runs(twin, failed.version.spec, carried, [])
+        _new_runs(twin, failed.version.spec, [])
         expected = rows(twin)
         transaction.set_rollback(True)
+    originals = {
+        (row.get("stage"), row["identifier"]): row
+        for row in rows(failed)
+        if row.get("stage", row["identifier"]) in carried
+    }
+    for want in expected:
+        original = originals.get((want.get("stage"), want["identifier"]))
+        if original is None:
+            continue
+        stage_row = "stage" not in want
+        fields = ("status", "error", *CARRIED_STAGE_FIELDS) if stage_row else CARRIED_STEP_FIELDS
+        want.update({name: original[name] for name in fields if name != "carried_from_id"})
+        source = StageRun if stage_row else StepRun
+        first = source.objects.get(
+            execution=failed,
+            identifier=want["identifier"],
+            **({} if stage_row else {"stage_run__identifier": want["stage"]}),
+        )
+        want["carried_from_id"] = first.carried_from_id or first.pk
 
     retry = create_retry(execution=failed, user=personas.executor, from_stage="us", mode=mode)
     # Compare before the retry moves on: create_retry has started its first stage already.
