@@ -233,6 +233,16 @@ def test_log_lines_are_numbered_linkable_coloured_searchable_and_downloadable(se
     expect(target).to_be_in_viewport()
     expect(linked.locator("#step-facts .exit-code")).to_have_text("0")
 
+    # At 390 px the panel fits: no sideways scroll of the page, nothing of it cut off.
+    narrow = session.open(personas.viewer, url(execution, step=step.pk) + "#L2", width=390)
+    expect(narrow.locator("#L2")).to_have_class(re.compile("log-target"))
+    assert narrow.evaluate("document.documentElement.scrollWidth") <= 390
+    for part in ("#log-title", "#step-facts", "#log-search", "#log-download", "#log-lines"):
+        box = narrow.locator(part).bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, part
+    narrow.locator("#log-panel").scroll_into_view_if_needed()
+    screenshot(narrow, "log-panel-390")
+
 
 def test_a_running_log_scrolls_until_the_reader_scrolls_up_and_arrives_within_a_second(
     session, personas
