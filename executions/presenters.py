@@ -8,17 +8,20 @@ nothing in this module reads a request or writes a row.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
-from django.db.models import Prefetch
+from django.db.models import Count, Prefetch, Q
 from django.urls import reverse
+from django.utils import timezone
 
 from executions.context import build_context
 from executions.forms import RetryForm, RunForm
 from executions.models import Event, Execution, LogChunk, StageRun, StepRun
 from executions.retry import ALL, FAILED_ONLY, rerun_blocker, retry_blocker, retry_history
 from executions.selection import picker_rows
-from executions.states import ACTIVE, Status, is_terminal
+from executions.states import ACTIVE, TERMINAL, Status, is_terminal
 from pipelines import permissions
 from pipelines.diffs import diff_rows
 from pipelines.spec.model import PipelineSpec
@@ -32,6 +35,9 @@ LOG_PREFERENCE = [Status.RUNNING, Status.FAILED, Status.EXPIRED, Status.ABORTED]
 # How often an open log of a running step asks for new output (an htmx ``every`` delay): with
 # the runner's flush every 0.25 s, a line is shown within a second of being written.
 LOG_POLL = "500ms"
+# A live poll redraws the stages with an event in this last span as well as those after its
+# cursor: an event id taken early by a transaction that commits late is not missed.
+LIVE_OVERLAP = timedelta(seconds=10)
 
 
 @dataclass
@@ -69,15 +75,16 @@ class Graph:
     waiting: list[StageCard] = field(default_factory=list)
 
 
-def build_graph(execution: Execution) -> Graph:
-    """The stage graph: one column per serial stage or parallel group, in pipeline order."""
-    runs = list(
-        execution.stage_runs.select_related("carried_from__execution").prefetch_related(
-            Prefetch("step_runs", queryset=StepRun.objects.select_related("decided_by"))
-        )
+def _stage_runs(execution: Execution):
+    return execution.stage_runs.select_related("carried_from__execution").prefetch_related(
+        Prefetch("step_runs", queryset=StepRun.objects.select_related("decided_by"))
     )
-    graph = Graph(total=len(runs), done=sum(1 for run in runs if is_terminal(run.status)))
-    by_group: dict[int, list[StageCard]] = {}
+
+
+def _stage_cards(runs: list[StageRun]) -> tuple[list[StageCard], list[StageCard]]:
+    """The cards of ``runs``, and those of them with an approval waiting (message filled in)."""
+    cards: list[StageCard] = []
+    waiting: list[StageCard] = []
     for run in runs:
         steps = [
             StepRow(step, format_duration(step.duration_seconds)) for step in run.step_runs.all()
@@ -92,20 +99,68 @@ def build_graph(execution: Execution) -> Graph:
             None,
         )
         if card.approval is not None:
-            graph.waiting.append(card)
-        by_group.setdefault(run.group_index, []).append(card)
-    graph.columns = [by_group[index] for index in sorted(by_group)]
-    if graph.waiting:
+            waiting.append(card)
+        cards.append(card)
+    if waiting:
         # The approval message was rendered (expressions filled in, secrets masked) when the
         # step started waiting; it is kept on that transition's event.
-        approvals = {card.approval.pk: card for card in graph.waiting if card.approval}
+        approvals = {card.approval.pk: card for card in waiting if card.approval}
         events = Event.objects.filter(
             step_run__in=list(approvals), to_status=Status.WAITING
         ).order_by("id")
         found = {event.step_run_id: event.message for event in events}
         for pk, card in approvals.items():
             card.approval_message = found.get(pk, "")
+    return cards, waiting
+
+
+def build_graph(execution: Execution) -> Graph:
+    """The stage graph: one column per serial stage or parallel group, in pipeline order."""
+    runs = list(_stage_runs(execution))
+    cards, waiting = _stage_cards(runs)
+    graph = Graph(
+        total=len(runs), done=sum(1 for run in runs if is_terminal(run.status)), waiting=waiting
+    )
+    by_group: dict[int, list[StageCard]] = {}
+    for card in cards:
+        by_group.setdefault(card.run.group_index, []).append(card)
+    graph.columns = [by_group[index] for index in sorted(by_group)]
     return graph
+
+
+def live_cursor(execution: Execution) -> int:
+    """The id of the execution's last event: every change of a stage or step appends one, so a
+    page that has seen up to this id asks only for what changed after it."""
+    return (
+        Event.objects.filter(execution=execution)
+        .order_by("-id")
+        .values_list("id", flat=True)
+        .first()
+        or 0
+    )
+
+
+def changed_graph(execution: Execution, since: int) -> Graph:
+    """The part of the graph a live page that has seen events up to ``since`` must redraw: the
+    stages with an event after it (or in the last ``LIVE_OVERLAP``, for an event whose
+    transaction committed after a later one's), and every active stage (its duration grows).
+    The counts are the whole execution's; the columns hold the changed cards only."""
+    recent = Event.objects.filter(execution=execution).filter(
+        Q(id__gt=since) | Q(at__gte=timezone.now() - LIVE_OVERLAP)
+    )
+    stage_ids = set(
+        recent.filter(stage_run__isnull=False).values_list("stage_run_id", flat=True)
+    ) | set(
+        StepRun.objects.filter(
+            pk__in=recent.filter(step_run__isnull=False).values("step_run_id")
+        ).values_list("stage_run_id", flat=True)
+    )
+    runs = list(_stage_runs(execution).filter(Q(pk__in=stage_ids) | Q(status__in=list(ACTIVE))))
+    cards, waiting = _stage_cards(runs)  # a waiting approval's stage is active: all are here
+    counts = execution.stage_runs.aggregate(
+        total=Count("id"), done=Count("id", filter=Q(status__in=list(TERMINAL)))
+    )
+    return Graph(columns=[cards], done=counts["done"], total=counts["total"], waiting=waiting)
 
 
 def abort_refusal(execution: Execution, user) -> str:
@@ -154,18 +209,29 @@ def _step_rows(graph: Graph) -> list[StepRow]:
     return [row for column in graph.columns for card in column for row in card.steps]
 
 
+def _followed(steps: Iterable[StepRun]) -> StepRun | None:
+    candidates = [step for step in steps if step.type != "Approval"]
+    for status in LOG_PREFERENCE:
+        found = next((step for step in candidates if step.status == status), None)
+        if found is not None:
+            return found
+    return None
+
+
 def followed_step(graph: Graph) -> StepRun | None:
     """The step whose log the page shows when the operator picked none: a running one, else
     a failed, expired or aborted one. The page moves its open log there as the run goes on
     (execution.js), unless the operator picked a step."""
-    rows = _step_rows(graph)
-    for status in LOG_PREFERENCE:
-        found = next(
-            (row for row in rows if row.run.status == status and row.run.type != "Approval"), None
+    return _followed(row.run for row in _step_rows(graph))
+
+
+def followed_step_of(execution: Execution) -> StepRun | None:
+    """``followed_step`` without the graph (a live poll that loads the changed stages only)."""
+    return _followed(
+        StepRun.objects.filter(execution=execution, status__in=LOG_PREFERENCE).order_by(
+            "stage_run__group_index", "stage_run__position", "position"
         )
-        if found is not None:
-            return found.run
-    return None
+    )
 
 
 def open_log_step(graph: Graph, requested: str | None) -> StepRun | None:
@@ -250,11 +316,8 @@ def log_context(execution: Execution, step: StepRun | None, after: int | None = 
     }
 
 
-def page_context(execution: Execution, user, requested_step: str | None) -> dict:
-    """Everything the execution page shows; ``requested_step`` is the log asked for (``?step=``)."""
-    graph = build_graph(execution)
-    log_step = open_log_step(graph, requested_step)
-    follow = followed_step(graph)
+def head_context(execution: Execution, user, graph: Graph) -> dict:
+    """The page's head: title, progress, actions, error, retry banner and history."""
     chain = retry_history(execution)
     for entry in chain:
         if entry.execution.version_id == execution.version_id:  # always: a retry keeps the version
@@ -274,8 +337,32 @@ def page_context(execution: Execution, user, requested_step: str | None) -> dict
         "execution_label": f"#{execution.sequence}",
         "resumed_label": resumed_label(execution),
         "retry_mode_label": RETRY_MODE_LABELS.get(execution.retry_mode, execution.retry_mode),
+    }
+
+
+def live_update_context(execution: Execution, user, since: int) -> dict:
+    """A live poll's answer: the head, the changed stage cards and the next cursor."""
+    cursor = live_cursor(execution)  # first: what changes while this is built is sent next time
+    graph = changed_graph(execution, since)
+    return {
+        **head_context(execution, user, graph),
+        "live_cards": graph.columns[0],
+        "live_cursor": cursor,
+        "follow_step": followed_step_of(execution),
+        "oob": True,
+    }
+
+
+def page_context(execution: Execution, user, requested_step: str | None) -> dict:
+    """Everything the execution page shows; ``requested_step`` is the log asked for (``?step=``)."""
+    cursor = live_cursor(execution)
+    graph = build_graph(execution)
+    log_step = open_log_step(graph, requested_step)
+    return {
+        **head_context(execution, user, graph),
         "secret_keys": sorted(execution.secret_inputs),
-        "follow_step": follow,
+        "follow_step": followed_step(graph),
+        "live_cursor": cursor,
         **log_context(execution, log_step),
     }
 

@@ -6,8 +6,9 @@ live in ``executions.retry`` and ``executions.services``; the views call them an
 (``stageline.errors.Refusal``) into the dialog shown again with the message and the error's
 status (400/403/404/409), through ``stageline.htmx.render_dialog`` (the one dialog shell).
 
-The page polls itself (``hx-trigger="every 2s"``, rendered only while the execution is not
-terminal) and gets back the ``execution-live`` partial; an open log polls (every
+The page polls itself (``hx-trigger="every 2s"`` on ``#live-poller``, rendered only while the
+execution is not terminal) with the id of the last event it has seen, and gets back the head and
+only the stage cards that changed since (``presenters.live_update_context``, out-of-band swaps); an open log polls (every
 ``presenters.LOG_POLL``) for the chunks after the last ``LogChunk.seq`` it has shown, and gets
 204 when nothing is new. ``step_log_download`` gives the whole log as a file.
 """
@@ -40,7 +41,8 @@ from stageline.errors import Conflict, Invalid, NotFound, Refusal
 from stageline.htmx import done, htmx_target, is_htmx, render_dialog
 from stageline.numbers import NumberError, parse_int
 
-LIVE_TARGET = "execution-live"
+LIVE_TARGET = "execution-live"  # the whole live part (header, actions, history, graph)
+LIVE_POLLER = "live-poller"  # the live poll: what changed since the event it names
 
 
 def execution_url(execution: Execution) -> str:
@@ -54,9 +56,23 @@ def execution_url(execution: Execution) -> str:
 @login_required
 @vary_on_headers("HX-Request")
 def execution_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """The page; for its live poll (``?since=EVENT``), only what changed after that event."""
     execution = load_execution(request.user, pk)
+    target = htmx_target(request)
+    since_text = request.GET.get("since")
+    if target == LIVE_POLLER and since_text is not None:
+        try:
+            since = parse_int(since_text, "since")
+        except NumberError:
+            return HttpResponse(
+                f"'since' must be an event number (a whole number), not '{since_text[:40]}'.",
+                status=400,
+                content_type="text/plain; charset=utf-8",  # echoes the parameter: never as HTML
+            )
+        context = presenters.live_update_context(execution, request.user, since)
+        return render(request, "executions/detail.html#live-update", context)
     context = presenters.page_context(execution, request.user, request.GET.get("step"))
-    if htmx_target(request) == LIVE_TARGET:
+    if target == LIVE_TARGET:
         return render(request, "executions/detail.html#execution-live", context)
     return render(request, "executions/detail.html", context)
 

@@ -200,6 +200,9 @@ def test_the_execution_page_shows_names_inputs_reasons_and_logs_inert(client, pe
     pages.check(client.get(f"{page}?step={build.pk}"), "execution page with the build log")
     pages.check(client.get(page, headers=htmx("execution-live")), "execution page, live fragment")
     pages.check(
+        client.get(f"{page}?since=0", headers=htmx("live-poller")), "execution page, live update"
+    )
+    pages.check(
         client.get(reverse("execution", args=[retry.pk])), "the retry's page (history, reason)"
     )
     log = reverse("execution_step_log", args=[failed.pk, build.pk])

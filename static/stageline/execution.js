@@ -11,11 +11,11 @@
  * - New output scrolls the log to the end while the reader is at the bottom; scrolling up
  *   pauses that (#log-resume says so and resumes), scrolling back to the bottom resumes it.
  * - The log follows the run: while nobody picked a step, when the step whose log is open is no
- *   longer running, the log of the step the server names (#execution-live[data-follow-step]:
+ *   longer running, the log of the step the server names (#live-poller[data-follow-step]:
  *   the running one, else the failed one) is opened. Picking a step (a link in the graph, a line
  *   number, or ?step= in the address) keeps the log on it; #log-follow goes back to following.
  * The stage graph: the step whose log is open stays highlighted, also after the live poll
- * re-renders the graph. A step's link (a[data-log-url]) opens its log here; the graph is an
+ * redraws the cards that changed. A step's link (a[data-log-url]) opens its log here; the graph is an
  * hx-disable region (it shows names written by users), so this is done here rather than with
  * hx-get; without JavaScript the link opens the page at that step.
  */
@@ -284,7 +284,7 @@
 
   function updateFollowButton() {
     var button = document.getElementById("log-follow");
-    var live = document.querySelector("#execution-live[data-live]");
+    var live = document.querySelector("#live-poller[data-live]");
     if (button) button.hidden = !(pinned && live);
   }
 
@@ -298,7 +298,7 @@
   function followRun() {
     updateFollowButton();
     if (pinned || switching) return;
-    var live = document.getElementById("execution-live");
+    var live = document.getElementById("live-poller");
     var panel = document.getElementById("log-panel");
     if (!live || !panel) return;
     var next = live.getAttribute("data-follow-step");
