@@ -123,7 +123,9 @@ def cards_in(html: str) -> list[str]:
 
 
 def cursor_of(html: str) -> int:
-    return int(re.search(r'\?since=(\d+)"', html).group(1))
+    found = re.search(r'\?since=(\d+)"', html)
+    assert found is not None, "no live poller"
+    return int(found.group(1))
 
 
 def age_events(execution) -> None:
