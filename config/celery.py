@@ -35,6 +35,13 @@ def _freeze_startup_heap(**kwargs) -> None:
     freeze_startup_heap()
 
 
+@signals.worker_process_init.connect
+def _start_the_sandbox(**kwargs) -> None:
+    """A pool process starts its long-lived sandbox (executions/launcher.py) before its first
+    step needs it."""
+    launcher.current().prepare()
+
+
 @signals.task_prerun.connect
 @signals.task_postrun.connect
 def _recycle_database_connections(**kwargs) -> None:

@@ -153,6 +153,12 @@ class Launcher:
         working directory as /step, so that nothing of the worker's layout is visible."""
         return SANDBOX_WORKDIR / path.name if self.mode == Isolation.SANDBOX else path
 
+    def prepare(self) -> None:
+        """Start this thread's long-lived sandbox now (a pool process calls it when it starts),
+        so that its first step does not wait for it."""
+        if self.reuse:
+            _sandbox_for_this_thread(self)
+
     def remove_workdir(self, workdir: Path) -> None:
         """After the step: its working directory goes (a long-lived sandbox's is emptied)."""
         if self.reuse:
@@ -375,12 +381,25 @@ def wipe(folder, keep):
             continue
         try:
             if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(path)
+                try:
+                    shutil.rmtree(path)
+                except OSError:
+                    unlock(path)
+                    shutil.rmtree(path)
             else:
                 os.unlink(path)
         except OSError:
             clean = False
     return clean
+
+def unlock(top):
+    # Folders the step made unreadable (chmod 0): their owner may open them again.
+    os.chmod(top, 0o700)
+    for root, folders, _ in os.walk(top):
+        for name in folders:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o700)
 
 while True:
     try:
@@ -563,18 +582,20 @@ class SandboxStep:
 
 
 def _empty(folder: Path) -> None:
-    """Remove everything in ``folder`` (also what a step made unwritable), keep the folder."""
-
-    def unlock(function, path, _exc) -> None:
-        os.chmod(os.path.dirname(path), 0o700)
-        os.chmod(path, 0o700) if os.path.isdir(path) else None
-        function(path)
-
+    """Remove everything in ``folder`` (also what a step made unreadable), keep the folder."""
     for entry in os.scandir(folder):
-        if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path, onexc=unlock)
-        else:
+        if not entry.is_dir(follow_symlinks=False):
             os.unlink(entry.path)
+            continue
+        try:
+            shutil.rmtree(entry.path)
+        except OSError:  # folders made unreadable (chmod 0): their owner opens them again
+            os.chmod(entry.path, 0o700)
+            for root, folders, _ in os.walk(entry.path):
+                for name in folders:
+                    if not os.path.islink(os.path.join(root, name)):
+                        os.chmod(os.path.join(root, name), 0o700)
+            shutil.rmtree(entry.path)
 
 
 _sandboxes: dict[tuple[int, int], Sandbox] = {}
@@ -725,9 +746,31 @@ def choose(wanted: str, step_user: str) -> Launcher:
             f"{step_user!r}); it runs as uid {os.geteuid()}"
         )
     if wanted in ("auto", "other-user") and user:
+        blocked = _blocked_way(Path(settings.STAGELINE_WORK_DIR), user)
+        if blocked:
+            raise ImproperlyConfigured(
+                f"steps would run as {user.name} without a sandbox, but {user.name} cannot reach "
+                f"STAGELINE_WORK_DIR ({settings.STAGELINE_WORK_DIR}): {blocked} is not crossable "
+                "by it; set STAGELINE_WORK_DIR to a folder it can reach, or install bubblewrap"
+            )
         return Launcher(Isolation.OTHER_USER, user, None, setpriv, shared)
     notes = ("the worker runs as root, so steps run AS ROOT",) if root else ()
     return Launcher(Isolation.SAME_USER, None, None, setpriv, shared, notes)
+
+
+def _blocked_way(path: Path, user: StepUser) -> str:
+    """The first folder on the way to ``path`` that ``user`` may not cross ("" if none)."""
+    for folder in [*reversed(path.resolve().parents), path.resolve()]:
+        info = folder.stat()
+        if info.st_uid == user.uid:
+            allowed = info.st_mode & 0o100
+        elif info.st_gid == user.gid:
+            allowed = info.st_mode & 0o010
+        else:
+            allowed = info.st_mode & 0o001
+        if not allowed:
+            return str(folder)
+    return ""
 
 
 def _inside(parent: Path, path: Path) -> bool:

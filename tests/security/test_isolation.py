@@ -8,6 +8,7 @@ suite (the mode the worker chose at start). In CI (CI=true) the sandbox must be 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import shutil
@@ -54,7 +55,9 @@ def processes_running(needle: str) -> list[int]:
 
 def other_step_secret() -> tuple[Path, str]:
     """Another step's working directory (made the way the runner makes it) holding a secret."""
-    workdir = launcher.current().make_workdir("other-step-")
+    # A working directory as a new sandbox per step, or another worker, has it (a long-lived
+    # sandbox of this thread would hand out its own /step).
+    workdir = dataclasses.replace(launcher.current(), reuse=False).make_workdir("other-step-")
     secret = f"other-step-secret-{secrets.token_hex(8)}"
     path = workdir / "secret.txt"
     path.write_text(secret)
@@ -231,3 +234,53 @@ def test_a_killed_worker_takes_its_steps_detached_processes_with_it(worker, pers
     worker.kill("isolation")
     time.sleep(0.5)
     assert_nothing_survives(sleeper)
+
+
+def run_in(chosen: launcher.Launcher, script: str) -> tuple[int, str]:
+    """Run ``script`` the way the shell runner does, in this thread; its exit code and output."""
+    workdir = chosen.make_workdir("direct-")
+    try:
+        path = workdir / ".stageline-script.sh"
+        path.write_text(script)
+        step = chosen.start(path, workdir, chosen.environment(workdir))
+        output = step.stdout.read().decode()
+        code = step.wait(30)
+        step.end()
+        step.stdout.close()
+        return code, output
+    finally:
+        chosen.remove_workdir(workdir)
+
+
+def test_a_long_lived_sandbox_carries_nothing_from_one_step_to_the_next():
+    """Steps of one worker share its long-lived sandbox one after the other: the next one finds
+    no file and no process of the one before."""
+    chosen = launcher.choose("auto", settings.STAGELINE_STEP_USER)
+    if not chosen.reuse:
+        pytest.skip(f"no long-lived sandbox here: {chosen.describe()}")
+    sleeper = f"{600 + secrets.randbelow(1000)}.{secrets.randbelow(10**6):06d}"
+    code, output = run_in(
+        chosen,
+        f"echo left > /tmp/left; echo left > /var/tmp/left; echo left > /step/left\n"
+        f"mkdir -p /tmp/locked/in && touch /tmp/locked/in/f && chmod 0 /tmp/locked/in /tmp/locked\n"
+        f"setsid sleep {sleeper} > /dev/null 2>&1 < /dev/null &\n"
+        f"( ( sleep {sleeper} > /dev/null 2>&1 < /dev/null & ) & )\necho first-done",
+    )
+    assert (code, output.strip()) == (0, "first-done")
+    assert_nothing_survives(sleeper)
+    code, output = run_in(
+        chosen,
+        "ls -A /tmp /var/tmp /step | grep -v -e '^/' -e '^tmp$' -e '^.stageline-script.sh$' "
+        "-e '^$' -e '^stageline-test-shared-' || true\nps -e -o comm= | grep -c sleep || true",
+    )
+    assert (code, output.split()) == (0, ["0"]), output
+
+
+def test_other_user_mode_refuses_a_working_directory_the_step_user_cannot_reach(settings, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("only a root worker switches to the step user")
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    settings.STAGELINE_WORK_DIR = closed / "work"
+    with pytest.raises(ImproperlyConfigured, match="cannot reach STAGELINE_WORK_DIR"):
+        launcher.choose("other-user", settings.STAGELINE_STEP_USER)
