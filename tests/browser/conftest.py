@@ -108,8 +108,13 @@ def session(browser, live_server, worker):
 
 
 def screenshot(page, name: str, *, docs: bool = False, full_page: bool = False) -> Path:
+    """Save a screenshot; one for the docs (``docs=True``) is written only when its pixels
+    changed (Chromium encodes the same pixels to the same bytes), so a browser run leaves
+    docs/screenshots untouched unless the page looks different."""
     folder = SCREENSHOTS if docs else ARTIFACTS
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
-    page.screenshot(path=str(path), full_page=full_page)
+    image = page.screenshot(full_page=full_page)
+    if not (path.exists() and path.read_bytes() == image):
+        path.write_bytes(image)
     return path
