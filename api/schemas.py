@@ -201,3 +201,39 @@ class RetryPlan(Schema):
     time_saved_seconds: float
     pipeline_changed: bool
     diff: str
+
+
+class BulkFilter(Schema):
+    pipeline: str = ""
+    status: str = ""
+    who: str = ""
+    since: str = Field(default="", description="YYYY-MM-DD")
+    until: str = Field(default="", description="YYYY-MM-DD, included")
+
+
+class BulkRetryIn(Schema):
+    ids: list[int] | None = Field(default=None, description="Executions to retry (at most 50).")
+    filter: BulkFilter | None = Field(
+        default=None, description="Or: all retryable executions matching it (newest 50)."
+    )
+    reason: str = ""
+
+
+class BulkItem(Schema):
+    execution: int
+    pipeline: str
+    sequence: int
+    status: str
+    outcome: str = Field(description="planned | cannot | created | already_retried")
+    reason: str = Field(description="Why it cannot be (or was not) retried.")
+    from_stage: str | None
+    mode: str
+    carried: list[str]
+    run_again: list[str]
+    retry: int | None = Field(description="The retry made (or the one made first).")
+
+
+class BulkRetry(Schema):
+    items: list[BulkItem]
+    capped: bool = Field(description="The filter matched more than 50: the newest 50 were taken.")
+    missing: list[int] = Field(description="Ids not found (or not visible).")

@@ -23,8 +23,8 @@ from ninja.responses import Status as Answer
 from api import schemas
 from api.auth import SessionAuth, TokenAuth
 from api.tokens import RateLimited, TokenRefused
-from executions import listing, presenters
-from executions.forms import ExecutionFilterForm
+from executions import bulk, listing, presenters
+from executions.forms import parse_filters
 from executions.loaders import load_execution
 from executions.models import Execution, StageRun, StepRun
 from executions.retry import (
@@ -349,10 +349,7 @@ def _executions(
         if pipeline is not None
         else permissions.visible_pipelines(user).filter(project=project)
     )
-    form = ExecutionFilterForm(request.GET, pipelines=visible)
-    if not form.is_valid():
-        errors = {name: " ".join(str(e) for e in errs) for name, errs in form.errors.items()}
-        raise Invalid(" ".join(errors.values()), field_errors=errors)
+    form = parse_filters(request.GET, pipelines=visible)
     filters = form.filters(pipeline=pipeline)
     queryset = listing.apply_filters(
         listing.visible_executions(user, project=project, pipeline=pipeline), filters
@@ -611,3 +608,83 @@ def approve(request: HttpRequest, pk: Id, payload: schemas.ApprovalIn) -> Any:
 def reject(request: HttpRequest, pk: Id, payload: schemas.ApprovalIn) -> Any:
     """Reject the approval waiting in ``stage``: the execution ends REJECTED."""
     return _answer(request, pk, payload, approve=False)
+
+
+# --- bulk retry -------------------------------------------------------------------------------
+
+
+def _bulk(selection: bulk.BulkSelection, items: list[bulk.BulkItem]) -> dict[str, Any]:
+    return {
+        "items": [
+            {
+                "execution": item.execution.pk,
+                "pipeline": _path(item.execution.pipeline),
+                "sequence": item.execution.sequence,
+                "status": item.execution.status,
+                "outcome": item.outcome,
+                "reason": item.reason,
+                "from_stage": item.plan.selected.key if item.plan and item.plan.selected else None,
+                "mode": item.plan.mode if item.plan else "",
+                "carried": [c.identifier for c in item.plan.carried] if item.plan else [],
+                "run_again": [r.identifier for r in item.plan.run_again] if item.plan else [],
+                "retry": item.retry.pk if item.retry else None,
+            }
+            for item in items
+        ],
+        "capped": selection.capped,
+        "missing": selection.missing,
+    }
+
+
+def _project_pipelines(user: Any, project: Project) -> Any:
+    return permissions.visible_pipelines(user).filter(project=project)
+
+
+@api.get(
+    "/projects/{org}/{project}/retries",
+    response={200: schemas.BulkRetry, **ERRORS},
+    tags=["act"],
+)
+def bulk_retry_plan(
+    request: HttpRequest,
+    org: str,
+    project: str,
+    ids: Annotated[list[int] | None, Query(description="executions to retry")] = None,
+    pipeline: FilterParam = None,
+    status: FilterParam = None,
+    who: FilterParam = None,
+    since: Annotated[str | None, Query(description="YYYY-MM-DD")] = None,
+    until: Annotated[str | None, Query(description="YYYY-MM-DD, included")] = None,
+) -> dict[str, Any]:
+    """The preview of a bulk retry (changes nothing): for the executions ``ids``, or without
+    ids all retryable executions matching the filters (newest 50), what each retry would carry
+    over and run again from its failed stage, or why it cannot be retried."""
+    user = _user(request)
+    project_obj = load_project(user, org, project)
+    if ids:
+        selection = bulk.bulk_selection(user, project_obj, ids=ids)
+    else:
+        form = parse_filters(request.GET, pipelines=_project_pipelines(user, project_obj))
+        selection = bulk.bulk_selection(user, project_obj, filters=form.filters())
+    return _bulk(selection, bulk.plan_bulk_retry(user, selection.executions))
+
+
+@api.post(
+    "/projects/{org}/{project}/retries",
+    response={200: schemas.BulkRetry, **ERRORS},
+    tags=["act"],
+)
+def bulk_retry(
+    request: HttpRequest, org: str, project: str, payload: schemas.BulkRetryIn
+) -> dict[str, Any]:
+    """Retry many executions, each from its failed stage (failed stages only in a parallel
+    group), each in its own transaction and at most once; the answer reports each one."""
+    user = _user(request)
+    project_obj = load_project(user, org, project)
+    filters = None
+    if payload.filter is not None:
+        form = parse_filters(payload.filter.dict(), pipelines=_project_pipelines(user, project_obj))
+        filters = form.filters()
+    selection = bulk.bulk_selection(user, project_obj, ids=payload.ids, filters=filters)
+    items = bulk.create_bulk_retry(user, selection.executions, reason=payload.reason)
+    return _bulk(selection, items)

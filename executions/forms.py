@@ -22,6 +22,7 @@ from django.utils.datastructures import MultiValueDict
 from executions.listing import EXECUTION_STATUSES, Filters
 from executions.retry import InputField
 from pipelines.spec.model import PipelineSpec
+from stageline.errors import Invalid
 from stageline.numbers import NumberError, parse_int
 
 INPUT_PREFIX = "input-"
@@ -325,3 +326,13 @@ class ExecutionFilterForm(forms.Form):
     @property
     def is_filtered(self) -> bool:
         return any(self.data.get(name) for name in ("pipeline", "status", "who", "since", "until"))
+
+
+def parse_filters(data: Mapping[str, str], *, pipelines: Iterable | None) -> ExecutionFilterForm:
+    """The valid filter form for ``data`` (as ``ExecutionFilterForm``), or ``Invalid`` with each
+    field's message (for the API and commands, which have no form to show them in)."""
+    form = ExecutionFilterForm(data, pipelines=pipelines)
+    if not form.is_valid():
+        errors = {name: " ".join(str(e) for e in errs) for name, errs in form.errors.items()}
+        raise Invalid(" ".join(errors.values()), field_errors=errors)
+    return form

@@ -229,6 +229,26 @@ ROWS = [
         expect(404, members=403, deployer=403, admin=200, approver=200),
     ),
     Row(
+        "bulk retry preview",
+        "GET",
+        lambda w: f"{OWN}/retries",
+        expect(404, members=403, admin=200, executor=200, deployer=200),
+    ),
+    Row(
+        "bulk retry",
+        "POST",
+        lambda w: f"{OWN}/retries",
+        expect(404, members=403, admin=200, executor=200, deployer=200),
+        body=lambda w: {"ids": [w.finished.pk]},
+    ),
+    Row(
+        "bulk retry in another project",
+        "POST",
+        lambda w: f"{OTHER}/retries",
+        expect(404, stranger=200),
+        body=lambda w: {"ids": [w.other_finished.pk]},
+    ),
+    Row(
         "approve in another project",
         "POST",
         execution("/approve", lambda w: w.other_execution),

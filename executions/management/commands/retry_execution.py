@@ -1,12 +1,21 @@
-"""Retry a failed execution from a stage, as a user (SPEC §4). ``--dry-run`` prints the plan."""
+"""Retry a failed execution from a stage, as a user (SPEC §4). ``--dry-run`` prints the plan.
+
+``--bulk ORG/PROJECT [--filter KEY=VALUE]…`` retries every retryable execution of the project
+that matches the filters (those of the executions list: pipeline, status, who, since, until;
+newest 50), each from its failed stage (``executions.bulk``), and prints one line per execution.
+"""
 
 from django.core.management.base import BaseCommand
 
+from executions import bulk
 from executions.cli import follow
+from executions.forms import parse_filters
 from executions.inputs import InputErrors, parse_assignments
 from executions.loaders import load_execution
 from executions.retry import ALL, FAILED_ONLY, create_retry, plan_retry
+from pipelines import permissions
 from pipelines.cli import user_named
+from pipelines.loaders import load_project
 from stageline.errors import Conflict, Invalid, refusals_exit_2
 from stageline.numbers import id_argument
 from stageline.timefmt import format_duration
@@ -16,7 +25,21 @@ class Command(BaseCommand):
     help = "Retry an execution from STAGE (carried-over stages are not run again)."
 
     def add_arguments(self, parser):
-        parser.add_argument("execution_id", type=id_argument)
+        parser.add_argument("execution_id", type=id_argument, nargs="?")
+        parser.add_argument(
+            "--bulk",
+            dest="bulk_project",
+            metavar="ORG/PROJECT",
+            default="",
+            help="retry many: see --filter",
+        )
+        parser.add_argument(
+            "--filter",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="with --bulk: pipeline, status, who, since, until (as on the executions list)",
+        )
         parser.add_argument(
             "--from", dest="from_stage", default="", help="stage (or parallel group) to retry from"
         )
@@ -41,9 +64,22 @@ class Command(BaseCommand):
         as_user,
         wait,
         dry_run,
+        bulk_project,
+        filter,
         **options,
     ):
         user = user_named(as_user)
+        if bulk_project:
+            if execution_id is not None or from_stage or input or mode or wait:
+                raise Invalid(
+                    "--bulk retries each execution from its failed stage: give no execution id, "
+                    "--from, --input, --failed-only/--all or --wait with it"
+                )
+            return self.retry_many(user, bulk_project, filter, reason=reason, dry_run=dry_run)
+        if filter:
+            raise Invalid("--filter goes with --bulk ORG/PROJECT")
+        if execution_id is None:
+            raise Invalid("say which execution to retry (its id), or --bulk ORG/PROJECT")
         execution = load_execution(user, execution_id)
         try:
             inputs = parse_assignments(input)
@@ -78,6 +114,51 @@ class Command(BaseCommand):
             self.stdout.write(f"{retry.pipeline.identifier} #{retry.sequence} ended {status}")
             if status != "SUCCESS":
                 raise Conflict(f"execution ended {status}")
+
+    def retry_many(self, user, path: str, pairs: list[str], *, reason: str, dry_run: bool) -> None:
+        org, _, slug = path.partition("/")
+        if not org or not slug or "/" in slug:
+            raise Invalid(f"--bulk takes ORG/PROJECT, not '{path[:80]}'")
+        project = load_project(user, org, slug)
+        try:
+            data = parse_assignments(pairs)
+        except InputErrors as exc:
+            raise Invalid(str(exc)) from None
+        unknown = sorted(set(data) - {"pipeline", "status", "who", "since", "until"})
+        if unknown:
+            raise Invalid(
+                f"unknown filter {', '.join(unknown)}: use pipeline, status, who, since or until"
+            )
+        form = parse_filters(
+            data, pipelines=permissions.visible_pipelines(user).filter(project=project)
+        )
+        selection = bulk.bulk_selection(user, project, filters=form.filters())
+        if dry_run:
+            items = bulk.plan_bulk_retry(user, selection.executions)
+        else:
+            items = bulk.create_bulk_retry(user, selection.executions, reason=reason)
+        for item in items:
+            execution = item.execution
+            name = (
+                f"{execution.pipeline.identifier} #{execution.sequence} (execution {execution.pk})"
+            )
+            plan = item.plan
+            start = f"from {plan.selected.key}" if plan and plan.selected else ""
+            if item.outcome == bulk.PLANNED:
+                self.stdout.write(f"{name}: would retry {start}")
+            elif item.outcome == bulk.CREATED and item.retry is not None:
+                self.stdout.write(
+                    f"{name}: retried as #{item.retry.sequence} (execution {item.retry.pk}) {start}"
+                )
+            else:
+                self.stdout.write(f"{name}: not retried: {item.reason}")
+        if not items:
+            self.stdout.write("No failed, aborted, expired or rejected execution matches.")
+        if selection.capped:
+            self.stdout.write(f"Only the newest {bulk.BULK_LIMIT} matching executions were taken.")
+        refused = [i for i in items if i.outcome in (bulk.CANNOT, bulk.ALREADY)]
+        if refused:
+            raise Conflict(f"{len(refused)} of {len(items)} executions were not retried")
 
     def print_plan(self, plan) -> None:
         write = self.stdout.write
