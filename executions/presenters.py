@@ -140,14 +140,16 @@ def live_cursor(execution: Execution) -> int:
     )
 
 
-def changed_graph(execution: Execution, since: int) -> Graph:
+def changed_graph(execution: Execution, since: int) -> tuple[Graph, bool]:
     """The part of the graph a live page that has seen events up to ``since`` must redraw: the
     stages with an event after it (or in the last ``LIVE_OVERLAP``, for an event whose
     transaction committed after a later one's), and every active stage (its duration grows).
-    The counts are the whole execution's; the columns hold the changed cards only."""
+    The counts are the whole execution's; the columns hold the changed cards only. Also says
+    whether anything happened since (else the head, actions and all, need no redraw)."""
     recent = Event.objects.filter(execution=execution).filter(
         Q(id__gt=since) | Q(at__gte=timezone.now() - LIVE_OVERLAP)
     )
+    changed = recent.exists()
     stage_ids = set(
         recent.filter(stage_run__isnull=False).values_list("stage_run_id", flat=True)
     ) | set(
@@ -160,7 +162,8 @@ def changed_graph(execution: Execution, since: int) -> Graph:
     counts = execution.stage_runs.aggregate(
         total=Count("id"), done=Count("id", filter=Q(status__in=list(TERMINAL)))
     )
-    return Graph(columns=[cards], done=counts["done"], total=counts["total"], waiting=waiting)
+    graph = Graph(columns=[cards], done=counts["done"], total=counts["total"], waiting=waiting)
+    return graph, changed
 
 
 def abort_refusal(execution: Execution, user) -> str:
@@ -341,11 +344,22 @@ def head_context(execution: Execution, user, graph: Graph) -> dict:
 
 
 def live_update_context(execution: Execution, user, since: int) -> dict:
-    """A live poll's answer: the head, the changed stage cards and the next cursor."""
+    """A live poll's answer: the head (the progress line alone when nothing happened since),
+    the changed stage cards and the next cursor."""
     cursor = live_cursor(execution)  # first: what changes while this is built is sent next time
-    graph = changed_graph(execution, since)
+    graph, changed = changed_graph(execution, since)
+    head = (
+        head_context(execution, user, graph)
+        if changed
+        else {
+            "execution": execution,
+            "graph": graph,
+            "elapsed": format_duration(execution.duration_seconds),
+        }
+    )
     return {
-        **head_context(execution, user, graph),
+        **head,
+        "head_changed": changed,
         "live_cards": graph.columns[0],
         "live_cursor": cursor,
         "follow_step": followed_step_of(execution),

@@ -146,7 +146,8 @@ def test_a_live_poll_sends_only_the_stages_that_changed(client, personas):
     age_events(execution)
 
     update = poll(client, execution, cursor_of(page))
-    assert "<html" not in update and '<div id="exec-head" hx-swap-oob="true">' in update
+    assert "<html" not in update and 'id="exec-head"' not in update, "nothing happened"
+    assert update.startswith('<p class="progress-line" id="progress" hx-swap-oob="true">')
     assert cards_in(update) == ["s0"], "nothing changed: only the active stage (its time runs)"
     assert '<span id="live-poller" hidden hx-swap-oob="true" hx-get=' in update
     assert len(update) * 5 < len(whole)
@@ -160,6 +161,8 @@ def test_a_live_poll_sends_only_the_stages_that_changed(client, personas):
     transition(s1, to=Status.RUNNING)
     update = poll(client, execution, cursor_of(update))
     assert cards_in(update) == ["s0", "s1"]
+    assert '<div id="exec-head" hx-swap-oob="true">' in update, "the head with its actions"
+    assert update.count('hx-swap-oob="true"') == 4, "the head, two cards, the poller: not nested"
     assert 'data-status="SUCCESS" data-stage="s0"' in update
     assert "<strong>1 / 30</strong> stages done" in update
 
