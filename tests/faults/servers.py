@@ -1,6 +1,6 @@
 """Servers that fault tests start, break and restart: their own Redis, their own PostgreSQL
 cluster, gunicorn, and a small HTTP client. Celery workers with settings of their own are
-``tests.workers.ProcessWorkers`` with ``log_dir=FAULTS_DIR`` (the ``fault_workers`` fixture).
+``tests.helpers.workers.ProcessWorkers`` with ``log_dir=FAULTS_DIR`` (the ``fault_workers`` fixture).
 
 The machine's PostgreSQL and Redis are shared (other test sessions use them), so a test that
 stops a server stops one of these throwaway ones, never those. Every process runs in its own
