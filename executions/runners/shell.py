@@ -149,7 +149,7 @@ class LogWriter:
         def store() -> None:
             with transaction.atomic():
                 LogChunk.objects.create(step_run_id=self.step_id, seq=self.seq, text=text)
-                fields = {"log_bytes": F("log_bytes") + size}
+                fields: dict[str, object] = {"log_bytes": F("log_bytes") + size}
                 if self.pid and not self.pid_stored:
                     fields["pid"] = self.pid
                 StepRun.objects.filter(pk=self.step_id).update(**fields)
