@@ -646,12 +646,12 @@ def sandbox_arguments(bwrap: str, workdir_fd: int, shared: tuple[Path, ...] = ()
     args += ["--proc", "/proc", "--dev", "/dev"]
     args += ["--perms", "1777", "--tmpfs", "/tmp", "--perms", "1777", "--tmpfs", "/var/tmp"]
     made = {Path("/"), Path("/tmp"), Path("/var"), Path("/var/tmp"), *map(Path, SYSTEM_PATHS)}
-    for path in shared:
-        for parent in reversed(path.parents):  # crossable folders down to the mount point
+    for folder in shared:
+        for parent in reversed(folder.parents):  # crossable folders down to the mount point
             if parent not in made:
                 args += ["--perms", "0755", "--dir", str(parent)]
                 made.add(parent)
-        args += ["--bind", str(path), str(path)]
+        args += ["--bind", str(folder), str(folder)]
     args += ["--bind-fd", str(workdir_fd), str(SANDBOX_WORKDIR), "--chdir", str(SANDBOX_WORKDIR)]
     return args
 

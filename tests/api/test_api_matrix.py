@@ -17,7 +17,7 @@ import pytest
 from django.db import transaction
 
 from api.tokens import create_token
-from executions.models import StepRun
+from executions.models import Execution, StepRun
 from tests.test_access_matrix import MEMBERS, PERSONAS, World, build_world, snapshot
 
 AUTHS = ("session", "token")
@@ -64,7 +64,7 @@ def execution(path: str, pick: Callable[[World], object]) -> Callable[[World], s
     return lambda w: f"{API}/executions/{getattr(pick(w), 'pk', pick(w))}{path}"
 
 
-def first_step_log(pick: Callable[[World], object]) -> Callable[[World], str]:
+def first_step_log(pick: Callable[[World], Execution]) -> Callable[[World], str]:
     def build(w: World) -> str:
         step = StepRun.objects.filter(execution=pick(w)).order_by("pk").first()
         assert step is not None
