@@ -25,11 +25,9 @@ from django.db import connection
 
 from tests.helpers import factories
 from tests.helpers.personas import Personas
-from tests.helpers.workers import ProcessWorkers, thread_worker
+from tests.helpers.workers import PROCESS_MODE, WORKER_MODE, ProcessWorkers, thread_worker
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKER_MODE = os.environ.get("STAGELINE_TEST_WORKERS", "") or "thread"
-PROCESS_MODE = WORKER_MODE == "process"
 BROKER_SCHEMES = {"redis", "rediss", "amqp", "amqps", "pyamqp"}
 
 

@@ -7,6 +7,7 @@ which settings: the PostgreSQL test database, short leases and a beat that sends
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +21,11 @@ from django.conf import settings
 from config.celery import app
 from stageline.workers import ROOT, CeleryProcesses
 
-__all__ = ["ROOT", "ProcessWorkers", "thread_worker"]
+__all__ = ["PROCESS_MODE", "ROOT", "WORKER_MODE", "ProcessWorkers", "thread_worker"]
+
+# Which workers the `worker` fixture starts: "thread" (the default) or "process" (docs/testing.md).
+WORKER_MODE = os.environ.get("STAGELINE_TEST_WORKERS", "") or "thread"
+PROCESS_MODE = WORKER_MODE == "process"
 
 
 @contextmanager

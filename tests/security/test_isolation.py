@@ -24,9 +24,9 @@ from executions import launcher
 from executions.models import Execution, LogChunk, StepRun
 from executions.services import run_pipeline
 from executions.states import Status
-from tests.conftest import PROCESS_MODE
 from tests.helpers.factories import make_pipeline, serial_pipeline, shell_stage
 from tests.helpers.runs import wait_for, wait_for_status
+from tests.helpers.workers import PROCESS_MODE
 
 SECRET_NAMES = ("DATABASE_URL", "SECRET_KEY", "CELERY_BROKER_URL", "STAGELINE_VAR_DIR")
 
