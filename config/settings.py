@@ -301,6 +301,8 @@ STAGELINE_WORK_DIR = Path(env_str("STAGELINE_WORK_DIR", str(VAR_DIR / "work")))
 STAGELINE_STEP_ISOLATION = env_str("STAGELINE_STEP_ISOLATION", "auto")
 STAGELINE_STEP_USER = env_str("STAGELINE_STEP_USER", "stageline-step")
 STAGELINE_STEP_SHARED_DIRS = [p for p in env_str("STAGELINE_STEP_SHARED_DIRS").split(":") if p]
+# host: steps reach the network as the worker does; none: the sandbox has only its own loopback.
+STAGELINE_STEP_NETWORK = env_str("STAGELINE_STEP_NETWORK", "host")
 STAGELINE_MAX_YAML_BYTES = env_int("STAGELINE_MAX_YAML_BYTES", 256 * 1024)
 STAGELINE_MAX_INPUT_CHARS = env_int("STAGELINE_MAX_INPUT_CHARS", 4096)
 # The JSON API (api/): requests per minute and per personal access token (0: no limit).

@@ -23,6 +23,7 @@ are re-parented to the worker (a child subreaper) and killed when the step ends.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import json
 import logging
 import os
@@ -107,6 +108,7 @@ class Launcher:
     shared_dirs: tuple[Path, ...] = ()
     notes: tuple[str, ...] = field(default=())
     reuse: bool = False  # sandbox: one long-lived sandbox per worker thread (``Sandbox``)
+    network: bool = True  # sandbox: False = STAGELINE_STEP_NETWORK=none (loopback only)
 
     # --- what the worker says at start-up ------------------------------------------------------
 
@@ -114,7 +116,8 @@ class Launcher:
         who = f"as {self.user.name} (uid {self.user.uid})" if self.user else "as the worker's user"
         if self.mode == Isolation.SANDBOX:
             text = (
-                f"sandbox: bubblewrap ({self.bwrap}), {who}, own PID/IPC/mount namespaces, "
+                f"sandbox: bubblewrap ({self.bwrap}), {who}, own PID/IPC/mount"
+                f"{'' if self.network else '/network'} namespaces, "
                 "private /tmp, only the step's working directory writable, "
                 + (
                     "one long-lived sandbox per worker process, emptied between steps"
@@ -223,7 +226,7 @@ class Launcher:
                 ]
             return [
                 *([self.setpriv, "--pdeathsig=KILL"] if self.setpriv else []),
-                *sandbox_arguments(self.bwrap, workdir_fd, self.shared_dirs),
+                *sandbox_arguments(self.bwrap, workdir_fd, self.shared_dirs, self.network),
                 *become,
                 *inside,
             ], None
@@ -598,11 +601,11 @@ def _empty(folder: Path) -> None:
             shutil.rmtree(entry.path)
 
 
-_sandboxes: dict[tuple[int, int], Sandbox] = {}
+_sandboxes: dict[tuple[int, int, Launcher], Sandbox] = {}
 
 
 def _sandbox_for_this_thread(launcher: Launcher) -> Sandbox:
-    key = (os.getpid(), threading.get_ident())
+    key = (os.getpid(), threading.get_ident(), launcher)  # a launcher's own (tests try several)
     sandbox = _sandboxes.get(key)
     if sandbox is None or not sandbox.alive():
         if sandbox is not None:
@@ -623,7 +626,9 @@ def open_dir(path: Path) -> int:
     return os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
 
 
-def sandbox_arguments(bwrap: str, workdir_fd: int, shared: tuple[Path, ...] = ()) -> list[str]:
+def sandbox_arguments(
+    bwrap: str, workdir_fd: int, shared: tuple[Path, ...] = (), network: bool = True
+) -> list[str]:
     """bubblewrap's arguments: the system read-only, /etc without its secrets, a private /tmp,
     the working directory (and the configured shared folders) writable, nothing else."""
     args = [
@@ -632,6 +637,7 @@ def sandbox_arguments(bwrap: str, workdir_fd: int, shared: tuple[Path, ...] = ()
         "--unshare-ipc",
         "--die-with-parent",
         "--new-session",
+        *([] if network else ["--unshare-net"]),
     ]
     for path in SYSTEM_PATHS:
         if os.path.islink(path):
@@ -708,6 +714,19 @@ def choose(wanted: str, step_user: str) -> Launcher:
             raise ImproperlyConfigured(
                 f"STAGELINE_STEP_SHARED_DIRS: {path} would open var/ ({settings.VAR_DIR}) to steps"
             )
+    network = settings.STAGELINE_STEP_NETWORK.strip().lower()
+    if network not in ("host", "none"):
+        raise ImproperlyConfigured(f"STAGELINE_STEP_NETWORK must be host or none, not {network!r}")
+    result = _choose(wanted, step_user, shared, network == "host")
+    if network == "none" and result.mode != Isolation.SANDBOX:
+        raise ImproperlyConfigured(
+            "STAGELINE_STEP_NETWORK=none needs the sandbox, but steps would run in "
+            f"{result.mode} mode: {result.describe()}"
+        )
+    return result
+
+
+def _choose(wanted: str, step_user: str, shared: tuple[Path, ...], network: bool) -> Launcher:
     root = os.geteuid() == 0
     user = _step_user(step_user) if root else None
     setpriv = shutil.which("setpriv")
@@ -726,17 +745,17 @@ def choose(wanted: str, step_user: str) -> Launcher:
         close_var()
     if wanted in ("auto", "sandbox"):
         bwrap = shutil.which("bwrap")
-        problem = _sandbox_problem(bwrap, user, setpriv, shared)
+        problem = _sandbox_problem(bwrap, user, setpriv, shared, network)
         if not problem:
-            launcher = Launcher(Isolation.SANDBOX, user, bwrap, setpriv, shared)
+            launcher = Launcher(Isolation.SANDBOX, user, bwrap, setpriv, shared, network=network)
             if not os.path.exists(SANDBOX_PYTHON):
                 return launcher
-            reusing = Launcher(Isolation.SANDBOX, user, bwrap, setpriv, shared, reuse=True)
+            reusing = dataclasses.replace(launcher, reuse=True)
             problem = _reuse_problem(reusing)
             if not problem:
                 return reusing
             log.warning("a new sandbox per step (slower): %s", problem)
-            return Launcher(Isolation.SANDBOX, user, bwrap, setpriv, shared, (problem,))
+            return dataclasses.replace(launcher, notes=(problem,))
         if wanted == "sandbox":
             raise ImproperlyConfigured(f"STAGELINE_STEP_ISOLATION=sandbox, but {problem}")
         log.info("no sandbox for steps: %s", problem)
@@ -788,12 +807,16 @@ def _step_user(name: str) -> StepUser | None:
 
 
 def _sandbox_problem(
-    bwrap: str | None, user: StepUser | None, setpriv: str | None, shared: tuple[Path, ...]
+    bwrap: str | None,
+    user: StepUser | None,
+    setpriv: str | None,
+    shared: tuple[Path, ...],
+    network: bool = True,
 ) -> str:
     """Why bubblewrap cannot run a step here ("" when a probe step ran)."""
     if not bwrap:
         return "bubblewrap (bwrap) is not installed (Debian: apt-get install bubblewrap)"
-    probe = Launcher(Isolation.SANDBOX, user, bwrap, setpriv, shared)
+    probe = Launcher(Isolation.SANDBOX, user, bwrap, setpriv, shared, network=network)
     base = Path(settings.STAGELINE_WORK_DIR)
     base.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="probe-", dir=base) as tmp:

@@ -284,3 +284,26 @@ def test_other_user_mode_refuses_a_working_directory_the_step_user_cannot_reach(
     settings.STAGELINE_WORK_DIR = closed / "work"
     with pytest.raises(ImproperlyConfigured, match="cannot reach STAGELINE_WORK_DIR"):
         launcher.choose("other-user", settings.STAGELINE_STEP_USER)
+
+
+def test_a_step_without_network_cannot_reach_the_database_port(settings):
+    """The network is shared unless STAGELINE_STEP_NETWORK=none: then the sandbox has only its
+    own loopback, and a database that trusts local connections is out of a step's reach."""
+    db_port = int(connection.settings_dict.get("PORT") or 5432)
+    probe = (
+        f"timeout 2 bash -c '</dev/tcp/127.0.0.1/{db_port}' 2>/dev/null && echo reached "
+        "|| echo unreachable"
+    )
+    settings.STAGELINE_STEP_NETWORK = "none"
+    try:
+        closed = launcher.choose("sandbox", settings.STAGELINE_STEP_USER)
+    except ImproperlyConfigured as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            raise
+        pytest.skip(f"no sandbox here: {exc}")
+    assert run_in(closed, probe) == (0, "unreachable\n")
+    with pytest.raises(ImproperlyConfigured, match="STAGELINE_STEP_NETWORK=none needs the sandbox"):
+        launcher.choose("same-user", settings.STAGELINE_STEP_USER)
+    settings.STAGELINE_STEP_NETWORK = "nowhere"
+    with pytest.raises(ImproperlyConfigured, match="must be host or none, not 'nowhere'"):
+        launcher.choose("auto", settings.STAGELINE_STEP_USER)
