@@ -19,11 +19,12 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 from django.views.decorators.vary import vary_on_headers
 
-from executions import listing
-from executions.forms import ExecutionFilterForm, RunForm, run_entries
+from executions import bulk, listing
+from executions.forms import ExecutionFilterForm, RunForm, parse_filters, run_entries
 from executions.models import Status
 from executions.selection import picker_rows
 from executions.services import run_pipeline
+from executions.states import RETRYABLE
 from pipelines import permissions
 from pipelines.loaders import load_pipeline, load_project
 from pipelines.models import Pipeline, Project
@@ -31,6 +32,7 @@ from pipelines.presenters import pipeline_context, run_reason
 from pipelines.spec.model import PipelineSpec
 from stageline.errors import Forbidden, Invalid, NotFound, Refusal
 from stageline.htmx import done, page_or_partial, render_dialog
+from stageline.numbers import NumberError, parse_int
 
 
 def _executions_listing(
@@ -73,6 +75,8 @@ def project_detail(request: HttpRequest, org: str, project: str) -> HttpResponse
         )
     context = {
         "project": project_obj,
+        "retryable": RETRYABLE,
+        "bulk_url": reverse("project_bulk_retry", args=[org, project]),
         "pipelines": pipelines,
         "form": form,
         "page": page,
@@ -165,3 +169,56 @@ def pipeline_run(request: HttpRequest, org: str, project: str, identifier: str) 
     return render_dialog(
         request, "pipelines/run.html", _run_context(pipeline, spec, form, error), status
     )
+
+
+# --- bulk retry -------------------------------------------------------------------------------
+
+
+def _posted_ids(values: list[str]) -> list[int]:
+    ids: list[int] = []
+    for value in values:
+        try:
+            ids.append(parse_int(value, "ids", minimum=1, maximum=10**18 - 1))
+        except NumberError as exc:
+            raise Invalid(str(exc), field_errors={"ids": str(exc)}) from None
+    return ids
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+@vary_on_headers("HX-Request")
+def project_bulk_retry(request: HttpRequest, org: str, project: str) -> HttpResponse:
+    """Bulk retry from the executions list (``executions.bulk``): GET previews the checked
+    executions (``ids``) or all retryable ones matching the list's filters (``all=1``), each
+    from its failed stage; POST retries exactly the previewed ones and reports each."""
+    user = request.user
+    project_obj = load_project(user, org, project)
+    context: dict = {"project": project_obj, "back": reverse("project", args=[org, project])}
+    try:
+        if request.method == "POST":
+            selection = bulk.bulk_selection(
+                user, project_obj, ids=_posted_ids(request.POST.getlist("ids"))
+            )
+            reason = request.POST.get("reason", "")[:2000]
+            items = bulk.create_bulk_retry(user, selection.executions, reason=reason)
+            context |= {"submitted": True}
+        else:
+            if request.GET.get("all"):
+                pipelines = permissions.visible_pipelines(user).filter(project=project_obj)
+                form = parse_filters(request.GET, pipelines=pipelines)
+                selection = bulk.bulk_selection(user, project_obj, filters=form.filters())
+            else:
+                selection = bulk.bulk_selection(
+                    user, project_obj, ids=_posted_ids(request.GET.getlist("ids"))
+                )
+            items = bulk.plan_bulk_retry(user, selection.executions)
+    except Refusal as refusal:
+        context |= {"error": refusal.message}
+        return render_dialog(request, "executions/bulk_retry.html", context, refusal.status)
+    context |= {
+        "items": items,
+        "selection": selection,
+        "planned": [item for item in items if item.outcome == bulk.PLANNED],
+        "limit": bulk.BULK_LIMIT,
+    }
+    return render_dialog(request, "executions/bulk_retry.html", context)

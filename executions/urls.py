@@ -6,6 +6,11 @@ from pipelines.urls import PIPELINE
 urlpatterns = [
     # Pages of projects and pipelines that show or start executions (pipeline_views).
     path("p/<slug:org>/<slug:project>/", pipeline_views.project_detail, name="project"),
+    path(
+        "p/<slug:org>/<slug:project>/retries/",
+        pipeline_views.project_bulk_retry,
+        name="project_bulk_retry",
+    ),
     path(PIPELINE, pipeline_views.pipeline_detail, name="pipeline"),
     path(PIPELINE + "run/", pipeline_views.pipeline_run, name="pipeline_run"),
     path("go/", views.jump, name="jump"),

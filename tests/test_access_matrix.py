@@ -537,6 +537,23 @@ EXECUTION_ENDPOINTS = [
 ENDPOINT_ROWS = [
     *[
         Row(
+            f"project_bulk_retry of another project ({method})",
+            method,
+            project_url("project_bulk_retry", OTHER),
+            HIDDEN_IN_OTHER_PROJECT,
+            data=lambda w, persona: {"ids": [w.other_finished.pk]},
+        )
+        for method in ("GET", "POST")
+    ],
+    Row(
+        "bulk retry of the checked executions",
+        "POST",
+        project_url("project_bulk_retry", OWN),
+        expect(404, members=403, admin=200, executor=200, deployer=200, anonymous=302),
+        data=lambda w, persona: {"ids": [w.finished.pk]},
+    ),
+    *[
+        Row(
             f"{name} of another project",
             method,
             named_pipeline_url(name, lambda w: w.other_pipeline),

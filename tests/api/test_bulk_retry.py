@@ -83,6 +83,7 @@ def test_submit_retries_each_once_and_reports_each(client, personas, history):
     assert Execution.objects.filter(retry_of=history["first"]).count() == 1
 
 
+@pytest.mark.database  # the unique retry link, on PostgreSQL too
 def test_a_submit_that_loses_the_race_reports_the_winners_retry(personas, history, monkeypatch):
     winner = []
     real_plan = bulk.plan_bulk_retry

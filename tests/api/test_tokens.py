@@ -126,6 +126,7 @@ def test_the_last_use_is_recorded_at_most_once_a_minute(client, personas):
     assert AccessToken.objects.get(pk=token.pk).last_used_at > first - timedelta(minutes=1)
 
 
+@pytest.mark.database  # the counter's conditional UPDATE, on PostgreSQL too
 def test_requests_are_rate_limited_per_token(client, personas, settings):
     settings.STAGELINE_API_RATE_PER_MINUTE = 3
     _, raw = create_token(user=personas.viewer, name="busy", scope="read")
@@ -139,6 +140,7 @@ def test_requests_are_rate_limited_per_token(client, personas, settings):
     assert client.get(f"{API}/projects").status_code == 200, "the session is not a token"
 
 
+@pytest.mark.database
 def test_the_next_minute_opens_a_new_window(personas, settings):
     settings.STAGELINE_API_RATE_PER_MINUTE = 1
     token, _ = create_token(user=personas.viewer, name="t", scope="read")
