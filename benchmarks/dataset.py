@@ -16,6 +16,10 @@ The data, seeded and so the same at every generation:
   3 % EXPIRED; a failed one has the stages before the failing one SUCCESS, the failing one (a
   member of a parallel group: its siblings ran to the end) with its step's error, and the later
   ones NOT_STARTED; started by one of 20 users;
+- half of the FAILED executions of the regular pipelines are retried (each retry takes the place
+  of the next planned execution, so the total stays as asked): created 5 min to 4 h later, from
+  the failed group, the groups before it carried over; 70 % of the retries succeed, the others
+  fail in the same group again (what the retry insights page reads);
 - every execution of ``wide_50`` and ``retry_200`` FAILED (at stage 40 and 150), the failed step
   of ``wide_50`` with a 10-chunk log.
 
@@ -52,6 +56,7 @@ PIPELINES = 100
 USERS = 20
 DAYS = 60
 BATCH = 20_000
+RETRIED = 0.5  # the share of failed executions of the regular pipelines that are retried
 WIDE, WIDE_STAGES, WIDE_FAILS_AT = "wide_50", 50, 40
 RETRY, RETRY_STAGES, RETRY_FAILS_AT = "retry_200", 200, 150
 STATUSES = (
@@ -237,6 +242,10 @@ class RowMaker:
         "finished_at",
         "inputs",
         "error",
+        "retry_of_id",
+        "chain_root_id",
+        "attempt",
+        "resumed_from",
     ]
     STAGE_COLUMNS = [
         "id",
@@ -249,6 +258,7 @@ class RowMaker:
         "started_at",
         "finished_at",
         "error",
+        "carried_from_id",
     ]
     STEP_COLUMNS = [
         "id",
@@ -271,15 +281,31 @@ class RowMaker:
     CHUNK_COLUMNS = ["id", "step_run_id", "seq", "text", "created_at"]
 
     def add(
-        self, shape: Shape, sequence: int, created: datetime, status: str, logs: bool = False
+        self,
+        shape: Shape,
+        sequence: int,
+        created: datetime,
+        status: str,
+        logs: bool = False,
+        *,
+        retry: tuple | None = None,
+        carried: dict[str, tuple] | None = None,
+        resume_at: int = 0,
     ) -> int:
+        """One execution; with ``retry`` (retry_of, chain_root, attempt, resumed_from), a retry
+        that carries over the groups before ``resume_at`` from ``carried`` (the original's stage
+        rows by identifier) and runs the rest (failing, if it fails, in the same group)."""
         rng, when = self.rng, self.writer.when
         execution_id = self.execution_id
         self.execution_id += 1
         failing_group = None
         if status != Status.SUCCESS:
             failing_group = (
-                shape.fails_at if shape.fails_at is not None else rng.randrange(len(shape.groups))
+                resume_at
+                if retry is not None
+                else shape.fails_at
+                if shape.fails_at is not None
+                else rng.randrange(len(shape.groups))
             )
         clock = created + timedelta(seconds=rng.uniform(0.2, 3.0))
         started = clock
@@ -293,6 +319,18 @@ class RowMaker:
                 stage_id, step_id = self.stage_id, self.step_id
                 self.stage_id += 1
                 self.step_id += 1
+                if carried is not None and index < resume_at:
+                    old = carried[identifier]  # its status, times and error, and where from
+                    self.stages.append(
+                        (stage_id, execution_id, identifier, name, index, position, *old[6:10])
+                        + (old[0],)
+                    )
+                    self.steps.append(
+                        (step_id, stage_id, execution_id, "run", "Run", "ShellScript", 0)
+                        + (old[6], None, old[7], old[8], 0, "", 1, "bench-worker:1", 4096)
+                    )
+                    position += 1
+                    continue
                 if not ran:
                     self.stages.append(
                         (
@@ -306,6 +344,7 @@ class RowMaker:
                             None,
                             None,
                             "",
+                            None,
                         )
                     )
                     self.steps.append(
@@ -351,6 +390,7 @@ class RowMaker:
                         when(begin),
                         when(end),
                         stage_error,
+                        None,
                     )
                 )
                 self.steps.append(
@@ -401,9 +441,32 @@ class RowMaker:
                 when(finished),
                 shape.inputs,
                 error,
+                *(retry or (None, None, 1, "")),
             )
         )
         return execution_id
+
+    def last_stages(self, shape: Shape) -> dict[str, tuple]:
+        """The stage rows of the execution just added (still in the buffer), by identifier."""
+        count = sum(len(group) for group in shape.groups)
+        return {row[2]: row for row in self.stages[-count:]}
+
+    def add_retry(self, shape: Shape, sequence: int, original: int, created: datetime) -> int:
+        """A retry of ``original`` (the execution just added, FAILED) from its failed group,
+        started ``created``: it succeeds 70 % of the time, else fails in that group again."""
+        rows = self.last_stages(shape)
+        resume_at = min(row[4] for row in rows.values() if row[6] == Status.FAILED)
+        resumed_from = next(row[2] for row in rows.values() if row[4] == resume_at)
+        status = Status.SUCCESS if self.rng.random() < 0.7 else Status.FAILED
+        return self.add(
+            shape,
+            sequence,
+            created,
+            status,
+            retry=(original, original, 2, resumed_from),
+            carried=rows,
+            resume_at=resume_at,
+        )
 
     def flush(self) -> None:
         write = self.writer.write
@@ -545,7 +608,11 @@ def generate(
             progress(
                 "  (foreign-key checks skipped for the load: session_replication_role = replica)"
             )
+        retried = 0  # retries made in place of the next planned executions
         for index, pipeline_id in enumerate(plan):
+            if retried:
+                retried -= 1
+                continue
             created = begin + step * index
             sequences[pipeline_id] += 1
             if pipeline_id == wide.pk:
@@ -553,9 +620,14 @@ def generate(
             elif pipeline_id == retry.pk:
                 maker.add(retry_shape, sequences[pipeline_id], created, Status.FAILED)
             else:
-                maker.add(
-                    shapes[pipeline_id], sequences[pipeline_id], created, rng.choice(STATUSES)
-                )
+                outcome = rng.choice(STATUSES)
+                shape = shapes[pipeline_id]
+                original = maker.add(shape, sequences[pipeline_id], created, outcome)
+                if outcome == Status.FAILED and rng.random() < RETRIED and index + 1 < len(plan):
+                    sequences[pipeline_id] += 1
+                    later = created + timedelta(minutes=rng.uniform(5, 240))
+                    maker.add_retry(shape, sequences[pipeline_id], original, later)
+                    retried = 1
             if len(maker.executions) >= BATCH:
                 maker.flush()
                 progress(

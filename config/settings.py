@@ -287,6 +287,9 @@ CELERY_BEAT_SCHEDULE = {
 
 # Engine knobs.
 STAGELINE_RETRY_WINDOW_DAYS = env_int("STAGELINE_RETRY_WINDOW_DAYS", 30)
+# Retry insights (executions/insights.py): a stage is flagged flaky when it passed on a retry with
+# unchanged inputs after at least this share (in percent) of its failures (and at least twice).
+STAGELINE_FLAKY_THRESHOLD_PERCENT = env_int("STAGELINE_FLAKY_THRESHOLD_PERCENT", 20)
 STAGELINE_STEP_LEASE_SECONDS = env_int("STAGELINE_STEP_LEASE_SECONDS", 30)
 STAGELINE_HEARTBEAT_SECONDS = env_int("STAGELINE_HEARTBEAT_SECONDS", 5)
 STAGELINE_REDISPATCH_AFTER_SECONDS = env_int("STAGELINE_REDISPATCH_AFTER_SECONDS", 30)

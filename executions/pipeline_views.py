@@ -1,6 +1,6 @@
 """The pages of projects and pipelines that show or start executions: the project page (its
-pipelines with their last execution, and its executions list), the pipeline page's Executions
-tab and the Run dialog.
+pipelines with their last execution, and its executions list), the project's retry insights,
+the pipeline page's Executions tab and the Run dialog.
 
 They serve URLs of the pipelines' pages but live in the executions app because they read
 executions: executions builds on pipelines, never the other way (tests/test_layering.py). The
@@ -19,7 +19,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 from django.views.decorators.vary import vary_on_headers
 
-from executions import bulk, listing
+from executions import bulk, insights, listing
 from executions.forms import ExecutionFilterForm, RunForm, parse_filters, run_entries
 from executions.models import Status
 from executions.selection import picker_rows
@@ -222,3 +222,20 @@ def project_bulk_retry(request: HttpRequest, org: str, project: str) -> HttpResp
         "limit": bulk.BULK_LIMIT,
     }
     return render_dialog(request, "executions/bulk_retry.html", context)
+
+
+@require_GET
+@login_required
+def project_insights(request: HttpRequest, org: str, project: str) -> HttpResponse:
+    """Retry insights of the project over ``?days=`` (7, 30 or 90; ``executions.insights``);
+    an unknown period answers 400 with the page saying which ones there are."""
+    project_obj = load_project(request.user, org, project)
+    context: dict = {"project": project_obj, "periods": insights.PERIODS, "here": "Insights"}
+    try:
+        days = insights.parse_period(request.GET.get("days"))
+    except Invalid as refusal:
+        context |= {"error": refusal.message, "days": None}
+        return render(request, "executions/insights.html", context, status=400)
+    figures = insights.project_insights(request.user, project_obj, days)
+    context |= {"insights": figures, "days": days}
+    return render(request, "executions/insights.html", context)

@@ -11,6 +11,11 @@ urlpatterns = [
         pipeline_views.project_bulk_retry,
         name="project_bulk_retry",
     ),
+    path(
+        "p/<slug:org>/<slug:project>/insights/",
+        pipeline_views.project_insights,
+        name="project_insights",
+    ),
     path(PIPELINE, pipeline_views.pipeline_detail, name="pipeline"),
     path(PIPELINE + "run/", pipeline_views.pipeline_run, name="pipeline_run"),
     path("go/", views.jump, name="jump"),

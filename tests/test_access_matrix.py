@@ -230,6 +230,25 @@ PAGE_ROWS = [
         expect(404, anonymous=302),
     ),
     Row(
+        "retry insights",
+        "GET",
+        project_url("project_insights", OWN),
+        expect(404, members=200, deployer=200, anonymous=302),
+    ),
+    Row(
+        "retry insights of another project",
+        "GET",
+        project_url("project_insights", OTHER),
+        expect(404, stranger=200, anonymous=302),
+    ),
+    Row(
+        "retry insights of no project",
+        "GET",
+        project_url("project_insights", MISSING_PROJECT),
+        expect(404, anonymous=302),
+    ),
+    Row("POST to the retry insights", "POST", project_url("project_insights", OWN), expect(405)),
+    Row(
         "pipeline page",
         "GET",
         pipeline_url(lambda w: w.pipeline),
