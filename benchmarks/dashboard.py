@@ -13,6 +13,8 @@ Pages:
   a deep page reached through its keyset cursor (``?before=<id>``, 90 % of the way back), a
   filtered page (one pipeline's FAILED runs) and a harder filter (one user's EXPIRED runs,
   about one row in a thousand of the project);
+- the retry insights of ``alpha`` (``executions.insights``), last 30 and last 90 days (at most
+  ``INSIGHTS_REQUESTS`` requests each: every one reads the whole period);
 - the execution page of a 50-stage execution (FAILED, its failed step's log open);
 - the retry dialog of a 200-stage execution failed at stage 150 (as htmx loads it);
 - the retry submit: a POST from that dialog, each to a different fresh FAILED execution (one
@@ -48,6 +50,8 @@ LIST_P95_TARGET = 0.100
 DEEP_RATIO_TARGET = 1.20
 PAGE_P95_TARGET = 0.080
 SUBMIT_P95_TARGET = 0.100
+INSIGHTS_P95_TARGET = 0.200
+INSIGHTS_REQUESTS = 50
 WARMUP = 3
 HTMX = {"HX-Request": "true"}
 
@@ -204,6 +208,14 @@ def measure(
             "list query alone (EXPLAIN ANALYZE)",
             " · ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in plans.items()),
         )
+
+    progress("  retry insights")
+    insights_url = reverse("project_insights", args=[fixtures.ORG, alpha.slug])
+    for days in (30, 90):
+        found = timed(
+            client, f"{insights_url}?days={days}", min(requests, INSIGHTS_REQUESTS), warmup=warmup
+        )
+        _add(report, section, f"retry insights, last {days} days", found, INSIGHTS_P95_TARGET)
 
     progress("  execution page")
     wide_execution = (
