@@ -41,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -689,11 +690,44 @@ def configure(announce: Callable[[str], None] | None = None) -> Launcher:
             settings.STAGELINE_STEP_ISOLATION, settings.STAGELINE_STEP_USER
         )
     protect_worker()
+    exposed = open_to_steps(launcher)
+    if exposed:
+        launcher = _current = dataclasses.replace(launcher, notes=(*launcher.notes, *exposed))
     line = f"stageline worker: step isolation = {launcher.describe()}"
     (announce or _to_stderr)(line)
-    if launcher.mode == Isolation.SAME_USER:
+    if launcher.mode == Isolation.SAME_USER or exposed:
         log.warning(line)
     return launcher
+
+
+def open_to_steps(launcher: Launcher) -> list[str]:
+    """What a step could reach over the worker's network without any password: the database or
+    the broker on a network address with none set. Said at start-up (the fix is a password, or
+    STAGELINE_STEP_NETWORK=none); steps never learn the passwords themselves."""
+    if launcher.mode == Isolation.SANDBOX and not launcher.network:
+        return []
+    found = []
+    database = settings.DATABASES["default"]
+    host = str(database.get("HOST") or "")
+    if (
+        "postgresql" in database["ENGINE"]
+        and not database.get("PASSWORD")
+        and host
+        and not host.startswith("/")
+    ):
+        found.append(
+            f"WARNING: the database at {host} has no password in DATABASE_URL, and steps share "
+            "the worker's network: if it trusts connections without one, a step can read every "
+            "project's data (give it a password, or set STAGELINE_STEP_NETWORK=none)"
+        )
+    broker = urlsplit(str(settings.CELERY_BROKER_URL or ""))
+    if broker.scheme in ("redis", "rediss") and broker.hostname and not broker.password:
+        found.append(
+            f"WARNING: the broker at {broker.hostname} has no password, and steps share the "
+            "worker's network: a step can read and send its messages (give Redis a password, or "
+            "set STAGELINE_STEP_NETWORK=none)"
+        )
+    return found
 
 
 def _to_stderr(line: str) -> None:
