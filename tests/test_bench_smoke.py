@@ -53,6 +53,8 @@ ROWS = [
     "list: deep page (keyset, 90% back)",
     "list: deep page / first page (p50)",
     "list: filtered (pipeline + FAILED)",
+    "retry insights, last 30 days",
+    "retry insights, last 90 days",
     "execution page, 50 stages",
     "retry dialog, 200 stages",
     "retry submit, 200 stages",
