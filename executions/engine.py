@@ -17,8 +17,9 @@ import logging
 import os
 import socket
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
+from typing import Any
 
 from celery import current_app
 from django.conf import settings
@@ -27,10 +28,11 @@ from django.db.models import Exists, F, OuterRef, Subquery
 from django.utils import timezone
 
 from executions.context import build_context
-from executions.models import Execution, StageRun, StepRun
+from executions.models import Execution, PendingWait, StageRun, StepRun
 from executions.runners import run as run_with_runner
 from executions.runners.base import StepResult, with_db_retry
 from executions.states import ACTIVE, SUCCEEDED, TERMINAL, Status, worst
+from executions.strategies import ERROR_CLASS_OF, apply_failure, decision_for, start_due_wait
 from executions.transitions import (
     claim_here,
     claim_step,
@@ -198,12 +200,14 @@ def advance_locked(
             for run in members:
                 if run.status in (Status.NOT_STARTED, Status.QUEUED):
                     _start_stage(execution, run, spec, steps, here)
-                elif run.status in (Status.RUNNING, Status.WAITING):
+                elif run.status in _UNDERWAY:
                     _advance_stage(execution, run, spec, steps, here)
             if not all(run.status in TERMINAL for run in members):
                 waiting = any(r.status == Status.WAITING for r in members)
                 busy = any(r.status in (Status.RUNNING, Status.QUEUED) for r in members)
                 target = Status.WAITING if waiting and not busy else Status.RUNNING
+                if not busy and any(r.status == Status.INTERVENTION_WAITING for r in members):
+                    target = Status.INTERVENTION_WAITING  # a person must answer (SPEC §9)
                 if execution.status != target:
                     transition(execution, to=target)
                 return
@@ -220,6 +224,15 @@ def advance_locked(
                 return
         after = max(groups)  # every group read has succeeded now: read the next ones
     transition(execution, to=Status.SUCCESS)
+
+
+# A stage run that has started and not ended (INTERVENTION_WAITING: a step of it waits for a
+# person to answer its failure, SPEC §9).
+_UNDERWAY = (Status.RUNNING, Status.WAITING, Status.INTERVENTION_WAITING)
+
+
+def _underway_but(status: str) -> list[str]:
+    return [other for other in _UNDERWAY if other != status]
 
 
 def _start_stage(
@@ -257,28 +270,28 @@ def _advance_stage(
             transition(
                 run,
                 to=step.status,
-                sources=[Status.RUNNING, Status.WAITING],
+                sources=_UNDERWAY,
                 error=f"step '{step.identifier}' {step.get_status_display().lower()}"
                 + (f": {step.error}" if step.error else ""),
             )
             return
-        if step.status == Status.WAITING:
-            if run.status != Status.WAITING:
-                transition(run, to=Status.WAITING, sources=[Status.RUNNING])
+        if step.status in (Status.WAITING, Status.INTERVENTION_WAITING):
+            if run.status != step.status:
+                transition(run, to=step.status, sources=_underway_but(step.status))
             return
         if step.status in (Status.QUEUED, Status.RUNNING):
             if run.status != Status.RUNNING:
-                transition(run, to=Status.RUNNING, sources=[Status.WAITING])
+                transition(run, to=Status.RUNNING, sources=_underway_but(Status.RUNNING))
             return
         # NOT_STARTED: the next step is due.
         if run.status != Status.RUNNING:
-            transition(run, to=Status.RUNNING, sources=[Status.WAITING])
+            transition(run, to=Status.RUNNING, sources=_underway_but(Status.RUNNING))
         _queue_step(execution, run, step, spec, here)
         return
     outputs: dict[str, str] = {}
     for step in stage_steps:
         outputs.update(step.outputs or {})
-    transition(run, to=Status.SUCCESS, sources=[Status.RUNNING, Status.WAITING], outputs=outputs)
+    transition(run, to=Status.SUCCESS, sources=_UNDERWAY, outputs=outputs)
 
 
 def _queue_step(
@@ -482,16 +495,7 @@ def _run_claimed(step: StepRun, here: RunHere | None) -> StepRun | None:
         # The general path (and what the simple one could not do: someone moved a row first).
         with transaction.atomic(), events_batched():
             present = _lock_held(execution)
-            if not step_done and not transition(
-                step,
-                to=result.status,
-                sources=[Status.RUNNING],
-                exit_code=result.exit_code,
-                outputs=result.outputs,
-                error=result.error[:2000],
-                lease_expires_at=None,
-                pid=result.pid,
-            ):
+            if not step_done and not _store_result(execution, stage_run, step, result):
                 # Ended by someone else (an abort): the runner has stored the last lines (the
                 # kill notice); releasing the lease tells the page that the log is complete
                 # (``StepRun.log_closed``).
@@ -507,6 +511,46 @@ def _run_claimed(step: StepRun, here: RunHere | None) -> StepRun | None:
     return with_db_retry(finish)
 
 
+def _store_result(
+    execution: Execution, stage_run: StageRun, step: StepRun, result: StepResult
+) -> bool:
+    """Write a running step's result (under the execution's lock); False when the step was not
+    RUNNING any more. A failure goes to the pipeline's failure strategies when it declares
+    any (``executions.strategies``); otherwise, or when no rule takes it, the step simply ends
+    with the result's status."""
+    fields: dict[str, Any] = {
+        "exit_code": result.exit_code,
+        "outputs": result.outputs,
+        "error": result.error[:2000],
+        "lease_expires_at": None,
+        "pid": result.pid,
+    }
+    spec = execution.version.spec
+    if (
+        spec.has_failure_strategies
+        and not StepRun.objects.filter(
+            pk=step.pk, status=Status.RUNNING, attempts=step.attempts
+        ).exists()
+    ):
+        # A retry may have given the step a new attempt since this one started (its worker
+        # was thought lost): this attempt's result must not land on the new one.
+        return False
+    if result.status in ERROR_CLASS_OF and spec.has_failure_strategies:
+        error_class = ERROR_CLASS_OF[result.status]
+        decision = decision_for(spec, stage_run.identifier, step, error_class, result.exit_code)
+        if decision is not None:
+            return apply_failure(
+                decision,
+                execution,
+                stage_run,
+                step,
+                error_class=error_class,
+                dispatch=dispatch_step,
+                fields=fields,
+            )
+    return transition(step, to=result.status, sources=[Status.RUNNING], **fields)
+
+
 # --- the reaper -------------------------------------------------------------------------------
 
 
@@ -514,19 +558,20 @@ def reap() -> dict[str, int]:
     """Fail steps whose worker was lost, expire unanswered approvals, re-send lost dispatches,
     and nudge executions that have nothing running. Runs periodically (Celery beat)."""
     now = timezone.now()
-    counts = {"worker_lost": 0, "approvals_expired": 0, "redispatched": 0, "nudged": 0}
+    counts = {
+        "worker_lost": 0,
+        "approvals_expired": 0,
+        "redispatched": 0,
+        "nudged": 0,
+        "waits_started": 0,
+    }
     touched: set[int] = set()
 
-    for step in StepRun.objects.filter(status=Status.RUNNING, lease_expires_at__lt=now):
-        with transaction.atomic():
-            if transition(
-                step,
-                to=Status.FAILED,
-                sources=[Status.RUNNING],
-                error=f"worker lost: no heartbeat from {step.worker or 'its worker'} since "
-                f"{(step.lease_expires_at or now) - timedelta(seconds=settings.STAGELINE_STEP_LEASE_SECONDS):%H:%M:%S} UTC",
-                lease_expires_at=None,
-            ):
+    for step in StepRun.objects.filter(
+        status=Status.RUNNING, lease_expires_at__lt=now
+    ).select_related("stage_run"):
+        with transaction.atomic(), events_batched():
+            if _worker_lost(step, now):
                 counts["worker_lost"] += 1
                 touched.add(step.execution_id)
 
@@ -540,6 +585,14 @@ def reap() -> dict[str, int]:
             ):
                 counts["approvals_expired"] += 1
                 touched.add(step.execution_id)
+
+    # Failure strategies' durable waits (SPEC §9): a retry's interval, an intervention's timeout.
+    for wait in PendingWait.objects.due(now):
+        with transaction.atomic(), events_batched():
+            execution = _lock_execution(wait.execution_id)
+            if execution is not None and start_due_wait(wait, execution, dispatch_step):
+                counts["waits_started"] += 1
+                touched.add(wait.execution_id)
 
     stale = now - timedelta(seconds=settings.STAGELINE_REDISPATCH_AFTER_SECONDS)
     for step in StepRun.objects.filter(status=Status.QUEUED, queued_at__lt=stale).select_related(
@@ -563,3 +616,33 @@ def reap() -> dict[str, int]:
     for execution_id in touched:
         advance(execution_id)
     return counts
+
+
+def _worker_lost(step: StepRun, now: datetime) -> bool:
+    """Fail a RUNNING step whose lease lapsed (its worker is gone), or apply the pipeline's
+    ``worker_lost`` failure strategy (a retry runs the next attempt on whichever worker takes
+    it). False when the step had moved on meanwhile."""
+    since = (step.lease_expires_at or now) - timedelta(
+        seconds=settings.STAGELINE_STEP_LEASE_SECONDS
+    )
+    fields: dict[str, Any] = {
+        "error": f"worker lost: no heartbeat from {step.worker or 'its worker'} since "
+        f"{since:%H:%M:%S} UTC",
+        "lease_expires_at": None,
+    }
+    execution = _lock_execution(step.execution_id)
+    if execution is not None and execution.status in ACTIVE:
+        spec = execution.version.spec
+        if spec.has_failure_strategies:
+            decision = decision_for(spec, step.stage_run.identifier, step, "worker_lost", None)
+            if decision is not None:
+                return apply_failure(
+                    decision,
+                    execution,
+                    step.stage_run,
+                    step,
+                    error_class="worker_lost",
+                    dispatch=dispatch_step,
+                    fields=fields,
+                )
+    return transition(step, to=Status.FAILED, sources=[Status.RUNNING], **fields)

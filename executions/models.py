@@ -320,6 +320,8 @@ class PendingWait(models.Model):
     state = models.CharField(max_length=12, choices=State.choices, default=State.PENDING)
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
+    # An intervention's action when nobody answers in time (the rule's ``on_timeout``).
+    on_timeout = models.CharField(max_length=20, blank=True)
 
     objects = PendingWaitQuerySet.as_manager()
 

@@ -15,7 +15,8 @@ from django.utils import timezone
 
 from executions import engine
 from executions.inputs import InputErrors, validate_inputs
-from executions.models import Execution, PendingWait, StageRun, StepRun
+from executions.models import Execution, StageRun, StepRun
+from executions.operate import abort_locked
 from executions.selection import select_stages
 from executions.states import ACTIVE, Status
 from executions.transitions import events_batched, record, transition
@@ -281,23 +282,7 @@ def abort_execution(*, execution: Execution, user) -> Execution:
             raise Conflict(
                 f"Execution #{locked.sequence} already ended {locked.get_status_display()}."
             )
-        PendingWait.objects.cancel(execution=locked)
-        for step in StepRun.objects.filter(execution=locked, status__in=list(ACTIVE)):
-            transition(
-                step, to=Status.ABORTED, sources=ACTIVE, actor=user, error="aborted by " + str(user)
-            )
-        for run in StageRun.objects.filter(execution=locked, status__in=list(ACTIVE)):
-            transition(
-                run, to=Status.ABORTED, sources=ACTIVE, actor=user, error="aborted by " + str(user)
-            )
-        transition(
-            locked,
-            to=Status.ABORTED,
-            sources=ACTIVE,
-            actor=user,
-            action="aborted",
-            error=f"aborted by {user}",
-        )
+        abort_locked(locked, actor=user, reason=f"aborted by {user}", action="aborted")
     return locked
 
 

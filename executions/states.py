@@ -132,17 +132,8 @@ TRANSITIONS: Mapping[str, frozenset[str]] = {
     Status.WAITING: _ENDINGS | {Status.RUNNING, Status.INTERVENTION_WAITING},
     # An answer (or its timeout): retry queues a new attempt; ignore, mark as success, mark as
     # failure, abort end it. A stage or execution runs on (or waits for an approval) after it.
-    Status.INTERVENTION_WAITING: frozenset(
-        {
-            Status.QUEUED,
-            Status.RUNNING,
-            Status.WAITING,
-            Status.IGNORED,
-            Status.SUCCESS,
-            Status.FAILED,
-            Status.ABORTED,
-        }
-    ),
+    Status.INTERVENTION_WAITING: _ENDINGS
+    | {Status.QUEUED, Status.RUNNING, Status.WAITING, Status.IGNORED},
     **{status: frozenset() for status in TERMINAL},
 }
 

@@ -43,6 +43,19 @@ MAX_OUTPUT_FILE = 4 * 1024 * 1024
 MAX_OUTPUT_VALUE = 64 * 1024
 
 
+def _attempt_start(step: StepRun) -> int:
+    """Where this attempt's log starts: 0 for the first; after the earlier attempts' lines for
+    a failure strategy's retry (SPEC §9), below a line that says which attempt this is."""
+    if step.attempts <= 1:
+        return 0
+    last = LogChunk.objects.filter(step_run_id=step.pk).order_by("-seq").first()
+    seq = last.seq + 1 if last else 0
+    LogChunk.objects.create(
+        step_run_id=step.pk, seq=seq, text=f"[stageline] attempt {step.attempts}\n"
+    )
+    return seq + 1
+
+
 class LogWriter:
     """Appends masked output to a step's log in chunks; keeps head and tail past the limit.
 
@@ -235,7 +248,7 @@ def run(step: StepRun, step_spec, stage, execution) -> StepResult:
         env[key] = context.render(value, stage)
     env = {k: v.replace("\x00", "") for k, v in env.items()}
 
-    writer = LogWriter(step, secrets)
+    writer = LogWriter(step, secrets, seq=_attempt_start(step))
     lease = Lease(step)
     proc = launcher.start(script_file, workdir, env)
     writer.pid = lease.pid = proc.pid
