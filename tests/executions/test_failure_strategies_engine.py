@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.urls import reverse
 from django.utils import timezone
 
 from executions import engine
@@ -200,7 +201,7 @@ def test_a_retry_interval_is_a_durable_wait_started_once_when_due(worker, person
     assert PendingWait.objects.get(pk=wait.pk).state == PendingWait.State.STARTED
 
 
-def test_manual_intervention_waits_and_its_timeout_applies_on_timeout(worker, personas):
+def test_manual_intervention_waits_and_its_timeout_applies_on_timeout(worker, personas, client):
     pipeline = pipeline_with(
         personas,
         "intervene",
@@ -214,6 +215,9 @@ def test_manual_intervention_waits_and_its_timeout_applies_on_timeout(worker, pe
     assert step.stage_run.status == Status.INTERVENTION_WAITING
     wait = PendingWait.objects.get(step_run=step)
     assert (wait.kind, wait.on_timeout) == (PendingWait.Kind.INTERVENTION, "ignore")
+    client.force_login(personas.viewer)
+    page = client.get(reverse("execution", args=[execution.pk])).content.decode()
+    assert "Needs intervention" in page
     PendingWait.objects.filter(pk=wait.pk).update(due_at=timezone.now() - timedelta(seconds=1))
     engine.reap()
     execution = wait_for_status(execution, Status.SUCCESS)
@@ -222,6 +226,8 @@ def test_manual_intervention_waits_and_its_timeout_applies_on_timeout(worker, pe
     assert "nobody intervened in time: on_timeout ignore" in (
         Event.objects.get(step_run=step, to_status=Status.IGNORED).message
     )
+    page = client.get(reverse("execution", args=[execution.pk])).content.decode()
+    assert "Failed, ignored" in page
 
 
 def test_a_step_whose_worker_is_lost_gets_a_new_attempt_with_a_worker_lost_rule(
