@@ -222,7 +222,9 @@ class PostgresCluster:
         postgres_bindir()  # fails the test with the reason when PostgreSQL is not installed
         self.port = port or free_port()
         FAULTS_DIR.mkdir(parents=True, exist_ok=True)
-        self.base = Path(tempfile.mkdtemp(prefix="pg-", dir=FAULTS_DIR))
+        # Outside var/: a worker closes var/'s entries to everyone but its own user
+        # (executions.launcher.close_var), and the cluster runs as the postgres user.
+        self.base = Path(tempfile.mkdtemp(prefix="stageline-pg-"))
         self.data = self.base / "data"
         self.sockets = self.base / "sockets"
         self.log = self.base / "postgres.log"
