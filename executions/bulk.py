@@ -11,6 +11,11 @@ its failed stage (failed stages only for a parallel group), after one preview.
   retried at most once however many submits race (the loser's item says "already retried" and
   names the retry).
 
+For the executions lists' checkboxes and dialog (``executions.bulk_views``): ``may_retry_in``
+(Execute on a pipeline of the list: the checkboxes and the dialog are offered, else 403),
+``selectable`` (the rows that get a checkbox), a ``pipeline`` scope for a pipeline's list, and
+``mode`` (a failed parallel group: ``failed_only``, the default, or ``all``).
+
 The rules are ``executions.retry``'s: this module only loops and reports.
 """
 
@@ -23,10 +28,17 @@ from django.db.models import QuerySet
 
 from executions import listing
 from executions.models import Execution
-from executions.retry import AlreadyRetried, AnyUser, RetryPlan, create_retry, plan_retry
+from executions.retry import (
+    MODES,
+    AlreadyRetried,
+    AnyUser,
+    RetryPlan,
+    create_retry,
+    plan_retry,
+)
 from executions.states import RETRYABLE
 from pipelines import permissions
-from pipelines.models import Project
+from pipelines.models import Pipeline, Project
 from stageline.errors import Forbidden, Invalid, Refusal
 
 BULK_LIMIT = 50
@@ -53,21 +65,80 @@ class BulkSelection:
     missing: list[int]  # ids asked for that the user may not see (or that do not exist)
 
 
+def may_retry_in(user: AnyUser, project: Project, pipeline: Pipeline | None = None) -> bool:
+    """Whether ``user`` holds Execute on a pipeline of the list (``pipeline``'s, or any of
+    ``project``'s): the list then offers its checkboxes and the bulk retry dialog."""
+    if pipeline is not None:
+        return permissions.can(user, "execute", pipeline)
+    return bool(permissions.pipelines_with(user, "execute").filter(project=project).exists())
+
+
+def check_may_retry_in(user: AnyUser, project: Project, pipeline: Pipeline | None = None) -> None:
+    """Forbidden (403) for a caller who may see the list but holds Execute on none of its
+    pipelines, whatever is posted."""
+    if pipeline is not None:
+        permissions.check(user, "execute", pipeline)
+    elif not may_retry_in(user, project):
+        raise Forbidden(
+            f"You need the Execute permission on a pipeline of project {project.name} to retry "
+            "its executions."
+        )
+
+
+def selectable(user: AnyUser, rows: Iterable[Execution]) -> set[int]:
+    """The ids of a list's rows that get a checkbox: ended in a status a retry may apply to,
+    not retried yet, in a pipeline where ``user`` holds Execute (rows read with
+    ``select_related("pipeline", "retry")``). The preview asks ``plan_retry`` again."""
+    rows = list(rows)
+    permissions.prefetch(user, rows)
+    return {
+        row.pk
+        for row in rows
+        if row.status in RETRYABLE and not _retried(row) and permissions.can(user, "execute", row)
+    }
+
+
+def _retried(execution: Execution) -> bool:
+    try:
+        execution.retry  # noqa: B018 - reading the reverse one-to-one is the test
+    except Execution.DoesNotExist:
+        return False
+    return True
+
+
+def check_mode(mode: str | None) -> str | None:
+    """``mode`` as given (``None`` for the default), or ``Invalid`` naming it."""
+    if not mode:
+        return None
+    if mode not in MODES:
+        raise Invalid(
+            f"Unknown retry mode '{mode[:40]}': use failed_only or all.",
+            field_errors={"mode": "unknown"},
+        )
+    return mode
+
+
 def bulk_selection(
     user: AnyUser,
     project: Project,
     *,
+    pipeline: Pipeline | None = None,
     ids: Sequence[int] | None = None,
     filters: listing.Filters | None = None,
 ) -> BulkSelection:
-    """The executions of ``project`` named by ``ids`` or matching ``filters`` (exactly one)."""
+    """The executions of ``project`` (of ``pipeline`` only, when given) named by ``ids`` or
+    matching ``filters`` (exactly one)."""
     if (ids is None) == (filters is None):
         raise Invalid(
             "Name the executions to retry (ids) or a filter (all matching it), not both.",
             field_errors={"ids": "ids or filter"},
         )
-    visible: QuerySet[Execution] = listing.visible_executions(user, project=project)
-    visible = visible.select_related("pipeline__project__organization", "version")
+    visible: QuerySet[Execution] = listing.visible_executions(
+        user, project=project, pipeline=pipeline
+    )
+    visible = visible.select_related(
+        "pipeline__project__organization", "pipeline__current_version", "version", "retry"
+    )
     if ids is not None:
         wanted = list(dict.fromkeys(ids))
         if not wanted:
@@ -97,14 +168,18 @@ def _may_retry_some(user: AnyUser, executions: list[Execution]) -> None:
         raise Forbidden(permissions.why_not(user, "execute", executions[0]))
 
 
-def plan_bulk_retry(user: AnyUser, executions: Iterable[Execution]) -> list[BulkItem]:
-    """The preview: each execution's default retry plan, or why it cannot be retried."""
+def plan_bulk_retry(
+    user: AnyUser, executions: Iterable[Execution], *, mode: str | None = None
+) -> list[BulkItem]:
+    """The preview: each execution's retry plan from its failed stage (``mode`` for a failed
+    parallel group), or why it cannot be retried."""
+    mode = check_mode(mode)
     executions = list(executions)
     _may_retry_some(user, executions)
     items: list[BulkItem] = []
     for execution in executions:
         try:
-            plan = plan_retry(execution, user)
+            plan = plan_retry(execution, user, mode=mode)
         except Refusal as refusal:
             items.append(BulkItem(execution, CANNOT, refusal.message))
             continue
@@ -117,11 +192,11 @@ def plan_bulk_retry(user: AnyUser, executions: Iterable[Execution]) -> list[Bulk
 
 
 def create_bulk_retry(
-    user: AnyUser, executions: Iterable[Execution], *, reason: str = ""
+    user: AnyUser, executions: Iterable[Execution], *, mode: str | None = None, reason: str = ""
 ) -> list[BulkItem]:
     """Retry each execution from its failed stage, each in its own transaction; report each."""
     items: list[BulkItem] = []
-    for item in plan_bulk_retry(user, executions):
+    for item in plan_bulk_retry(user, executions, mode=mode):
         plan = item.plan
         if item.outcome != PLANNED or plan is None or plan.selected is None:
             items.append(item)

@@ -18,13 +18,14 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 from django.views.decorators.vary import vary_on_headers
+from django_htmx.http import trigger_client_event
 
 from executions import bulk, insights, listing
 from executions.forms import ExecutionFilterForm, RunForm, parse_filters, run_entries
 from executions.models import Status
+from executions.retry import FAILED_ONLY
 from executions.selection import picker_rows
 from executions.services import run_pipeline
-from executions.states import RETRYABLE
 from pipelines import permissions
 from pipelines.loaders import load_pipeline, load_project
 from pipelines.models import Pipeline, Project
@@ -75,14 +76,13 @@ def project_detail(request: HttpRequest, org: str, project: str) -> HttpResponse
         )
     context = {
         "project": project_obj,
-        "retryable": RETRYABLE,
-        "bulk_url": reverse("project_bulk_retry", args=[org, project]),
         "pipelines": pipelines,
         "form": form,
         "page": page,
         "list_url": reverse("project", args=[org, project]),
         "can_manage_access": permissions.can(request.user, "manage_access", project_obj),
         "can_edit_secrets": permissions.can(request.user, "change", project_obj),
+        **_bulk_context(request, project_obj, None, page),
     }
     template = page_or_partial(request, "pipelines/project.html", "executions")
     return render(request, template, context, status=200 if page is not None else 400)
@@ -98,6 +98,7 @@ def pipeline_detail(request: HttpRequest, org: str, project: str, identifier: st
         "form": form,
         "page": page,
         "list_url": request.path,
+        **_bulk_context(request, pipeline.project, pipeline, page),
     }
     template = page_or_partial(request, "pipelines/pipeline.html", "executions")
     return render(request, template, context, status=200 if page is not None else 400)
@@ -174,6 +175,27 @@ def pipeline_run(request: HttpRequest, org: str, project: str, identifier: str) 
 # --- bulk retry -------------------------------------------------------------------------------
 
 
+def _bulk_url(project: Project, pipeline: Pipeline | None) -> str:
+    org = project.organization.slug
+    if pipeline is not None:
+        return reverse("pipeline_bulk_retry", args=[org, project.slug, pipeline.identifier])
+    return reverse("project_bulk_retry", args=[org, project.slug])
+
+
+def _bulk_context(
+    request: HttpRequest, project: Project, pipeline: Pipeline | None, page: listing.Page | None
+) -> dict:
+    """The list's checkboxes (``selectable``: the rows' ids that get one) and bulk retry buttons,
+    for a user with Execute on a pipeline of the list only (``bulk_url`` is then set)."""
+    if page is None or not bulk.may_retry_in(request.user, project, pipeline):
+        return {}
+    return {
+        "bulk_url": _bulk_url(project, pipeline),
+        "bulk_limit": bulk.BULK_LIMIT,
+        "selectable": bulk.selectable(request.user, page.rows),
+    }
+
+
 def _posted_ids(values: list[str]) -> list[int]:
     ids: list[int] = []
     for value in values:
@@ -188,30 +210,62 @@ def _posted_ids(values: list[str]) -> list[int]:
 @login_required
 @vary_on_headers("HX-Request")
 def project_bulk_retry(request: HttpRequest, org: str, project: str) -> HttpResponse:
-    """Bulk retry from the executions list (``executions.bulk``): GET previews the checked
+    """Bulk retry from the project's executions list; see ``_bulk_retry``."""
+    return _bulk_retry(request, load_project(request.user, org, project), None)
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+@vary_on_headers("HX-Request")
+def pipeline_bulk_retry(
+    request: HttpRequest, org: str, project: str, identifier: str
+) -> HttpResponse:
+    """Bulk retry from a pipeline's executions list; see ``_bulk_retry``."""
+    pipeline = load_pipeline(request.user, org, project, identifier)
+    return _bulk_retry(request, pipeline.project, pipeline)
+
+
+def _bulk_retry(request: HttpRequest, project: Project, pipeline: Pipeline | None) -> HttpResponse:
+    """Bulk retry from an executions list (``executions.bulk``): GET previews the checked
     executions (``ids``) or all retryable ones matching the list's filters (``all=1``), each
-    from its failed stage; POST retries exactly the previewed ones and reports each."""
+    from its failed stage (``mode``: failed_only or all for a failed parallel group); POST
+    retries exactly the previewed ones and reports each, and tells the list to refresh
+    (``bulk-retried``). 403 without Execute on any pipeline of the list, whatever is posted."""
     user = request.user
-    project_obj = load_project(user, org, project)
-    context: dict = {"project": project_obj, "back": reverse("project", args=[org, project])}
+    org = project.organization.slug
+    back = (
+        reverse("pipeline", args=[org, project.slug, pipeline.identifier])
+        if pipeline is not None
+        else reverse("project", args=[org, project.slug])
+    )
+    context: dict = {"project": project, "back": back, "bulk_url": _bulk_url(project, pipeline)}
+    data = request.POST if request.method == "POST" else request.GET
     try:
+        bulk.check_may_retry_in(user, project, pipeline)
+        mode = bulk.check_mode(data.get("mode"))
         if request.method == "POST":
             selection = bulk.bulk_selection(
-                user, project_obj, ids=_posted_ids(request.POST.getlist("ids"))
+                user, project, pipeline=pipeline, ids=_posted_ids(data.getlist("ids"))
             )
-            reason = request.POST.get("reason", "")[:2000]
-            items = bulk.create_bulk_retry(user, selection.executions, reason=reason)
+            reason = data.get("reason", "")[:2000]
+            items = bulk.create_bulk_retry(user, selection.executions, mode=mode, reason=reason)
             context |= {"submitted": True}
         else:
-            if request.GET.get("all"):
-                pipelines = permissions.visible_pipelines(user).filter(project=project_obj)
-                form = parse_filters(request.GET, pipelines=pipelines)
-                selection = bulk.bulk_selection(user, project_obj, filters=form.filters())
+            if data.get("all"):
+                pipelines = (
+                    None
+                    if pipeline is not None
+                    else permissions.visible_pipelines(user).filter(project=project)
+                )
+                form = parse_filters(data, pipelines=pipelines)
+                selection = bulk.bulk_selection(
+                    user, project, pipeline=pipeline, filters=form.filters(pipeline=pipeline)
+                )
             else:
                 selection = bulk.bulk_selection(
-                    user, project_obj, ids=_posted_ids(request.GET.getlist("ids"))
+                    user, project, pipeline=pipeline, ids=_posted_ids(data.getlist("ids"))
                 )
-            items = bulk.plan_bulk_retry(user, selection.executions)
+            items = bulk.plan_bulk_retry(user, selection.executions, mode=mode)
     except Refusal as refusal:
         context |= {"error": refusal.message}
         return render_dialog(request, "executions/bulk_retry.html", context, refusal.status)
@@ -220,8 +274,13 @@ def project_bulk_retry(request: HttpRequest, org: str, project: str) -> HttpResp
         "selection": selection,
         "planned": [item for item in items if item.outcome == bulk.PLANNED],
         "limit": bulk.BULK_LIMIT,
+        "mode": mode or FAILED_ONLY,
+        "has_groups": any(item.plan is not None and item.plan.mode for item in items),
     }
-    return render_dialog(request, "executions/bulk_retry.html", context)
+    response = render_dialog(request, "executions/bulk_retry.html", context)
+    if request.method == "POST":
+        trigger_client_event(response, "bulk-retried")
+    return response
 
 
 @require_GET

@@ -18,6 +18,7 @@ urlpatterns = [
     ),
     path(PIPELINE, pipeline_views.pipeline_detail, name="pipeline"),
     path(PIPELINE + "run/", pipeline_views.pipeline_run, name="pipeline_run"),
+    path(PIPELINE + "retries/", pipeline_views.pipeline_bulk_retry, name="pipeline_bulk_retry"),
     path("go/", views.jump, name="jump"),
     path("waiting/", views.waiting, name="waiting"),
     path("waiting/count/", views.waiting_count, name="waiting_count"),

@@ -546,6 +546,7 @@ PIPELINE_ENDPOINTS = [
     ("pipeline_history", ("GET",)),
     ("pipeline_edit", ("GET", "POST")),
     ("pipeline_run", ("GET", "POST")),
+    ("pipeline_bulk_retry", ("GET", "POST")),
 ]
 EXECUTION_ENDPOINTS = [
     ("execution_retry", ("GET", "POST")),
@@ -564,13 +565,26 @@ ENDPOINT_ROWS = [
         )
         for method in ("GET", "POST")
     ],
-    Row(
-        "bulk retry of the checked executions",
-        "POST",
-        project_url("project_bulk_retry", OWN),
-        expect(404, members=403, admin=200, executor=200, deployer=200, anonymous=302),
-        data=lambda w, persona: {"ids": [w.finished.pk]},
-    ),
+    *[
+        Row(
+            f"bulk retry of the checked executions ({method})",
+            method,
+            project_url("project_bulk_retry", OWN),
+            expect(404, members=403, admin=200, executor=200, deployer=200, anonymous=302),
+            data=lambda w, persona: {"ids": [w.finished.pk]},
+        )
+        for method in ("GET", "POST")
+    ],
+    *[
+        Row(
+            f"bulk retry on the pipeline page ({method})",
+            method,
+            named_pipeline_url("pipeline_bulk_retry", lambda w: w.pipeline),
+            expect(404, members=403, admin=200, executor=200, deployer=200, anonymous=302),
+            data=lambda w, persona: {"ids": [w.finished.pk]},
+        )
+        for method in ("GET", "POST")
+    ],
     *[
         Row(
             f"{name} of another project",
@@ -781,6 +795,16 @@ COMMAND_ROWS = [
     CommandRow(
         "retry_execution in another project",
         lambda w: ["retry_execution", str(w.other_finished.pk), "--from", "approve"],
+        outcome(stranger="ok"),
+    ),
+    CommandRow(
+        "retry_execution --bulk",
+        lambda w: ["retry_execution", "--bulk", "acme/web", "--filter", "status=aborted"],
+        outcome(members="403", admin="ok", executor="ok", deployer="ok"),
+    ),
+    CommandRow(
+        "retry_execution --bulk in another project",
+        lambda w: ["retry_execution", "--bulk", "globex/ops", "--filter", "status=aborted"],
         outcome(stranger="ok"),
     ),
     CommandRow(

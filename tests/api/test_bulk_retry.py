@@ -88,8 +88,8 @@ def test_a_submit_that_loses_the_race_reports_the_winners_retry(personas, histor
     winner = []
     real_plan = bulk.plan_bulk_retry
 
-    def plan_then_someone_retries(user, executions):
-        items = real_plan(user, executions)  # planned while nobody had retried yet
+    def plan_then_someone_retries(user, executions, **options):
+        items = real_plan(user, executions, **options)  # planned while nobody had retried yet
         if not winner:  # another operator's submit commits between this plan and this submit
             winner.append(
                 create_retry(execution=history["first"], user=personas.admin, from_stage="deploy")
