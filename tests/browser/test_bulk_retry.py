@@ -1,4 +1,5 @@
-"""Bulk retry on the project page, in a browser: check two failed executions, preview, submit."""
+"""Bulk retry on the project page, in a browser: check two failed executions, preview, submit;
+the list refreshes behind the dialog."""
 
 from __future__ import annotations
 
@@ -30,3 +31,5 @@ def test_check_preview_and_retry_two_failed_executions(session, personas):
     dialog.locator("button:has-text('Retry 2 executions')").click()
     dialog.locator('[data-outcome="created"]').nth(1).wait_for()
     assert Execution.objects.filter(retry_of__in=failed).count() == 2
+    # The list behind the dialog refreshed itself: both rows say where they were retried.
+    page.locator("#executions .retry-link:has-text('retried as')").nth(1).wait_for()
