@@ -157,10 +157,16 @@ def test_the_command_previews_then_retries_by_filter(personas, history):
     text, code = command("--bulk", "acme/web", *pipeline_filter, "--dry-run", "--as", "executor")
     assert code == 0, text
     assert text.count("would retry from deploy") == 2 and Execution.objects.count() == 4
+    first = history["first"]
+    assert (
+        f"web #{first.sequence} (execution {first.pk}): would retry from deploy; carried over: "
+        f"build (from #{first.sequence}), test (from #{first.sequence}); runs again: deploy; "
+        "time saved "
+    ) in text
     text, code = command("--bulk", "acme/web", *pipeline_filter, "--as", "executor")
     assert code == 0 and text.count("retried as #") == 2, text
     text, code = command("--bulk", "acme/web", *pipeline_filter, "--as", "executor")
-    assert code == 2 and "already retried" in text
+    assert code == 2 and "already retried" in text and "Latest attempt: #" in text
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,12 @@ from stageline.timefmt import format_duration
 
 
 class Command(BaseCommand):
-    help = "Retry an execution from STAGE (carried-over stages are not run again)."
+    help = (
+        "Retry an execution from STAGE (carried-over stages are not run again). With --bulk "
+        "ORG/PROJECT [--filter KEY=VALUE]...: retry every failed, aborted, expired or rejected "
+        "execution matching the filters, each from its failed stage; prints each one's plan "
+        "(--dry-run: only that) and result; exit status 2 if any was not retried."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("execution_id", type=id_argument, nargs="?")
@@ -31,7 +36,7 @@ class Command(BaseCommand):
             dest="bulk_project",
             metavar="ORG/PROJECT",
             default="",
-            help="retry many: see --filter",
+            help="retry many, each from its failed stage (see --filter); exit 2 if any was refused",
         )
         parser.add_argument(
             "--filter",
@@ -144,14 +149,28 @@ class Command(BaseCommand):
             )
             plan = item.plan
             start = f"from {plan.selected.key}" if plan and plan.selected else ""
-            if item.outcome == bulk.PLANNED:
-                self.stdout.write(f"{name}: would retry {start}")
+            if item.outcome == bulk.PLANNED and plan is not None:
+                mode = f" ({plan.mode.replace('_', ' ')})" if plan.mode else ""
+                carried = ", ".join(
+                    f"{c.identifier} (from #{c.from_sequence})" for c in plan.carried
+                )
+                again = ", ".join(stage.identifier for stage in plan.run_again)
+                self.stdout.write(
+                    f"{name}: would retry {start}{mode}; carried over: {carried or 'nothing'}; "
+                    f"runs again: {again}; time saved {format_duration(plan.time_saved_seconds)}"
+                )
             elif item.outcome == bulk.CREATED and item.retry is not None:
                 self.stdout.write(
                     f"{name}: retried as #{item.retry.sequence} (execution {item.retry.pk}) {start}"
                 )
             else:
-                self.stdout.write(f"{name}: not retried: {item.reason}")
+                latest = plan.latest if plan is not None else None
+                where = (
+                    f" Latest attempt: #{latest.sequence} (execution {latest.pk})."
+                    if latest
+                    else ""
+                )
+                self.stdout.write(f"{name}: not retried: {item.reason}{where}")
         if not items:
             self.stdout.write("No failed, aborted, expired or rejected execution matches.")
         if selection.capped:
