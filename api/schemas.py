@@ -216,6 +216,9 @@ class BulkRetryIn(Schema):
     filter: BulkFilter | None = Field(
         default=None, description="Or: all retryable executions matching it (newest 50)."
     )
+    mode: str | None = Field(
+        default=None, description="a failed parallel group: failed_only (default) or all"
+    )
     reason: str = ""
 
 

@@ -655,6 +655,9 @@ def bulk_retry_plan(
     who: FilterParam = None,
     since: Annotated[str | None, Query(description="YYYY-MM-DD")] = None,
     until: Annotated[str | None, Query(description="YYYY-MM-DD, included")] = None,
+    mode: Annotated[
+        str | None, Query(description="a failed parallel group: failed_only (default) or all")
+    ] = None,
 ) -> dict[str, Any]:
     """The preview of a bulk retry (changes nothing): for the executions ``ids``, or without
     ids all retryable executions matching the filters (newest 50), what each retry would carry
@@ -666,7 +669,7 @@ def bulk_retry_plan(
     else:
         form = parse_filters(request.GET, pipelines=_project_pipelines(user, project_obj))
         selection = bulk.bulk_selection(user, project_obj, filters=form.filters())
-    return _bulk(selection, bulk.plan_bulk_retry(user, selection.executions))
+    return _bulk(selection, bulk.plan_bulk_retry(user, selection.executions, mode=mode))
 
 
 @api.post(
@@ -686,5 +689,7 @@ def bulk_retry(
         form = parse_filters(payload.filter.dict(), pipelines=_project_pipelines(user, project_obj))
         filters = form.filters()
     selection = bulk.bulk_selection(user, project_obj, ids=payload.ids, filters=filters)
-    items = bulk.create_bulk_retry(user, selection.executions, reason=payload.reason)
+    items = bulk.create_bulk_retry(
+        user, selection.executions, mode=payload.mode, reason=payload.reason
+    )
     return _bulk(selection, items)

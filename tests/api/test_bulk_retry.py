@@ -61,6 +61,20 @@ def test_the_preview_says_what_each_retry_would_do_and_changes_nothing(client, p
     assert Execution.objects.count() == 4
 
 
+def test_a_failed_parallel_group_may_run_again_whole(client, personas, history):
+    auth, group = bearer(personas.executor), history["parallel"]
+    answer = client.get(API, {"ids": [group.pk], "mode": "all"}, headers=auth)
+    [item] = answer.json()["items"]
+    assert item["mode"] == "all" and item["run_again"] == ["eu", "us", "release"]
+    answer = client.post(
+        API, {"ids": [group.pk], "mode": "all"}, content_type="application/json", headers=auth
+    )
+    assert answer.json()["items"][0]["outcome"] == "created"
+    assert Execution.objects.get(retry_of=group).retry_mode == "all"
+    answer = client.get(API, {"ids": [group.pk], "mode": "sideways"}, headers=auth)
+    assert answer.status_code == 400 and answer.json()["errors"] == {"mode": "unknown"}
+
+
 def test_submit_retries_each_once_and_reports_each(client, personas, history):
     auth = bearer(personas.executor)
     ids = [history["first"].pk, history["ok"].pk, history["second"].pk]
