@@ -13,15 +13,16 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from executions import engine
+from executions import engine, strategies
 from executions.inputs import InputErrors, validate_inputs
-from executions.models import Execution, StageRun, StepRun
+from executions.models import Execution, PendingWait, StageRun, StepRun
 from executions.operate import abort_locked
 from executions.selection import select_stages
 from executions.states import ACTIVE, Status
 from executions.transitions import events_batched, record, transition
 from pipelines import permissions
 from pipelines.models import Pipeline, PipelineVersion
+from pipelines.spec.model import Action
 from stageline.errors import Conflict, Invalid, NotFound
 
 # How the runs of an execution are made, once each: a first run or a rerun builds fresh rows
@@ -326,3 +327,73 @@ def answer_approval(
             raise Conflict("Someone answered this approval first.")
     engine.advance(execution.pk)
     return step
+
+
+# What a person may answer to a step waiting for intervention (SPEC §9).
+INTERVENTION_ANSWERS = ("retry", "ignore", "mark_as_success", "mark_as_failure", "abort")
+
+
+def answer_intervention(
+    *, execution: Execution, step: str, user, action: str, comment: str = ""
+) -> StepRun:
+    """Answer the failure of ``step`` (``STEP`` or ``STAGE.STEP``), waiting for intervention:
+    retry (a new attempt now), ignore, mark as success, mark as failure or abort. Two answers
+    at once: the first wins, the second is refused saying what the step is now."""
+    permissions.check(user, "execute", execution)
+    if action not in INTERVENTION_ANSWERS:
+        raise Invalid(f"'{action}' is not an answer (use {', '.join(INTERVENTION_ANSWERS)}).")
+    comment = (comment or "")[:2000]
+    stage_name, _, step_name = step.rpartition(".")
+    with transaction.atomic(), events_batched():
+        locked = Execution.objects.select_for_update().get(pk=execution.pk)
+        named = StepRun.objects.select_related("stage_run").filter(
+            execution=locked, identifier=step_name
+        )
+        if stage_name:
+            named = named.filter(stage_run__identifier=stage_name)
+        found = list(named)
+        if not found:
+            raise NotFound(f"Execution #{locked.sequence} has no step '{step}'.")
+        waiting = [run for run in found if run.status == Status.INTERVENTION_WAITING]
+        if not waiting:
+            now_is = ", ".join(
+                f"'{run.stage_run.identifier}.{run.identifier}' is "
+                f"{run.get_status_display().lower()}"
+                for run in found
+            )
+            raise Conflict(f"Nothing to answer: {now_is} (someone may have answered first).")
+        if len(waiting) > 1:
+            raise Invalid(f"Several steps are named '{step}': write STAGE.STEP.")
+        target = waiting[0]
+        PendingWait.objects.cancel(step_run=target)
+        why = f"answered by {user}" + (f": {comment}" if comment else "")
+        fields = {
+            "decided_by": user,
+            "decided_at": timezone.now(),
+            "comment": comment,
+            "deadline": None,
+        }
+        if action == "retry":
+            strategies.retry_step(
+                locked,
+                target.stage_run,
+                target,
+                delay=0,
+                message=f"retry ({why})",
+                dispatch=engine.dispatch_step,
+                fields=fields,
+                sources=[Status.INTERVENTION_WAITING],
+                actor=user,
+            )
+        else:
+            strategies.end_step(
+                Action(action),
+                locked,
+                target,
+                why=why,
+                sources=[Status.INTERVENTION_WAITING],
+                fields=fields,
+                actor=user,
+            )
+    engine.advance(execution.pk)
+    return target

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.utils import timezone
 
 from executions.models import Execution, PendingWait, StageRun, StepRun
@@ -74,7 +75,7 @@ def apply_failure(
     why = f"{error_class} failure, attempt {step.attempts}: {decision.reason}"
     if action.type == "retry":
         count = action.count
-        return _retry(
+        return retry_step(
             execution,
             stage_run,
             step,
@@ -118,13 +119,16 @@ def end_step(
     why: str,
     sources: list[str],
     fields: dict[str, Any],
+    actor: User | None = None,
 ) -> bool:
-    """The actions that end a step: ignore, mark as success, mark as failure, abort."""
+    """The actions that end a step: ignore, mark as success, mark as failure, abort
+    (``actor``: the person who answered an intervention; None: the rule)."""
     if action.type == "ignore":
         return transition(
             step,
             to=Status.IGNORED,
             sources=sources,
+            actor=actor,
             action="strategy.ignored",
             message=f"failure ignored ({why})",
             **fields,
@@ -134,6 +138,7 @@ def end_step(
             step,
             to=Status.SUCCESS,
             sources=sources,
+            actor=actor,
             action="strategy.marked_as_success",
             message=f"marked as success by strategy ({why})",
             **{**fields, "outputs": {}, "error": "marked as success by strategy"},
@@ -143,6 +148,7 @@ def end_step(
             step,
             to=Status.ABORTED,
             sources=sources,
+            actor=actor,
             action="strategy.aborted",
             message=f"execution aborted by strategy ({why})",
             **fields,
@@ -150,8 +156,8 @@ def end_step(
             return False
         abort_locked(
             execution,
-            actor=None,
-            reason=f"aborted by failure strategy: step '{step.identifier}' failed ({why})",
+            actor=actor,
+            reason=f"aborted by {actor or 'failure strategy'}: step '{step.identifier}' failed ({why})",
             action="strategy.aborted",
         )
         return True
@@ -159,13 +165,14 @@ def end_step(
         step,
         to=Status.FAILED,
         sources=sources,
+        actor=actor,
         action="strategy.marked_as_failure",
         message=f"marked as failure ({why})",
         **fields,
     )
 
 
-def _retry(
+def retry_step(
     execution: Execution,
     stage_run: StageRun,
     step: StepRun,
@@ -175,6 +182,7 @@ def _retry(
     dispatch: Dispatch,
     fields: dict[str, Any],
     sources: list[str],
+    actor: User | None = None,
 ) -> bool:
     """The step's next attempt: queued now, or when its interval ends (a durable wait). A
     waiting attempt's ``queued_at`` is its due time, so the reaper's re-sending of lost
@@ -185,6 +193,7 @@ def _retry(
         step,
         to=Status.QUEUED,
         sources=sources,
+        actor=actor,
         action="strategy.retry",
         message=message + (f", in {delay}s" if delay else ""),
         queued_at=due,

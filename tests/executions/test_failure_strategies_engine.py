@@ -3,11 +3,13 @@ spec says the moment a step fails."""
 
 from __future__ import annotations
 
+import io
 import textwrap
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.urls import reverse
 from django.utils import timezone
 
@@ -253,3 +255,69 @@ def test_a_step_whose_worker_is_lost_gets_a_new_attempt_with_a_worker_lost_rule(
     retry = Event.objects.get(step_run=step, action="strategy.retry")
     assert "worker_lost failure, attempt 1" in retry.message
     assert "[stageline] attempt 2" in log_of(execution, "flaky")
+
+
+def intervene(*args: str) -> str:
+    out = io.StringIO()
+    call_command("intervene", *args, stdout=out)
+    return out.getvalue().strip()
+
+
+def intervene_refused(*args: str) -> str:
+    with pytest.raises(CommandError) as refused:
+        intervene(*args)
+    assert refused.value.returncode == 2
+    return str(refused.value)
+
+
+def test_an_intervention_answered_retry_runs_a_second_attempt(worker, personas, shared_dir):
+    pipeline = pipeline_with(
+        personas,
+        "answered",
+        "- on_failure: {errors: [all], action: {type: manual_intervention, timeout: 1h}}",
+        f"echo ran >> {shared_dir}/runs; [ -e {shared_dir}/ok ] || {{ touch {shared_dir}/ok; exit 1; }}",
+    )
+    execution = wait_for_status(run(pipeline, personas), Status.INTERVENTION_WAITING)
+    eid = str(execution.pk)
+    # Viewers and strangers may not answer; an unknown step or answer is refused.
+    assert intervene_refused(eid, "run", "--action", "retry", "--as", "viewer") == (
+        "You need the Execute permission on pipeline answered."
+    )
+    assert "may not see it" in intervene_refused(
+        eid, "run", "--action", "retry", "--as", "stranger"
+    )
+    assert "has no step 'nope'" in intervene_refused(
+        eid, "nope", "--action", "retry", "--as", "executor"
+    )
+    assert intervene(
+        eid, "flaky.run", "--action", "retry", "--comment", "flaky disk", "--as", "executor"
+    ) == (f"retry: step flaky.run of #{execution.sequence}")
+    # A second answer is refused and says what happened.
+    second = intervene_refused(eid, "run", "--action", "ignore", "--as", "admin")
+    assert "Nothing to answer: 'flaky.run' is" in second
+    execution = wait_for_status(execution, Status.SUCCESS)
+    step = step_of(execution)
+    assert (step.status, step.attempts, step.decided_by, step.comment) == (
+        Status.SUCCESS,
+        2,
+        personas.executor,
+        "flaky disk",
+    )
+    assert PendingWait.objects.get(step_run=step).state == PendingWait.State.CANCELLED
+    answer = Event.objects.get(step_run=step, action="strategy.retry")
+    assert answer.actor == personas.executor
+    assert "answered by executor: flaky disk" in answer.message
+
+
+def test_an_intervention_answered_abort_ends_the_execution_aborted(worker, personas):
+    pipeline = pipeline_with(
+        personas,
+        "answered_abort",
+        "- on_failure: {errors: [all], action: {type: manual_intervention, timeout: 1h}}",
+        "exit 1",
+    )
+    execution = wait_for_status(run(pipeline, personas), Status.INTERVENTION_WAITING)
+    intervene(str(execution.pk), "run", "--action", "abort", "--as", "executor")
+    execution = wait_for_status(execution, Status.ABORTED)
+    assert step_of(execution).status == Status.ABORTED
+    assert "aborted by executor" in execution.error

@@ -1,0 +1,3 @@
+echo started
+sleep ${SL_STAGE_VARIABLES_SECONDS}
+echo slept
