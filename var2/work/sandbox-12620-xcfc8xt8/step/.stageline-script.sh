@@ -1,3 +1,0 @@
-echo started
-sleep ${SL_STAGE_VARIABLES_SECONDS}
-echo slept
