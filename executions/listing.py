@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import connection
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from executions.models import Execution, Status, StepRun
@@ -195,13 +195,19 @@ def with_durations(rows: list[Execution]) -> list[Execution]:
 
 def waiting_for(user) -> QuerySet[StepRun]:
     """What waits for an answer that ``user`` may give, across projects, oldest first: approval
-    steps WAITING in pipelines where the user holds Approve. One query (two sub-selects)."""
+    steps WAITING in pipelines where the user holds Approve, and failed steps waiting for an
+    intervention (``manual_intervention``) in pipelines where they hold Execute. One query."""
+    approvals = Q(
+        type="Approval",
+        status=Status.WAITING,
+        execution__pipeline__in=permissions.pipelines_with(user, "approve"),
+    )
+    interventions = Q(
+        status=Status.INTERVENTION_WAITING,
+        execution__pipeline__in=permissions.pipelines_with(user, "execute"),
+    )
     return (
-        StepRun.objects.filter(
-            type="Approval",
-            status=Status.WAITING,
-            execution__pipeline__in=permissions.pipelines_with(user, "approve"),
-        )
+        StepRun.objects.filter(approvals | interventions)
         .select_related("execution__pipeline__project__organization", "stage_run")
         .order_by("started_at", "pk")
     )

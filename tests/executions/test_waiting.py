@@ -7,8 +7,10 @@ import pytest
 from django.urls import reverse
 
 from executions.models import Execution, Status
+from executions.services import run_pipeline
 from tests.helpers.factories import grant, make_pipeline, make_project
 from tests.helpers.pages import APPROVAL_YAML, as_user, run
+from tests.helpers.runs import wait_for_status
 
 
 @pytest.fixture
@@ -70,3 +72,51 @@ def test_anonymous_users_are_sent_to_log_in(client):
 def test_every_page_links_the_list_and_loads_its_count_by_htmx(client, personas, waiting):
     html = as_user(client, personas.approver).get(reverse("home")).content.decode()
     assert f'hx-get="{reverse("waiting_count")}"' in html and "Waiting for me" in html
+
+
+INTERVENTION_YAML = """
+pipeline:
+  name: Needs a hand
+  identifier: needs_hand
+  stages:
+    - stage:
+        identifier: flaky
+        steps:
+          - step:
+              identifier: run
+              name: Flaky step
+              type: ShellScript
+              failure_strategies:
+                - on_failure: {errors: [all], action: {type: manual_intervention, timeout: 1h}}
+              spec:
+                script: echo disk full; exit 1
+"""
+
+
+@pytest.mark.parametrize(
+    ("persona", "sees"),
+    [
+        ("admin", True),
+        ("executor", True),
+        ("approver", False),
+        ("viewer", False),
+        ("stranger", False),
+    ],
+)
+def test_a_step_waiting_for_an_intervention_waits_for_those_who_may_execute(
+    client, personas, worker, persona, sees
+):
+    execution = wait_for_status(
+        run_pipeline(
+            pipeline=make_pipeline(personas.project, INTERVENTION_YAML),
+            user=personas.executor,
+            inputs={},
+        ),
+        Status.INTERVENTION_WAITING,
+    )
+    step = execution.step_runs.get(identifier="run")
+    html = as_user(client, getattr(personas, persona)).get(reverse("waiting")).content.decode()
+    assert ("Intervention: flaky › Flaky step" in html) is sees
+    assert (f"{reverse('execution', args=[execution.pk])}?step={step.pk}" in html) is sees
+    count = as_user(client, getattr(personas, persona)).get(reverse("waiting_count"))
+    assert ('aria-label="1 waiting for you">1<' in count.content.decode()) is sees
