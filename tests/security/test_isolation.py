@@ -188,14 +188,19 @@ def test_a_timed_out_step_leaves_no_process_behind(worker, personas, mode):
     assert_nothing_survives(sleeper)
 
 
+def skip_outside_ci(message: str) -> None:
+    """Skip where this machine cannot run the test (a laptop without bubblewrap, a non-root
+    worker); in CI (CI=true: root, bubblewrap installed by .ci/run) the same reason fails."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def test_the_sandbox_is_available_in_ci():
     """CI installs bubblewrap (.ci/run): there, a missing sandbox fails instead of skipping."""
     chosen = launcher.choose("auto", settings.STAGELINE_STEP_USER)
     if chosen.mode != launcher.Isolation.SANDBOX:
-        message = f"no sandbox for steps here: the worker would use {chosen.describe()}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_outside_ci(f"no sandbox for steps here: the worker would use {chosen.describe()}")
 
 
 def test_an_explicit_mode_that_cannot_be_honoured_stops_start_up(settings, monkeypatch):
@@ -257,7 +262,7 @@ def test_a_long_lived_sandbox_carries_nothing_from_one_step_to_the_next():
     no file and no process of the one before."""
     chosen = launcher.choose("auto", settings.STAGELINE_STEP_USER)
     if not chosen.reuse:
-        pytest.skip(f"no long-lived sandbox here: {chosen.describe()}")
+        skip_outside_ci(f"no long-lived sandbox here: {chosen.describe()}")
     sleeper = f"{600 + secrets.randbelow(1000)}.{secrets.randbelow(10**6):06d}"
     code, output = run_in(
         chosen,
@@ -278,7 +283,7 @@ def test_a_long_lived_sandbox_carries_nothing_from_one_step_to_the_next():
 
 def test_other_user_mode_refuses_a_working_directory_the_step_user_cannot_reach(settings, tmp_path):
     if os.geteuid() != 0:
-        pytest.skip("only a root worker switches to the step user")
+        skip_outside_ci("only a root worker switches to the step user")
     closed = tmp_path / "closed"
     closed.mkdir(mode=0o700)
     settings.STAGELINE_WORK_DIR = closed / "work"
@@ -298,9 +303,8 @@ def test_a_step_without_network_cannot_reach_the_database_port(settings):
     try:
         closed = launcher.choose("sandbox", settings.STAGELINE_STEP_USER)
     except ImproperlyConfigured as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            raise
-        pytest.skip(f"no sandbox here: {exc}")
+        skip_outside_ci(f"no sandbox here: {exc}")
+        raise
     assert run_in(closed, probe) == (0, "unreachable\n")
     with pytest.raises(ImproperlyConfigured, match="STAGELINE_STEP_NETWORK=none needs the sandbox"):
         launcher.choose("same-user", settings.STAGELINE_STEP_USER)
