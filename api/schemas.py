@@ -7,7 +7,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from ninja import Schema
-from pydantic import Field
+from pydantic import Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from executions.services import INTERVENTION_ANSWERS
 
 # A runtime input value as JSON may carry it; the service validates it against the pipeline.
 InputValue = str | int | float | bool | None
@@ -47,7 +50,8 @@ class ExecutionSummary(Schema):
     id: int
     pipeline: str = Field(description="org/project/pipeline")
     sequence: int
-    status: str
+    status: str = Field(description="e.g. INTERVENTION_WAITING: a failed step waits for a person")
+    status_label: str = Field(description="The status as the page names it.")
     triggered_by: str | None
     created_at: datetime
     started_at: datetime | None
@@ -66,17 +70,36 @@ class ExecutionPage(Schema):
     newer: int | None = Field(description="Pass as ?after= for the previous (newer) page.")
 
 
+class Intervention(Schema):
+    due_at: datetime | None = Field(description="When ``on_timeout`` applies if nobody answers.")
+    on_timeout: str | None = Field(
+        description="What happens then (ignore, mark_as_success, mark_as_failure, abort); null "
+        "once the timeout has begun to apply."
+    )
+    answer_url: str = Field(description="POST an answer here (``InterventionIn``).")
+
+
 class Step(Schema):
     id: int
     identifier: str
     name: str
     type: str
-    status: str
+    status: str = Field(description="e.g. IGNORED (failed, a rule said go on: counts as success)")
+    status_label: str = Field(description="The status as the page names it.")
     started_at: datetime | None
     finished_at: datetime | None
     exit_code: int | None
     error: str
     attempts: int
+    next_attempt_at: datetime | None = Field(
+        description="A retry waiting for its interval: when its next attempt starts."
+    )
+    intervention: Intervention | None = Field(
+        description="Set while the step waits for intervention (INTERVENTION_WAITING)."
+    )
+    decided_by: str | None = Field(description="Who answered its approval or intervention.")
+    decided_at: datetime | None
+    comment: str = Field(description="The comment of that answer.")
     carried_from_execution: int | None = Field(
         description="The execution whose result this carried-over step shows."
     )
@@ -89,6 +112,7 @@ class Stage(Schema):
     name: str
     group_index: int
     status: str
+    status_label: str
     started_at: datetime | None
     finished_at: datetime | None
     error: str
@@ -151,6 +175,30 @@ class RerunIn(Schema):
 class ApprovalIn(Schema):
     stage: str = Field(default="", description="The waiting stage; may be left out when one waits.")
     comment: str = ""
+
+
+class InterventionIn(Schema):
+    action: str = Field(
+        description="What happens to the failed step.",
+        json_schema_extra={"enum": list(INTERVENTION_ANSWERS)},
+    )
+    comment: str = Field(default="", description="Kept with the answer (at most 2000 characters).")
+
+    @field_validator("action")
+    @classmethod
+    def _an_answer(cls, value: str) -> str:
+        if value not in INTERVENTION_ANSWERS:
+            raise PydanticCustomError(
+                "answer",
+                "'{value}' is not an answer: use one of {answers}",
+                {"value": value[:40], "answers": ", ".join(INTERVENTION_ANSWERS)},
+            )
+        return value
+
+
+class InterventionAnswer(Schema):
+    execution: ExecutionSummary
+    step: Step = Field(description="The step as it is after the answer.")
 
 
 class StageOption(Schema):

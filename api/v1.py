@@ -26,14 +26,19 @@ from api.tokens import RateLimited, TokenRefused
 from executions import bulk, listing, presenters
 from executions.forms import parse_filters
 from executions.loaders import load_execution
-from executions.models import Execution, StageRun, StepRun
+from executions.models import Execution, PendingWait, StageRun, StepRun
 from executions.retry import (
     RetryPlan,
     create_rerun,
     create_retry,
     plan_retry,
 )
-from executions.services import abort_execution, answer_approval, run_pipeline
+from executions.services import (
+    abort_execution,
+    answer_approval,
+    answer_intervention,
+    run_pipeline,
+)
 from executions.states import Status
 from pipelines import permissions
 from pipelines.loaders import load_pipeline, load_project
@@ -49,10 +54,10 @@ api = NinjaAPI(
     title="Stageline API",
     version="1",
     description=(
-        "Run pipelines, follow executions, retry from a failed stage, rerun, abort and answer "
-        "approvals. Authenticate with a personal access token (`Authorization: Bearer stl_…`, "
-        "made on the My tokens page) or the browser session (writes need the X-CSRFToken "
-        "header). Refusals: 401 not signed in, 403 may see but not do, 404 may not see (or "
+        "Run pipelines, follow executions, retry from a failed stage, rerun, abort, answer "
+        "approvals and interventions. Authenticate with a personal access token "
+        "(`Authorization: Bearer stl_…`, made on the My tokens page) or the browser session "
+        "(writes need the X-CSRFToken header). Refusals: 401 not signed in, 403 may see but not do, 404 may not see (or "
         "does not exist), 400 bad input (with `errors` by field), 409 the state forbids it, "
         "429 rate limit (Retry-After)."
     ),
@@ -159,6 +164,7 @@ def _summary(execution: Execution) -> dict[str, Any]:
         "pipeline": _path(execution.pipeline),
         "sequence": execution.sequence,
         "status": execution.status,
+        "status_label": presenters.label(execution.status),
         "triggered_by": execution.triggered_by.username if execution.triggered_by else None,
         "created_at": execution.created_at,
         "started_at": execution.started_at,
@@ -183,6 +189,50 @@ def _carried_from(run: StageRun | StepRun) -> int | None:
     return run.carried_from.execution_id if run.carried_from is not None else None
 
 
+def _pending_waits(execution: Execution) -> dict[int, PendingWait]:
+    """The durable waits of ``execution`` not started yet, by step run: a retry's interval, an
+    intervention's timeout (at most one per step)."""
+    return {
+        wait.step_run_id: wait
+        for wait in PendingWait.objects.filter(execution=execution, state=PendingWait.State.PENDING)
+    }
+
+
+def _step(execution: Execution, step: StepRun, waits: dict[int, PendingWait]) -> dict[str, Any]:
+    """A step run (read with ``select_related("carried_from", "decided_by")``)."""
+    wait = waits.get(step.pk)
+    intervention = None
+    if step.status == Status.INTERVENTION_WAITING:
+        timeout = wait if wait is not None and wait.kind == PendingWait.Kind.INTERVENTION else None
+        intervention = {
+            "due_at": timeout.due_at if timeout else step.deadline,
+            "on_timeout": timeout.on_timeout if timeout else None,
+            "answer_url": reverse("api-v1:intervene", args=[execution.pk, step.pk]),
+        }
+    retrying = wait is not None and wait.kind == PendingWait.Kind.RETRY
+    return {
+        "id": step.pk,
+        "identifier": step.identifier,
+        "name": step.name,
+        "type": step.type,
+        "status": step.status,
+        "status_label": presenters.label(step.status),
+        "started_at": step.started_at,
+        "finished_at": step.finished_at,
+        "exit_code": step.exit_code,
+        "error": step.error,
+        "attempts": step.attempts,
+        "next_attempt_at": wait.due_at if retrying and wait is not None else None,
+        "intervention": intervention,
+        "decided_by": step.decided_by.username if step.decided_by else None,
+        "decided_at": step.decided_at,
+        "comment": step.comment,
+        "carried_from_execution": _carried_from(step),
+        "log_bytes": step.log_bytes,
+        "log_url": reverse("api-v1:step_log", args=[execution.pk, step.pk]),
+    }
+
+
 def _detail(execution: Execution) -> dict[str, Any]:
     execution = _fresh(execution)
     stage_runs = (
@@ -191,39 +241,26 @@ def _detail(execution: Execution) -> dict[str, Any]:
         .prefetch_related(
             Prefetch(
                 "step_runs",
-                queryset=StepRun.objects.select_related("carried_from").order_by("position"),
+                queryset=StepRun.objects.select_related("carried_from", "decided_by").order_by(
+                    "position"
+                ),
             )
         )
         .order_by("position")
     )
+    waits = _pending_waits(execution)
     stages = [
         {
             "identifier": run.identifier,
             "name": run.name,
             "group_index": run.group_index,
             "status": run.status,
+            "status_label": presenters.label(run.status),
             "started_at": run.started_at,
             "finished_at": run.finished_at,
             "error": run.error,
             "carried_from_execution": _carried_from(run),
-            "steps": [
-                {
-                    "id": step.pk,
-                    "identifier": step.identifier,
-                    "name": step.name,
-                    "type": step.type,
-                    "status": step.status,
-                    "started_at": step.started_at,
-                    "finished_at": step.finished_at,
-                    "exit_code": step.exit_code,
-                    "error": step.error,
-                    "attempts": step.attempts,
-                    "carried_from_execution": _carried_from(step),
-                    "log_bytes": step.log_bytes,
-                    "log_url": reverse("api-v1:step_log", args=[execution.pk, step.pk]),
-                }
-                for step in run.step_runs.all()
-            ],
+            "steps": [_step(execution, step, waits) for step in run.step_runs.all()],
         }
         for run in stage_runs
     ]
@@ -425,6 +462,18 @@ def execution_detail(request: HttpRequest, pk: Id) -> dict[str, Any]:
     return _detail(load_execution(_user(request), pk))
 
 
+def _step_of(execution: Execution, step_pk: int) -> StepRun:
+    """Step run ``step_pk`` of ``execution`` (already loaded for the caller): 404 otherwise."""
+    step = (
+        StepRun.objects.select_related("stage_run", "carried_from__execution", "decided_by")
+        .filter(execution=execution, pk=step_pk)
+        .first()
+    )
+    if step is None:
+        raise NotFound(f"Execution {execution.pk} has no step {step_pk}.")
+    return step
+
+
 def _utf8_start(data: bytes, index: int) -> int:
     """``index`` moved forward to the start of a character."""
     while index < len(data) and (data[index] & 0xC0) == 0x80:
@@ -454,13 +503,7 @@ def step_log(
     """A step's log from byte ``after`` on (at most 1 MiB an answer): poll with ``next_offset``
     until ``complete`` and not ``more``. A carried-over step shows its original's log."""
     execution = load_execution(_user(request), pk)
-    step = (
-        StepRun.objects.select_related("stage_run", "carried_from__execution", "decided_by")
-        .filter(execution=execution, pk=step_pk)
-        .first()
-    )
-    if step is None:
-        raise NotFound(f"Execution {pk} has no step {step_pk}.")
+    step = _step_of(execution, step_pk)
     log = presenters.log_context(execution, step)  # reads the step before its chunks
     data = "".join(chunk.text for chunk in log["log_chunks"]).encode("utf-8")
     if after > len(data):
@@ -608,6 +651,45 @@ def approve(request: HttpRequest, pk: Id, payload: schemas.ApprovalIn) -> Any:
 def reject(request: HttpRequest, pk: Id, payload: schemas.ApprovalIn) -> Any:
     """Reject the approval waiting in ``stage``: the execution ends REJECTED."""
     return _answer(request, pk, payload, approve=False)
+
+
+@api.post(
+    "/executions/{pk}/steps/{step_pk}/intervention",
+    response={200: schemas.InterventionAnswer, **ERRORS},
+    tags=["act"],
+    url_name="intervene",
+)
+def intervene(
+    request: HttpRequest, pk: Id, step_pk: Id, payload: schemas.InterventionIn
+) -> dict[str, Any]:
+    """Answer a failed step waiting for intervention (a failure strategy's
+    ``manual_intervention``; Execute permission): ``retry`` starts a new attempt now,
+    ``ignore``, ``mark_as_success``, ``mark_as_failure`` and ``abort`` end it as the rule would.
+    409 when the step is not (or no longer) waiting: of two answers the first wins, the second
+    says what the step is now (``step_status``, ``decided_by``)."""
+    user = _user(request)
+    execution = load_execution(user, pk)
+    step = _step_of(execution, step_pk)
+    try:
+        answer_intervention(
+            execution=execution,
+            step=f"{step.stage_run.identifier}.{step.identifier}",
+            user=user,
+            action=payload.action,
+            comment=payload.comment,
+        )
+    except Conflict as refused:
+        now = _step_of(execution, step_pk)
+        raise Conflict(
+            refused.message,
+            step_status=now.status,
+            decided_by=now.decided_by.username if now.decided_by else "",
+        ) from refused
+    answered = _step_of(execution, step_pk)
+    return {
+        "execution": _summary(_fresh(execution)),
+        "step": _step(execution, answered, _pending_waits(execution)),
+    }
 
 
 # --- bulk retry -------------------------------------------------------------------------------

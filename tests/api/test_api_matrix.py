@@ -18,9 +18,37 @@ from django.db import transaction
 
 from api.tokens import create_token
 from executions.models import Execution, StepRun
+from executions.services import run_pipeline
+from executions.states import Status
+from tests.helpers.factories import make_pipeline
+from tests.helpers.runs import drive
 from tests.test_access_matrix import MEMBERS, PERSONAS, World, build_world, snapshot
 
 AUTHS = ("session", "token")
+
+# A pipeline whose step fails and waits for a person (no role of the deployer's).
+MENDED_PIPELINE = """
+pipeline:
+  name: mend
+  identifier: mend
+  stages:
+    - stage:
+        identifier: fix
+        steps:
+          - step:
+              identifier: run
+              type: ShellScript
+              failure_strategies:
+                - on_failure: {errors: [all], action: {type: manual_intervention, timeout: 1h}}
+              spec: {script: exit 1}
+"""
+
+
+def waiting_for_intervention(project, user) -> Execution:
+    pipeline = make_pipeline(project, MENDED_PIPELINE)
+    execution = drive(run_pipeline(pipeline=pipeline, user=user, inputs={}))
+    assert execution.status == Status.INTERVENTION_WAITING, execution.error
+    return execution
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +60,12 @@ def world(django_db_setup, django_db_blocker):
             for name, user in built.users.items()
             if user is not None
         }
+        built.intervention = waiting_for_intervention(  # type: ignore[attr-defined]
+            built.project, built.users["admin"]
+        )
+        built.other_intervention = waiting_for_intervention(  # type: ignore[attr-defined]
+            built.other_project, built.users["stranger"]
+        )
         yield built
         transaction.set_rollback(True)
 
@@ -71,6 +105,20 @@ def first_step_log(pick: Callable[[World], Execution]) -> Callable[[World], str]
         return f"{API}/executions/{step.execution_id}/steps/{step.pk}/log"
 
     return build
+
+
+def step_intervention(pick: Callable[[World], Execution], stage: str) -> Callable[[World], str]:
+    def build(w: World) -> str:
+        step = StepRun.objects.get(execution=pick(w), stage_run__identifier=stage)
+        return f"{API}/executions/{step.execution_id}/steps/{step.pk}/intervention"
+
+    return build
+
+
+def api_snapshot() -> tuple:
+    """Everything a refused request must leave alone, with every step's status and attempts."""
+    steps = StepRun.objects.order_by("pk").values_list("pk", "status", "attempts", "comment")
+    return snapshot(), list(steps)
 
 
 RUNNERS = dict(admin=201, executor=201, deployer=201)  # Execute on deploy
@@ -249,6 +297,27 @@ ROWS = [
         body=lambda w: {"ids": [w.other_finished.pk]},
     ),
     Row(
+        "intervene",
+        "POST",
+        step_intervention(lambda w: w.intervention, "fix"),  # type: ignore[attr-defined]
+        expect(404, members=403, admin=200, executor=200),
+        body=lambda w: {"action": "ignore", "comment": "matrix"},
+    ),
+    Row(
+        "intervene in another project",
+        "POST",
+        step_intervention(lambda w: w.other_intervention, "fix"),  # type: ignore[attr-defined]
+        expect(404, stranger=200),
+        body=lambda w: {"action": "retry"},
+    ),
+    Row(
+        "intervene on a step that waits for an approval",
+        "POST",
+        step_intervention(lambda w: w.execution, "approve"),
+        expect(404, members=403, admin=409, executor=409, deployer=409),
+        body=lambda w: {"action": "ignore"},
+    ),
+    Row(
         "approve in another project",
         "POST",
         execution("/approve", lambda w: w.other_execution),
@@ -275,7 +344,7 @@ def test_each_persona_gets_the_status_the_rules_say(db, client, world, row, pers
         token = world.tokens.get(persona, "stl_" + "x" * 43)  # anonymous: a token nobody has
         headers["Authorization"] = f"Bearer {token}"
     url = row.url(world)
-    before = snapshot()
+    before = api_snapshot()
     if row.method == "GET":
         response = client.get(url, headers=headers)
     else:
@@ -287,7 +356,7 @@ def test_each_persona_gets_the_status_the_rules_say(db, client, world, row, pers
         f"{row.method} {url} as {persona} by {auth}: {response.content[:300]!r}"
     )
     if expected >= 400:
-        assert snapshot() == before, "a refused request changed something"
+        assert api_snapshot() == before, "a refused request changed something"
         assert response.json()["detail"], "a refusal says why"
     if expected == 403:
         assert "You need the" in response.json()["detail"], "a 403 names the missing permission"
