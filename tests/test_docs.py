@@ -114,3 +114,20 @@ def test_the_readme_lists_no_environment_variable_that_nothing_reads():
     assert not unread, (
         "README's environment-variable table lists variables no code reads: " + ", ".join(unread)
     )
+
+
+def test_the_failure_strategies_worked_example_is_the_example_files_text():
+    """docs/pipelines.md's worked example is an excerpt of examples/pipelines/release.yaml: its
+    lines, in order, but those that only say ``# …`` (what is left out)."""
+    doc = (ROOT / "docs" / "pipelines.md").read_text()
+    section = doc.split("### Worked example", 1)[1].split("\n## ", 1)[0]
+    excerpt = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert excerpt, "docs/pipelines.md's worked example has no YAML block"
+    shown = [line for line in excerpt.group(1).splitlines() if line.strip() != "# …"]
+    assert len(shown) > 20
+    lines = iter((ROOT / "examples" / "pipelines" / "release.yaml").read_text().splitlines())
+    for line in shown:
+        assert any(line == candidate for candidate in lines), (
+            f"docs/pipelines.md's worked example has {line!r}, which examples/pipelines/"
+            "release.yaml lacks there (or has before the line above it)"
+        )

@@ -69,7 +69,7 @@ def test_load_creates_the_organization_the_project_and_one_pipeline_per_file(tmp
     set_secret(project=project, name="api_token", value="t0ken", user=None)
     out, err = load("acme/web-tools", tmp_path)
     pipelines = {p.identifier: p for p in Pipeline.objects.filter(project=project)}
-    assert set(pipelines) == {"web_deploy", "data_refresh"}
+    assert set(pipelines) == {"web_deploy", "data_refresh", "release"}
     assert pipelines["web_deploy"].name == "Web deploy"
     assert pipelines["web_deploy"].current_version.number == 1
     assert (
@@ -77,6 +77,7 @@ def test_load_creates_the_organization_the_project_and_one_pipeline_per_file(tmp
     )
     assert out.splitlines() == [
         "data_refresh.yaml: data_refresh v1 created",
+        "release.yaml: release v1 unchanged",
         "web_deploy.yaml: web_deploy v1 unchanged",
     ]
     assert err == ""

@@ -1,9 +1,12 @@
-"""Create the demo: users, roles, example pipelines, and real executions in every end state.
+"""Create the demo: users, roles, example pipelines, and real executions in every end state,
+plus one that waits for an intervention.
 
 The executions are produced by the engine (a worker runs their steps; approvals are answered
 and an execution is aborted through the same services the pages use), never by writing rows.
 By default the command starts a worker thread of its own for the duration, so it works before
-any worker process is started; ``--no-worker`` relies on a running worker instead.
+any worker process is started; ``--no-worker`` relies on a running worker instead. While it
+waits it also plays the scheduler's part (``engine.reap``, as beat does every few seconds), so
+that a failure strategy's retry interval ends before any scheduler runs.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from executions import engine
 from executions.models import Execution
 from executions.services import abort_execution, answer_approval, run_pipeline
 from executions.states import TERMINAL, Status
@@ -42,7 +46,10 @@ USERS = [
 
 
 class Command(BaseCommand):
-    help = "Create demo users, pipelines and real executions (SUCCESS, FAILED, ABORTED, EXPIRED, REJECTED)."
+    help = (
+        "Create demo users, pipelines and real executions (SUCCESS, FAILED, ABORTED, EXPIRED, "
+        "REJECTED, and one waiting for an intervention)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--no-worker", action="store_true", help="use the running workers")
@@ -111,6 +118,7 @@ class Command(BaseCommand):
 
     def run_demo(self, pipelines, users, timeout: float) -> None:
         web, data = pipelines["web_deploy"], pipelines["data_refresh"]
+        release = pipelines["release"]
         executor, approver = users["executor"], users["approver"]
         started = {
             "success": run_pipeline(pipeline=web, user=executor, inputs={"version": "1.5.0"}),
@@ -126,10 +134,16 @@ class Command(BaseCommand):
                 pipeline=data, user=executor, inputs={"load.target_table": "staging.orders"}
             ),
             "data-success": run_pipeline(pipeline=data, user=executor, inputs={}),
+            # The lint finding is ignored, the integration tests are retried until staging
+            # answers, and the canary's error rate fails it: its rule waits for a person.
+            "intervention": run_pipeline(
+                pipeline=release, user=executor, inputs={"production.canary_error_rate": "4.2"}
+            ),
         }
         self.stdout.write(f"running {len(started)} demo executions on the worker ...")
         answers = {"success": "approve", "rejected": "reject", "aborted": "abort"}
         deadline = time.monotonic() + timeout
+        reaped = 0.0
         pending = dict(started)
         while pending:
             if time.monotonic() > deadline:
@@ -152,11 +166,23 @@ class Command(BaseCommand):
                             if action == "approve"
                             else "Release candidate, not for production",
                         )
-                elif execution.status in TERMINAL:
+                elif execution.status in TERMINAL or (
+                    execution.status == Status.INTERVENTION_WAITING and name == "intervention"
+                ):
                     del pending[name]
                     done = len(started) - len(pending)
                     self.stdout.write(
                         f"[{done}/{len(started)}] execution {execution.pipeline.identifier} "
                         f"#{execution.sequence}: {execution.status}"
                     )
+            if time.monotonic() - reaped >= 1.0:  # the scheduler's part: due retry waits start
+                engine.reap()
+                reaped = time.monotonic()
             time.sleep(0.2)
+        waiting = started["intervention"]
+        if waiting.status == Status.INTERVENTION_WAITING:
+            self.stdout.write(
+                f"execution {waiting.pipeline.identifier} #{waiting.sequence} waits for an "
+                f"intervention: answer it on its page or with 'manage.py intervene {waiting.pk} "
+                "canary --action retry|ignore|mark_as_success|mark_as_failure|abort --as executor'"
+            )
