@@ -6,7 +6,15 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from executions.models import Event, Execution, LogChunk, PendingWait, StageRun, StepRun
+from executions.models import (
+    Event,
+    Execution,
+    LogChunk,
+    PendingWait,
+    StageRun,
+    StepAttempt,
+    StepRun,
+)
 from pipelines.admin import ScopedAdmin
 
 
@@ -66,10 +74,20 @@ class StepRunAdmin(ReadOnlyAdmin):
     list_select_related = ["stage_run__execution__pipeline"]
 
 
+@admin.register(StepAttempt)
+class StepAttemptAdmin(ReadOnlyAdmin):
+    """The earlier attempts of steps (a failure strategy's retries); the latest is the step run."""
+
+    project_path = "step_run__execution__pipeline__project"
+    list_display = ["__str__", "status", "error_class", "exit_code", "started_at", "finished_at"]
+    list_filter = ["status", "error_class"]
+    list_select_related = ["step_run__stage_run__execution__pipeline"]
+
+
 @admin.register(LogChunk)
 class LogChunkAdmin(ReadOnlyAdmin):
     project_path = "step_run__execution__pipeline__project"
-    list_display = ["__str__", "created_at"]
+    list_display = ["__str__", "attempt", "created_at"]
 
 
 @admin.register(Event)

@@ -206,6 +206,10 @@ class StepRun(models.Model):
     ``lease_expires_at`` is pushed forward by the worker's heartbeat while the step runs; the
     reaper fails a RUNNING step whose lease lapsed ("worker lost"). ``attempts`` counts claims
     (QUEUED → RUNNING): 1 for a step that ran; a redelivered task finds it claimed and stops.
+
+    The row holds the step's latest attempt (``attempt_number``): when a failure strategy's
+    retry starts another one, the attempt that failed is archived as a ``StepAttempt`` and the
+    per-attempt columns start afresh (``executions.strategies.retry_step``).
     """
 
     stage_run = models.ForeignKey(StageRun, on_delete=models.CASCADE, related_name="step_runs")
@@ -221,6 +225,9 @@ class StepRun(models.Model):
     exit_code = models.IntegerField(null=True, blank=True)
     outputs = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
+    # The class of the failure (SPEC §9: script, timeout, worker_lost …) when a failure
+    # strategy handled it; "" otherwise (``StepRun.failure_class`` tells it from the status).
+    error_class = models.CharField(max_length=20, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     worker = models.CharField(max_length=200, blank=True)
     pid = models.IntegerField(null=True, blank=True)
@@ -265,9 +272,65 @@ class StepRun(models.Model):
         return self.lease_expires_at is None or self.lease_expires_at <= timezone.now()
 
     @property
+    def attempt_number(self) -> int:
+        """Which attempt this row holds: the claims so far (``attempts``), or the next one while
+        the step waits QUEUED to be claimed (a first run, or a retry's next attempt)."""
+        if self.status == Status.QUEUED:
+            return self.attempts + 1
+        return max(self.attempts, 1)
+
+    @property
+    def failure_class(self) -> str:
+        """The class of this attempt's failure ("" if it did not fail): the one a failure
+        strategy recorded, else what its status says (SPEC §9's classes)."""
+        if self.error_class:
+            return self.error_class
+        if self.status == Status.REJECTED:
+            return "approval_rejected"
+        if self.status == Status.EXPIRED:
+            return "approval_expired" if self.type == "Approval" else "timeout"
+        if self.status == Status.FAILED:
+            return "worker_lost" if self.error.startswith("worker lost") else "script"
+        return ""
+
+    @property
     def log_source(self) -> StepRun:
         """The step run whose log this one shows (a carried-over step shows the original's)."""
         return self.carried_from or self  # None when carried_from_id is: no query
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if not self.started_at:
+            return None
+        return _seconds_between(self.started_at, self.finished_at)
+
+
+class StepAttempt(models.Model):
+    """An earlier attempt of a step (SPEC §9): archived, with its own result and times, when a
+    failure strategy's retry (or an intervention's Retry) queues the next attempt. The latest
+    attempt is the ``StepRun`` itself; each attempt's log is the step's ``LogChunk`` rows of
+    its ``number``."""
+
+    step_run = models.ForeignKey(StepRun, on_delete=models.CASCADE, related_name="earlier_attempts")
+    number = models.PositiveSmallIntegerField()
+    status = models.CharField(max_length=20, choices=Status.choices)
+    exit_code = models.IntegerField(null=True, blank=True)
+    error_class = models.CharField(max_length=20, blank=True)
+    error = models.TextField(blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    log_bytes = models.PositiveBigIntegerField(default=0)
+    log_truncated = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["step_run_id", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["step_run", "number"], name="step_attempt_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.step_run} / attempt {self.number}"
 
     @property
     def duration_seconds(self) -> float | None:
@@ -343,21 +406,26 @@ class PendingWait(models.Model):
 
 
 class LogChunk(models.Model):
-    """A piece of a step's output, stored as it is produced (secrets already masked)."""
+    """A piece of a step's output, stored as it is produced (secrets already masked). Each
+    attempt of the step (``StepRun.attempts`` when it was claimed) has a log of its own, its
+    chunks numbered from 0."""
 
     step_run = models.ForeignKey(StepRun, on_delete=models.CASCADE, related_name="log_chunks")
+    attempt = models.PositiveSmallIntegerField(default=1)
     seq = models.PositiveIntegerField()
     text = models.TextField()
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        ordering = ["step_run_id", "seq"]
+        ordering = ["step_run_id", "attempt", "seq"]
         constraints = [
-            models.UniqueConstraint(fields=["step_run", "seq"], name="log_chunk_unique"),
+            models.UniqueConstraint(
+                fields=["step_run", "attempt", "seq"], name="log_chunk_attempt_unique"
+            ),
         ]
 
     def __str__(self) -> str:
-        return f"{self.step_run_id}:{self.seq}"
+        return f"{self.step_run_id}:{self.attempt}:{self.seq}"
 
 
 class Event(models.Model):

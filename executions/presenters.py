@@ -8,9 +8,10 @@ nothing in this module reads a request or writes a row.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db.models import Count, Prefetch, Q
 from django.urls import reverse
@@ -18,16 +19,25 @@ from django.utils import timezone
 
 from executions.context import build_context
 from executions.forms import RetryForm, RunForm
-from executions.models import Event, Execution, LogChunk, StageRun, StepRun
+from executions.models import (
+    Event,
+    Execution,
+    LogChunk,
+    PendingWait,
+    StageRun,
+    StepAttempt,
+    StepRun,
+)
 from executions.retry import ALL, FAILED_ONLY, rerun_blocker, retry_blocker, retry_history
 from executions.selection import picker_rows
 from executions.states import ACTIVE, TERMINAL, Status, is_terminal
 from pipelines import permissions
 from pipelines.diffs import diff_rows
-from pipelines.spec.model import PipelineSpec
-from stageline.errors import Refusal
+from pipelines.spec.model import ERROR_CLASSES, PipelineSpec
+from pipelines.spec.strategies import matching_rule
+from stageline.errors import NotFound, Refusal
 from stageline.masking import mask
-from stageline.timefmt import format_duration
+from stageline.timefmt import format_countdown, format_duration
 
 RETRY_MODE_LABELS = {FAILED_ONLY: "failed stages only", ALL: "all stages of the group"}
 # Which step's log the page opens when none is asked for: a running one, else a failed one.
@@ -272,7 +282,10 @@ class StepFacts:
 def step_facts(step: StepRun) -> StepFacts:
     """The facts of ``step`` (of the run it came from, for a carried-over step). Outputs were
     masked when stored; they are masked again here with the run's secrets (``stageline.masking``)."""
-    source = step.log_source
+    return _facts(step.log_source)
+
+
+def _facts(source: StepRun) -> StepFacts:
     outputs = sorted((source.outputs or {}).items())
     if outputs:
         secrets = build_context(source.execution).secret_values()
@@ -292,17 +305,197 @@ def step_facts(step: StepRun) -> StepFacts:
     )
 
 
-def log_context(execution: Execution, step: StepRun | None, after: int | None = None) -> dict:
+# --- attempts (SPEC §9) --------------------------------------------------------------------
+
+
+@dataclass
+class AttemptRow:
+    """One attempt of a step: its own result, times and log size (``attempts_of``)."""
+
+    number: int
+    status: str
+    status_label: str
+    exit_code: int | None
+    error_class: str  # "" when it did not fail
+    error: str
+    worker: str
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_seconds: float | None
+    log_bytes: int
+    log_truncated: bool
+    latest: bool  # the step run itself (the others are archived ``StepAttempt`` rows)
+
+
+def _row(attempt: StepAttempt | StepRun, number: int, latest: bool) -> AttemptRow:
+    return AttemptRow(
+        number=number,
+        status=attempt.status,
+        status_label=attempt.get_status_display(),
+        exit_code=attempt.exit_code,
+        error_class=attempt.failure_class if isinstance(attempt, StepRun) else attempt.error_class,
+        error=attempt.error,
+        worker=attempt.worker,
+        started_at=attempt.started_at,
+        finished_at=attempt.finished_at,
+        duration_seconds=attempt.duration_seconds,
+        log_bytes=attempt.log_bytes,
+        log_truncated=attempt.log_truncated,
+        latest=latest,
+    )
+
+
+def attempts_of(step: StepRun) -> list[AttemptRow]:
+    """Every attempt of ``step`` (of the run it came from, for a carried-over step), earliest
+    first; the last is the step run itself. A step that never retried costs no query."""
+    source = step.log_source
+    number = source.attempt_number
+    earlier = list(source.earlier_attempts.order_by("number")) if number > 1 else []
+    return [_row(attempt, attempt.number, False) for attempt in earlier] + [
+        _row(source, number, True)
+    ]
+
+
+def _probes(spec: PipelineSpec, stage, step_spec) -> list[tuple[str, int | None]]:
+    """Failures a ShellScript step may have, one per class (per exit code a rule names, and
+    one it names not, for ``script``), to ask the resolver what each would decide."""
+    rules = [*step_spec.failure_strategies, *stage.failure_strategies, *spec.failure_strategies]
+    named = {code for rule in rules for code in rule.exit_codes}
+    other = next(code for code in range(1, 257) if code not in named)
+    probes: list[tuple[str, int | None]] = [("script", code) for code in [*sorted(named), other]]
+    return probes + [(name, None) for name in ERROR_CLASSES if name in ("timeout", "worker_lost")]
+
+
+def planned_attempts(spec: PipelineSpec, step: StepRun, rows: list[AttemptRow]) -> int:
+    """How many attempts the step gets: 1 + the ``count`` of the retry rule that decides its
+    latest failure (``pipelines.spec.strategies.matching_rule``, the one resolver); before any
+    failure, the most that a rule could give it; never fewer than it has had."""
+    had = len(rows)
+    stage = spec.stage(step.stage_run.identifier) if spec.has_failure_strategies else None
+    step_spec = (
+        next((s for s in stage.steps if s.identifier == step.identifier), None) if stage else None
+    )
+    if stage is None or step_spec is None or step_spec.type == "Approval":
+        return had
+    failed = next((row for row in reversed(rows) if row.error_class), None)
+    failures = (
+        [(failed.error_class, failed.exit_code)]
+        if failed is not None
+        else _probes(spec, stage, step_spec)
+    )
+    counts = [0]
+    for error_class, exit_code in failures:
+        found = matching_rule(step_spec, stage, spec, error_class, exit_code)
+        if found is not None and found[1].action.type == "retry":
+            counts.append(found[1].action.count)
+    planned = 1 + max(counts) if failed is None or max(counts) else had
+    return max(planned, had)
+
+
+@dataclass
+class Attempts:
+    """The attempts of the step whose log is open: which one is open, how many the step gets
+    ("attempt 2 of 4"), and when a waiting retry's next attempt starts."""
+
+    rows: list[AttemptRow]
+    open: AttemptRow
+    planned: int
+    # The pipeline declares failure strategies: the step may get another attempt, so its log
+    # polls name the attempt they follow (a new one begun is then shown in its place).
+    strategies: bool = False
+    next_at: datetime | None = None
+    next_seconds: int = 0
+
+    @property
+    def shown(self) -> bool:
+        """Whether the page shows the attempts: the step has, or may have, more than one."""
+        return self.planned > 1 or len(self.rows) > 1
+
+    @property
+    def latest(self) -> AttemptRow:
+        return self.rows[-1]
+
+    @property
+    def next_in(self) -> str:
+        return format_countdown(self.next_seconds)
+
+
+def attempts_context(execution: Execution, step: StepRun, number: int | None = None) -> Attempts:
+    """The attempts of ``step`` with attempt ``number`` open (None: the latest); ``NotFound``
+    naming the attempts there are when it has no such attempt."""
+    source = step.log_source
+    rows = attempts_of(step)
+    if number is None:
+        chosen: AttemptRow | None = rows[-1]
+    else:
+        chosen = next((row for row in rows if row.number == number), None)
+    if chosen is None:
+        raise NotFound(
+            f"Step '{step.identifier}' has no attempt {number}: it has "
+            + ("attempt 1 only." if len(rows) == 1 else f"attempts 1 to {rows[-1].number}.")
+        )
+    spec = execution.version.spec
+    attempts = Attempts(
+        rows, chosen, planned_attempts(spec, step, rows), spec.has_failure_strategies
+    )
+    if source.status == Status.QUEUED and source.attempts:
+        # A retry's next attempt: it starts when its durable wait is due (none: at once).
+        wait = (
+            PendingWait.objects.filter(
+                step_run=source, kind=PendingWait.Kind.RETRY, state=PendingWait.State.PENDING
+            )
+            .order_by("due_at")
+            .first()
+        )
+        if wait is not None:
+            attempts.next_at = wait.due_at
+            attempts.next_seconds = max(0, int((wait.due_at - timezone.now()).total_seconds()))
+    return attempts
+
+
+def _archived(source: StepRun, number: int) -> StepRun:
+    """``source`` as it was in its earlier attempt ``number`` (not saved: for the page)."""
+    archived = source.earlier_attempts.get(number=number)
+    view = copy.copy(source)
+    for name in (
+        "status",
+        "exit_code",
+        "error_class",
+        "error",
+        "worker",
+        "started_at",
+        "finished_at",
+        "log_bytes",
+        "log_truncated",
+    ):
+        setattr(view, name, getattr(archived, name))
+    view.outputs = {}
+    view.lease_expires_at = None  # its log is complete
+    view.attempts = number
+    return view
+
+
+def log_context(
+    execution: Execution,
+    step: StepRun | None,
+    after: int | None = None,
+    attempt: int | None = None,
+) -> dict:
     """The open log: its chunks (all, or those after the cursor ``after``) and whether it is
-    live (more may come: the poller stays) or complete (every byte has arrived)."""
+    live (more may come: the poller stays) or complete (every byte has arrived). Each attempt
+    of the step has its own log: the latest, or ``attempt`` (``NotFound`` if there is none)."""
     if step is None:
         return {"log_step": None}
     source = step.log_source  # a carried-over step shows the log of the run it came from
     # Read the step before the chunks: its lease is released only after its last chunk is
     # stored, so a closed log read here means that nothing is missing below.
+    attempts = attempts_context(execution, step, attempt)
+    number = attempts.open.number
+    if not attempts.open.latest:
+        source = _archived(source, number)
     never_ran = source.status == Status.NOT_STARTED and execution.is_terminal
     live = not source.log_closed and not never_ran
-    query = LogChunk.objects.filter(step_run=source).order_by("seq")
+    query = LogChunk.objects.filter(step_run=step.log_source, attempt=number).order_by("seq")
     if after is not None:
         query = query.filter(seq__gt=after)
     chunks = list(query)
@@ -314,8 +507,9 @@ def log_context(execution: Execution, step: StepRun | None, after: int | None = 
         "log_cursor": cursor,
         "log_live": live,
         "log_poll": LOG_POLL,
+        "log_attempts": attempts,
         # The facts change when the step ends: sent with the whole panel and with the last poll.
-        "log_facts": step_facts(step) if after is None or not live else None,
+        "log_facts": _facts(source) if after is None or not live else None,
     }
 
 
@@ -367,8 +561,11 @@ def live_update_context(execution: Execution, user, since: int) -> dict:
     }
 
 
-def page_context(execution: Execution, user, requested_step: str | None) -> dict:
-    """Everything the execution page shows; ``requested_step`` is the log asked for (``?step=``)."""
+def page_context(
+    execution: Execution, user, requested_step: str | None, attempt: int | None = None
+) -> dict:
+    """Everything the execution page shows; ``requested_step`` is the log asked for (``?step=``),
+    ``attempt`` the attempt of it (``?attempt=``; None: the latest)."""
     cursor = live_cursor(execution)
     graph = build_graph(execution)
     log_step = open_log_step(graph, requested_step)
@@ -377,7 +574,7 @@ def page_context(execution: Execution, user, requested_step: str | None) -> dict
         "secret_keys": sorted(execution.secret_inputs),
         "follow_step": followed_step(graph),
         "live_cursor": cursor,
-        **log_context(execution, log_step),
+        **log_context(execution, log_step, attempt=attempt),
     }
 
 

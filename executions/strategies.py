@@ -26,7 +26,7 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.utils import timezone
 
-from executions.models import Execution, PendingWait, StageRun, StepRun
+from executions.models import Execution, PendingWait, StageRun, StepAttempt, StepRun
 from executions.operate import abort_locked
 from executions.states import Status
 from executions.transitions import transition
@@ -37,6 +37,31 @@ type Dispatch = Callable[[StepRun, str], None]
 
 # What a failed result's status says of its class (a worker lost is the reaper's to say).
 ERROR_CLASS_OF: dict[str, str] = {Status.FAILED: "script", Status.EXPIRED: "timeout"}
+# What one attempt keeps when the next begins (``retry_step``): archived on a ``StepAttempt``,
+# then started afresh on the step (``ATTEMPT_RESET``). ``attempts`` (the claims) goes on.
+ATTEMPT_FIELDS = (
+    "exit_code",
+    "error_class",
+    "error",
+    "worker",
+    "started_at",
+    "finished_at",
+    "log_bytes",
+    "log_truncated",
+)
+ATTEMPT_RESET: dict[str, Any] = {
+    "exit_code": None,
+    "error_class": "",
+    "error": "",
+    "worker": "",
+    "started_at": None,
+    "finished_at": None,
+    "log_bytes": 0,
+    "log_truncated": False,
+    "outputs": {},
+    "pid": None,
+    "lease_expires_at": None,
+}
 
 
 def decision_for(
@@ -73,6 +98,7 @@ def apply_failure(
     not RUNNING any more (someone else ended it: an abort)."""
     action = decision.action
     why = f"{error_class} failure, attempt {step.attempts}: {decision.reason}"
+    fields = {**fields, "error_class": error_class}
     if action.type == "retry":
         count = action.count
         return retry_step(
@@ -95,7 +121,7 @@ def apply_failure(
             action="intervention.requested",
             message=f"needs intervention ({why})",
             deadline=due,
-            **fields,
+            **{"finished_at": now, **fields},  # the attempt has ended (its archive's end)
         ):
             return False
         on_timeout = action.on_timeout.type if action.on_timeout else "mark_as_failure"
@@ -186,9 +212,18 @@ def retry_step(
 ) -> bool:
     """The step's next attempt: queued now, or when its interval ends (a durable wait). A
     waiting attempt's ``queued_at`` is its due time, so the reaper's re-sending of lost
-    dispatches leaves it alone until then."""
+    dispatches leaves it alone until then.
+
+    The attempt that failed (``fields``: its result, written over what the row holds) is
+    archived as a ``StepAttempt`` with the move, and the step's per-attempt columns start
+    afresh; its log stays under its number (``LogChunk.attempt``)."""
     now = timezone.now()
     due = now + timedelta(seconds=delay)
+    ended = {
+        **StepRun.objects.filter(pk=step.pk).values("attempts", *ATTEMPT_FIELDS).get(),
+        **{key: value for key, value in fields.items() if key in ATTEMPT_FIELDS},
+    }
+    kept = {key: value for key, value in fields.items() if key not in ATTEMPT_RESET}
     if not transition(
         step,
         to=Status.QUEUED,
@@ -197,9 +232,17 @@ def retry_step(
         action="strategy.retry",
         message=message + (f", in {delay}s" if delay else ""),
         queued_at=due,
-        **fields,
+        **{**ATTEMPT_RESET, **kept},
     ):
         return False
+    number = max(ended.pop("attempts"), 1)
+    ended["finished_at"] = ended["finished_at"] or now
+    StepAttempt.objects.create(
+        step_run=step,
+        number=number,
+        status=Status.EXPIRED if ended["error_class"] == "timeout" else Status.FAILED,
+        **ended,
+    )
     if delay:
         PendingWait.objects.create(
             execution=execution, step_run=step, kind=PendingWait.Kind.RETRY, due_at=due

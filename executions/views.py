@@ -18,6 +18,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
@@ -71,7 +72,10 @@ def execution_detail(request: HttpRequest, pk: int) -> HttpResponse:
             )
         context = presenters.live_update_context(execution, request.user, since)
         return render(request, "executions/detail.html#live-update", context)
-    context = presenters.page_context(execution, request.user, request.GET.get("step"))
+    attempt = _attempt(request)
+    if isinstance(attempt, HttpResponse):
+        return attempt
+    context = presenters.page_context(execution, request.user, request.GET.get("step"), attempt)
     if target == LIVE_TARGET:
         return render(request, "executions/detail.html#execution-live", context)
     return render(request, "executions/detail.html", context)
@@ -81,17 +85,24 @@ def execution_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @vary_on_headers("HX-Request")
 def step_log(request: HttpRequest, pk: int, step_pk: int) -> HttpResponse:
-    """A step's log: the whole panel, or (``?after=SEQ``) only the chunks after the cursor."""
+    """A step's log: the whole panel, or (``?after=SEQ``) only the chunks after the cursor.
+    ``?attempt=N``: that attempt's log (each attempt of a step has its own; default the latest).
+    A poll of the latest attempt's log that finds a newer attempt begun gets the whole panel
+    of the new one instead (``HX-Retarget``)."""
     execution = load_execution(request.user, pk)
     step = _load_step(execution, step_pk)
+    attempt = _attempt(request)
+    if isinstance(attempt, HttpResponse):
+        return attempt
     if not is_htmx(request):
-        return redirect(f"{execution_url(execution)}?step={step.pk}#log-panel")
+        shown = f"&attempt={attempt}" if attempt is not None else ""
+        return redirect(f"{execution_url(execution)}?step={step.pk}{shown}#log-panel")
     after_text = request.GET.get("after")
     if after_text is None:
         return render(
             request,
             "executions/detail.html#log-panel",
-            {"execution": execution, **presenters.log_context(execution, step)},
+            {"execution": execution, **presenters.log_context(execution, step, attempt=attempt)},
         )
     try:
         after = parse_int(after_text, "after")
@@ -101,7 +112,17 @@ def step_log(request: HttpRequest, pk: int, step_pk: int) -> HttpResponse:
             status=400,
             content_type="text/plain; charset=utf-8",  # echoes the parameter: never as HTML
         )
-    log = presenters.log_context(execution, step, after=after)
+    if attempt is not None and attempt < step.log_source.attempt_number:
+        # The attempt being followed has ended and the next one has begun: show that one.
+        panel = render(
+            request,
+            "executions/detail.html#log-panel",
+            {"execution": execution, **presenters.log_context(execution, step)},
+        )
+        panel["HX-Retarget"] = "#log-panel"
+        panel["HX-Reswap"] = "outerHTML"
+        return panel
+    log = presenters.log_context(execution, step, after=after, attempt=attempt)
     if not log["log_chunks"] and log["log_live"]:
         return HttpResponse(status=204)  # nothing new yet: the poller stays as it is
     context = {"execution": execution, "oob": True, **log}
@@ -110,19 +131,45 @@ def step_log(request: HttpRequest, pk: int, step_pk: int) -> HttpResponse:
 
 @require_GET
 @login_required
-def step_log_download(request: HttpRequest, pk: int, step_pk: int) -> StreamingHttpResponse:
-    """The step's whole log as stored (secrets masked, ANSI codes kept), as a text file."""
+def step_log_download(request: HttpRequest, pk: int, step_pk: int) -> HttpResponseBase:
+    """The step's whole log as stored (secrets masked, ANSI codes kept), as a text file: of its
+    latest attempt, or of ``?attempt=N``."""
     execution = load_execution(request.user, pk)
     step = _load_step(execution, step_pk)
+    attempt = _attempt(request)
+    if isinstance(attempt, HttpResponse):
+        return attempt
     source = step.log_source
-    texts = LogChunk.objects.filter(step_run=source).order_by("seq").values_list("text", flat=True)
-    name = f"{execution.pipeline.identifier}-{execution.sequence}-{step.stage_run.identifier}-{step.identifier}.log"
+    latest = source.attempt_number
+    number = presenters.attempts_context(execution, step, attempt).open.number
+    texts = (
+        LogChunk.objects.filter(step_run=source, attempt=number)
+        .order_by("seq")
+        .values_list("text", flat=True)
+    )
+    shown = f"-attempt{number}" if number != latest else ""
+    name = f"{execution.pipeline.identifier}-{execution.sequence}-{step.stage_run.identifier}-{step.identifier}{shown}.log"
     response = StreamingHttpResponse(
         (text.encode("utf-8") for text in texts.iterator(chunk_size=200)),
         content_type="text/plain; charset=utf-8",
     )
     response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
+
+
+def _attempt(request: HttpRequest) -> int | None | HttpResponse:
+    """``?attempt=N`` (None when absent), or the 400 answer naming what is wrong with it."""
+    text = request.GET.get("attempt")
+    if text is None or text == "":
+        return None
+    try:
+        return parse_int(text, "attempt", minimum=1, maximum=32767)
+    except NumberError:
+        return HttpResponse(
+            f"'attempt' must be an attempt number (1, 2, …), not '{text[:40]}'.",
+            status=400,
+            content_type="text/plain; charset=utf-8",  # echoes the parameter: never as HTML
+        )
 
 
 def _load_step(execution: Execution, step_pk: int) -> StepRun:

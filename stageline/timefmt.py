@@ -1,6 +1,8 @@
 """How times and durations read, everywhere (pages, dialogs, commands): one format each.
 
-- A duration: ``3.2 s``, ``4 min 05 s``, ``2 h 07 min`` (``format_duration``).
+- A duration: ``3.2 s``, ``4 min 05 s``, ``2 h 07 min`` (``format_duration``); a time left
+  (a countdown, in whole seconds): ``25 s``, ``4 min 05 s`` (``format_countdown``; the page
+  counts it down as format_countdown does: static/stageline/execution.js).
 - A moment: relative to now (``3 min ago``, ``in 25 min``), with the exact time and its zone
   named on hover (``2026-12-02 11:13:16 UTC``); the browser rewrites the exact time into the
   viewer's own time zone, naming it (static/stageline/app.js, ``localizeTimes``).
@@ -25,6 +27,14 @@ def format_duration(seconds: float | None) -> str:
     if hours:
         return f"{hours} h {minutes:02d} min"
     return f"{minutes} min {secs:02d} s"
+
+
+def format_countdown(seconds: float) -> str:
+    """``25 s``, ``4 min 05 s``, ``2 h 07 min``: a time left, in whole seconds (never negative)."""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    return format_duration(seconds)
 
 
 def format_relative(moment: datetime.datetime, now: datetime.datetime | None = None) -> str:

@@ -6,7 +6,8 @@
 - ``executions.launcher`` starts the script isolated from the worker (a sandbox, or
   another user) and, when the step ends whatever the outcome, ends every process it started.
 - Output is read in small pieces, masked (secrets → ``***``), and appended to the step's log
-  a few times a second. Past ``STAGELINE_LOG_LIMIT_BYTES`` the middle is dropped: the head and
+  a few times a second; each attempt of the step (a failure strategy's retry, SPEC §9) has a
+  log of its own (``LogChunk.attempt``: the claimed step's ``attempts``). Past ``STAGELINE_LOG_LIMIT_BYTES`` the middle is dropped: the head and
   the last ``TAIL_BYTES`` are kept, with a marker saying how much was left out.
 - ``key=value`` lines (and ``key<<DELIM`` blocks) written to ``$STAGELINE_OUTPUT`` become the
   step's outputs (``parse_outputs``).
@@ -43,19 +44,6 @@ MAX_OUTPUT_FILE = 4 * 1024 * 1024
 MAX_OUTPUT_VALUE = 64 * 1024
 
 
-def _attempt_start(step: StepRun) -> int:
-    """Where this attempt's log starts: 0 for the first; after the earlier attempts' lines for
-    a failure strategy's retry (SPEC §9), below a line that says which attempt this is."""
-    if step.attempts <= 1:
-        return 0
-    last = LogChunk.objects.filter(step_run_id=step.pk).order_by("-seq").first()
-    seq = last.seq + 1 if last else 0
-    LogChunk.objects.create(
-        step_run_id=step.pk, seq=seq, text=f"[stageline] attempt {step.attempts}\n"
-    )
-    return seq + 1
-
-
 class LogWriter:
     """Appends masked output to a step's log in chunks; keeps head and tail past the limit.
 
@@ -66,9 +54,10 @@ class LogWriter:
     """
 
     def __init__(self, step: StepRun, secrets: list[str], seq: int = 0):
-        """``seq``: the number of chunks stored already (none for a freshly claimed step: a
-        step is claimed once, from QUEUED, and never returns there)."""
+        """``seq``: the number of chunks of this attempt stored already (none for a freshly
+        claimed step: each claim is a new attempt, whose log starts empty)."""
         self.step_id = step.pk
+        self.attempt = max(step.attempts, 1)
         self.masker = StreamMasker(secrets)
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.seq = seq
@@ -161,7 +150,9 @@ class LogWriter:
 
         def store() -> None:
             with transaction.atomic():
-                LogChunk.objects.create(step_run_id=self.step_id, seq=self.seq, text=text)
+                LogChunk.objects.create(
+                    step_run_id=self.step_id, attempt=self.attempt, seq=self.seq, text=text
+                )
                 fields: dict[str, object] = {"log_bytes": F("log_bytes") + size}
                 if self.pid and not self.pid_stored:
                     fields["pid"] = self.pid
@@ -248,7 +239,7 @@ def run(step: StepRun, step_spec, stage, execution) -> StepResult:
         env[key] = context.render(value, stage)
     env = {k: v.replace("\x00", "") for k, v in env.items()}
 
-    writer = LogWriter(step, secrets, seq=_attempt_start(step))
+    writer = LogWriter(step, secrets)
     lease = Lease(step)
     proc = launcher.start(script_file, workdir, env)
     writer.pid = lease.pid = proc.pid

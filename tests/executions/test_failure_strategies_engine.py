@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from executions import engine
-from executions.models import Event, Execution, PendingWait, StepRun
+from executions.models import Event, Execution, PendingWait, StepAttempt, StepRun
 from executions.services import run_pipeline
 from executions.states import Status
 from tests.helpers.factories import make_pipeline
@@ -254,7 +254,10 @@ def test_a_step_whose_worker_is_lost_gets_a_new_attempt_with_a_worker_lost_rule(
     assert (shared_dir / "runs").read_text().splitlines() == ["run", "run"]
     retry = Event.objects.get(step_run=step, action="strategy.retry")
     assert "worker_lost failure, attempt 1" in retry.message
-    assert "[stageline] attempt 2" in log_of(execution, "flaky")
+    # The lost attempt is kept, with its class and error; the step holds the one that passed.
+    lost = StepAttempt.objects.get(step_run=step)
+    assert (lost.number, lost.status, lost.error_class) == (1, Status.FAILED, "worker_lost")
+    assert lost.error.startswith("worker lost") and step.error == ""
 
 
 def intervene(*args: str) -> str:
