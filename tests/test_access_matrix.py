@@ -662,6 +662,30 @@ ENDPOINT_ROWS = [
         step_log_url(lambda w: w.other_execution, "execution_step_log_download"),
         expect(404, stranger=200, anonymous=302),
     ),
+    # One attempt's log (?attempt=N, SPEC §9): the same checks as the step's log.
+    Row(
+        "step log download of one attempt",
+        "GET",
+        lambda w: (
+            step_log_url(lambda w: w.execution, "execution_step_log_download")(w) + "?attempt=1"
+        ),
+        expect(404, members=200, deployer=200, anonymous=302),
+    ),
+    Row(
+        "step log download of one attempt of another project",
+        "GET",
+        lambda w: (
+            step_log_url(lambda w: w.other_execution, "execution_step_log_download")(w)
+            + "?attempt=1"
+        ),
+        expect(404, stranger=200, anonymous=302),
+    ),
+    Row(
+        "step log of one attempt of another project",
+        "GET",
+        lambda w: step_log_url(lambda w: w.other_execution)(w) + "?attempt=1",
+        HIDDEN_IN_OTHER_PROJECT,
+    ),
 ]
 
 ROWS = PAGE_ROWS + ACCESS_ROWS + ADMIN_ROWS + ENDPOINT_ROWS

@@ -14,6 +14,11 @@
  *   longer running, the log of the step the server names (#live-poller[data-follow-step]:
  *   the running one, else the failed one) is opened. Picking a step (a link in the graph, a line
  *   number, or ?step= in the address) keeps the log on it; #log-follow goes back to following.
+ * - The attempts of the open step (#step-attempts, SPEC §9): a link per attempt opens its log
+ *   like a step's link does (a[data-log-url]); a waiting retry's "next attempt in 25 s"
+ *   (time[data-countdown]: the seconds left when the server wrote it) counts down every second,
+ *   from the browser's own clock of when it arrived (so a skewed clock changes nothing), in
+ *   stageline.timefmt.format_countdown's words.
  * The stage graph: the step whose log is open stays highlighted, also after the live poll
  * redraws the cards that changed. A step's link (a[data-log-url]) opens its log here; the graph is an
  * hx-disable region (it shows names written by users), so this is done here rather than with
@@ -275,6 +280,31 @@
     view.setFollow(true);
   }
 
+  // --- a waiting retry's countdown ---------------------------------------------------------------
+
+  function pad(n) { return n < 10 ? "0" + n : String(n); }
+
+  function formatCountdown(seconds) { // as stageline.timefmt.format_countdown
+    if (seconds < 60) return seconds + " s";
+    if (seconds < 3600) return Math.floor(seconds / 60) + " min " + pad(seconds % 60) + " s";
+    return Math.floor(seconds / 3600) + " h " + pad(Math.floor((seconds % 3600) / 60)) + " min";
+  }
+
+  function tickCountdowns() {
+    var now = Date.now();
+    var clocks = document.querySelectorAll("time[data-countdown]");
+    for (var i = 0; i < clocks.length; i++) {
+      var el = clocks[i];
+      if (!el.hasAttribute("data-counted-from")) el.setAttribute("data-counted-from", String(now));
+      var gone = Math.floor((now - parseInt(el.getAttribute("data-counted-from"), 10)) / 1000);
+      var left = Math.max(0, parseInt(el.getAttribute("data-countdown"), 10) - gone);
+      var text = formatCountdown(isNaN(left) ? 0 : left);
+      if (el.textContent !== text) el.textContent = text;
+    }
+  }
+
+  setInterval(tickCountdowns, 250); // a quarter second: a second's change is never late
+
   // --- following the run ---------------------------------------------------------------------------
 
   function stepStatus(stepId) {
@@ -355,6 +385,7 @@
   });
 
   document.addEventListener("htmx:afterSettle", function () {
+    tickCountdowns(); // a countdown that just arrived counts from now
     var panel = document.getElementById("log-panel");
     if (panel && (!view || view.panel !== panel)) {
       switching = false;
@@ -402,6 +433,7 @@
   });
 
   document.addEventListener("DOMContentLoaded", function () {
+    tickCountdowns();
     startLog();
     markSelectedStep();
     followRun();
