@@ -79,6 +79,25 @@ class Intervention(Schema):
     answer_url: str = Field(description="POST an answer here (``InterventionIn``).")
 
 
+class Attempt(Schema):
+    number: int = Field(description="1 for the first run of the step.")
+    status: str
+    status_label: str
+    exit_code: int | None
+    error_class: str = Field(
+        description="script, timeout, worker_lost, approval_rejected, approval_expired; '' if it "
+        "did not fail."
+    )
+    error: str
+    worker: str = Field(description="Where it ran (host:pid).")
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_seconds: float | None
+    log_bytes: int
+    latest: bool = Field(description="The step's current attempt (the others are archived).")
+    log_url: str = Field(description="This attempt's log.")
+
+
 class Step(Schema):
     id: int
     identifier: str
@@ -90,7 +109,14 @@ class Step(Schema):
     finished_at: datetime | None
     exit_code: int | None
     error: str
-    attempts: int
+    attempts: int = Field(description="How many times a worker has claimed it.")
+    attempts_planned: int = Field(
+        description="How many attempts it gets: 1 + the count of the retry rule that decides "
+        "its failure (as the page's 'attempt 2 of 4')."
+    )
+    attempt_history: list[Attempt] = Field(
+        description="Each attempt with its own result, earliest first; the last is the current."
+    )
     next_attempt_at: datetime | None = Field(
         description="A retry waiting for its interval: when its next attempt starts."
     )
@@ -142,6 +168,8 @@ class ExecutionDetail(ExecutionSummary):
 
 class StepLog(Schema):
     step: int
+    attempt: int = Field(description="Whose log this is: pass ?attempt=N for an earlier one.")
+    latest: bool = Field(description="It is the step's current attempt.")
     offset: int = Field(description="Byte offset of ``text`` in the log.")
     next_offset: int = Field(description="Pass as ?after= to read on.")
     text: str

@@ -46,6 +46,7 @@ from pipelines.models import Pipeline, Project
 from stageline.errors import Conflict, Forbidden, Invalid, NotFound, Refusal
 
 MAX_ID = 2**63 - 1
+MAX_ATTEMPT = 32767  # StepAttempt.number is a small integer
 LOG_BYTES_PER_ANSWER = 1024 * 1024
 PAGE_MAX = 100
 UNION_MEMBERS = {"str", "int", "float", "bool", "none"}
@@ -189,27 +190,51 @@ def _carried_from(run: StageRun | StepRun) -> int | None:
     return run.carried_from.execution_id if run.carried_from is not None else None
 
 
-def _pending_waits(execution: Execution) -> dict[int, PendingWait]:
-    """The durable waits of ``execution`` not started yet, by step run: a retry's interval, an
-    intervention's timeout (at most one per step)."""
+def _intervention_waits(execution: Execution) -> dict[int, PendingWait]:
+    """The intervention timeouts of ``execution`` not applied yet, by step run (at most one per
+    step): when and how each applies if nobody answers."""
     return {
         wait.step_run_id: wait
-        for wait in PendingWait.objects.filter(execution=execution, state=PendingWait.State.PENDING)
+        for wait in PendingWait.objects.filter(
+            execution=execution,
+            kind=PendingWait.Kind.INTERVENTION,
+            state=PendingWait.State.PENDING,
+        )
+    }
+
+
+def _attempt(execution: Execution, step: StepRun, row: presenters.AttemptRow) -> dict[str, Any]:
+    log_url = reverse("api-v1:step_log", args=[execution.pk, step.pk])
+    return {
+        "number": row.number,
+        "status": row.status,
+        "status_label": presenters.label(row.status),
+        "exit_code": row.exit_code,
+        "error_class": row.error_class,
+        "error": row.error,
+        "worker": row.worker,
+        "started_at": row.started_at,
+        "finished_at": row.finished_at,
+        "duration_seconds": row.duration_seconds,
+        "log_bytes": row.log_bytes,
+        "latest": row.latest,
+        "log_url": f"{log_url}?attempt={row.number}",
     }
 
 
 def _step(execution: Execution, step: StepRun, waits: dict[int, PendingWait]) -> dict[str, Any]:
-    """A step run (read with ``select_related("carried_from", "decided_by")``)."""
-    wait = waits.get(step.pk)
+    """A step run (read with ``select_related("stage_run", "carried_from", "decided_by")``) with
+    its attempts (``presenters.attempts_context``, as the page shows them: earlier ones are
+    read only for a step that had more than one)."""
+    attempts = presenters.attempts_context(execution, step)
     intervention = None
     if step.status == Status.INTERVENTION_WAITING:
-        timeout = wait if wait is not None and wait.kind == PendingWait.Kind.INTERVENTION else None
+        timeout = waits.get(step.pk)
         intervention = {
             "due_at": timeout.due_at if timeout else step.deadline,
             "on_timeout": timeout.on_timeout if timeout else None,
             "answer_url": reverse("api-v1:intervene", args=[execution.pk, step.pk]),
         }
-    retrying = wait is not None and wait.kind == PendingWait.Kind.RETRY
     return {
         "id": step.pk,
         "identifier": step.identifier,
@@ -222,7 +247,9 @@ def _step(execution: Execution, step: StepRun, waits: dict[int, PendingWait]) ->
         "exit_code": step.exit_code,
         "error": step.error,
         "attempts": step.attempts,
-        "next_attempt_at": wait.due_at if retrying and wait is not None else None,
+        "attempts_planned": attempts.planned,
+        "attempt_history": [_attempt(execution, step, row) for row in attempts.rows],
+        "next_attempt_at": attempts.next_at,
         "intervention": intervention,
         "decided_by": step.decided_by.username if step.decided_by else None,
         "decided_at": step.decided_at,
@@ -248,7 +275,7 @@ def _detail(execution: Execution) -> dict[str, Any]:
         )
         .order_by("position")
     )
-    waits = _pending_waits(execution)
+    waits = _intervention_waits(execution)
     stages = [
         {
             "identifier": run.identifier,
@@ -499,12 +526,18 @@ def step_log(
     pk: Id,
     step_pk: Id,
     after: Annotated[int, Query(ge=0, le=MAX_ID, description="byte offset to read from")] = 0,
+    attempt: Annotated[
+        int | None, Query(ge=1, le=MAX_ATTEMPT, description="an attempt's log (default: latest)")
+    ] = None,
 ) -> dict[str, Any]:
     """A step's log from byte ``after`` on (at most 1 MiB an answer): poll with ``next_offset``
-    until ``complete`` and not ``more``. A carried-over step shows its original's log."""
+    until ``complete`` and not ``more``. Each attempt of a step has a log of its own: the
+    latest, or ``attempt`` (404 naming the attempts there are when it has no such attempt). A
+    carried-over step shows its original's log."""
     execution = load_execution(_user(request), pk)
     step = _step_of(execution, step_pk)
-    log = presenters.log_context(execution, step)  # reads the step before its chunks
+    # Reads the step before its chunks; NotFound for an attempt the step has not had.
+    log = presenters.log_context(execution, step, attempt=attempt)
     data = "".join(chunk.text for chunk in log["log_chunks"]).encode("utf-8")
     if after > len(data):
         raise Invalid(
@@ -516,6 +549,8 @@ def step_log(
     facts = log["log_facts"]
     return {
         "step": step.pk,
+        "attempt": log["log_attempts"].open.number,
+        "latest": log["log_attempts"].open.latest,
         "offset": start,
         "next_offset": end,
         "text": data[start:end].decode("utf-8", errors="replace"),
@@ -688,7 +723,7 @@ def intervene(
     answered = _step_of(execution, step_pk)
     return {
         "execution": _summary(_fresh(execution)),
-        "step": _step(execution, answered, _pending_waits(execution)),
+        "step": _step(execution, answered, _intervention_waits(execution)),
     }
 
 

@@ -216,6 +216,16 @@ def test_each_answer_does_what_it_says(client, personas, shared_dir, action):
     assert (shown["status"], shown["decided_by"]) == (step_status, "executor")
     if action == "ignore":
         assert shown["status_label"] == "failed, ignored" and detail["status"] == Status.SUCCESS
+    if action == "retry":  # the failed attempt is kept with its own result and log
+        first, second = shown["attempt_history"]
+        assert (first["status"], first["exit_code"], first["error_class"]) == (
+            Status.FAILED,
+            3,
+            "script",
+        )
+        assert (second["status"], second["latest"]) == (Status.SUCCESS, True)
+        log = client.get(first["log_url"], headers=bearer(personas.viewer)).json()
+        assert log["text"] == "attempt on a full disk\n" and log["attempt"] == 1
 
 
 def test_a_second_answer_is_409_saying_what_the_step_is_now(client, personas, shared_dir):

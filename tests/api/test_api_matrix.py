@@ -184,6 +184,12 @@ ROWS = [
         expect(404, members=200, deployer=200),
     ),
     Row(
+        "step log of an attempt",
+        "GET",
+        lambda w: first_step_log(lambda w: w.execution)(w) + "?attempt=1",
+        expect(404, members=200, deployer=200),
+    ),
+    Row(
         "step log of another project",
         "GET",
         first_step_log(lambda w: w.other_execution),
