@@ -38,6 +38,7 @@ from executions.transitions import (
     claim_step,
     events_batched,
     finish_and_claim_next,
+    record,
     transition,
 )
 from pipelines.conditions import evaluate_condition
@@ -62,7 +63,13 @@ def dispatch_step(step: StepRun, queue: str) -> None:
 
     If the broker cannot be reached the step stays QUEUED in the database and the reaper sends
     it again later (``STAGELINE_REDISPATCH_AFTER_SECONDS``): nothing is lost, nothing fails.
+
+    An approval step never goes to a worker: dispatching one (the next attempt of a failure
+    strategy's retry, SPEC §9) asks for the approval again, here and now (``ask_again``).
     """
+    if step.type == "Approval":
+        ask_again(step)
+        return
     task_id = f"step-{step.pk}-{timezone.now().timestamp():.6f}"
     transaction.on_commit(partial(_send, step.pk, queue or "default", task_id))
 
@@ -301,19 +308,8 @@ def _queue_step(
     step_spec = next(s for s in stage.steps if s.identifier == step.identifier)
     now = timezone.now()
     if step_spec.type == "Approval":
-        context = build_context(execution)
-        message = context.render(step_spec.message, stage)
-        transition(
-            step,
-            to=Status.WAITING,
-            sources=[Status.NOT_STARTED],
-            started_at=now,
-            deadline=now + timedelta(seconds=step_spec.timeout),
-            comment="",
-            error="",
-            message=mask(message, context.secret_values()),
-        )
-        transition(run, to=Status.WAITING, sources=[Status.RUNNING])
+        if _ask_for_approval(execution, stage, step, step_spec, sources=[Status.NOT_STARTED]):
+            transition(run, to=Status.WAITING, sources=[Status.RUNNING])
         return
     if here is not None and here.takes(run, step_spec.type):
         lease = now + timedelta(seconds=settings.STAGELINE_STEP_LEASE_SECONDS)
@@ -498,10 +494,11 @@ def _run_claimed(step: StepRun, here: RunHere | None) -> StepRun | None:
             if not step_done and not _store_result(execution, stage_run, step, result):
                 # Ended by someone else (an abort): the runner has stored the last lines (the
                 # kill notice); releasing the lease tells the page that the log is complete
-                # (``StepRun.log_closed``).
-                StepRun.objects.filter(pk=step.pk).exclude(status=Status.RUNNING).update(
-                    lease_expires_at=None, exit_code=result.exit_code
-                )
+                # (``StepRun.log_closed``). Not when a newer attempt has the step now (this one's
+                # worker was thought lost): nothing of this attempt lands on it.
+                StepRun.objects.filter(pk=step.pk, attempts=step.attempts).exclude(
+                    status=Status.RUNNING
+                ).update(lease_expires_at=None, exit_code=result.exit_code)
             if present and execution.status in ACTIVE:
                 # The step's group is the one in progress: every group before it has succeeded.
                 advance_locked(execution, near=stage_run.group_index, here=here)
@@ -551,6 +548,123 @@ def _store_result(
     return transition(step, to=result.status, sources=[Status.RUNNING], **fields)
 
 
+# --- approvals --------------------------------------------------------------------------------
+
+# What a rejected or expired approval ends as when no failure strategy takes it (before
+# strategies existed, the only outcome), by error class (SPEC §9).
+APPROVAL_FAILED: dict[str, str] = {
+    "approval_rejected": Status.REJECTED,
+    "approval_expired": Status.EXPIRED,
+}
+
+
+def _ask_for_approval(
+    execution: Execution, stage, step: StepRun, step_spec, *, sources: list[str]
+) -> bool:
+    """Ask for the approval of ``step``: it waits (WAITING) for an answer until its deadline.
+    Each ask is an attempt (the first from NOT_STARTED; a failure strategy's retry from
+    QUEUED), with a deadline of its own and no answer yet."""
+    context = build_context(execution)
+    message = context.render(step_spec.message, stage)
+    now = timezone.now()
+    return transition(
+        step,
+        to=Status.WAITING,
+        sources=sources,
+        action="approval.asked" if step.attempts else "",
+        started_at=now,
+        deadline=now + timedelta(seconds=step_spec.timeout),
+        attempts=step.attempts + 1,
+        comment="",
+        error="",
+        decided_by=None,
+        decided_at=None,
+        message=mask(message, context.secret_values()),
+    )
+
+
+def ask_again(step: StepRun) -> bool:
+    """An approval step QUEUED for its next attempt (a retry after a rejection or an expiry,
+    at once or when its interval is due) is asked again; the caller holds the execution's lock
+    and advances the execution afterwards (its stage and run wait again). False when the step
+    was not QUEUED any more."""
+    execution = Execution.objects.select_related("version").get(pk=step.execution_id)
+    stage = execution.version.spec.stage(step.stage_run.identifier)
+    step_spec = (
+        next((s for s in stage.steps if s.identifier == step.identifier), None) if stage else None
+    )
+    if step_spec is None:  # cannot happen for a validated version
+        return transition(
+            step, to=Status.FAILED, sources=[Status.QUEUED], error="step not found in the version"
+        )
+    return _ask_for_approval(execution, stage, step, step_spec, sources=[Status.QUEUED])
+
+
+def approval_failed(
+    execution: Execution,
+    step: StepRun,
+    error_class: str,
+    fields: dict[str, Any],
+    *,
+    actor=None,
+    action: str,
+    message: str = "",
+) -> bool:
+    """An approval step (WAITING) rejected (``approval_rejected``, ``actor`` answered) or
+    expired (``approval_expired``): the pipeline's failure strategy for that class applies
+    (``executions.strategies``: retry asks again, ignore, mark as success, abort, manual
+    intervention) when it declares one that takes it; otherwise the step ends REJECTED or
+    EXPIRED, as before strategies. The caller holds the execution's lock (``execution`` with
+    its version) and advances it afterwards. False when the step was not WAITING any more."""
+    spec = execution.version.spec
+    decision = None
+    if spec.has_failure_strategies and execution.status in ACTIVE:
+        decision = decision_for(spec, step.stage_run.identifier, step, error_class, None)
+    if decision is None:
+        return transition(
+            step,
+            to=APPROVAL_FAILED[error_class],
+            sources=[Status.WAITING],
+            actor=actor,
+            action=action,
+            message=message,
+            **fields,
+        )
+    # Who rejected (or that nobody answered) is the step's history too: then the rule's move.
+    record(execution, action, actor=actor, message=message, step=step)
+    return apply_failure(
+        decision,
+        execution,
+        step.stage_run,
+        step,
+        error_class=error_class,
+        dispatch=dispatch_step,
+        fields=fields,
+        sources=[Status.WAITING],
+    )
+
+
+def _approval_expired(step_id: int, execution_id: int, now: datetime) -> bool:
+    """Expire an approval nobody answered in time (under the execution's lock: an answer or a
+    new ask may have come meanwhile), through its failure strategy if one takes it."""
+    execution = _lock_execution(execution_id)
+    step = (
+        StepRun.objects.select_related("stage_run")
+        .filter(pk=step_id, status=Status.WAITING, deadline__lt=now)
+        .first()
+    )
+    if execution is None or step is None:
+        return False
+    return approval_failed(
+        execution,
+        step,
+        "approval_expired",
+        {"error": "nobody answered the approval in time"},
+        action="expired",
+        message="nobody answered the approval in time",
+    )
+
+
 # --- the reaper -------------------------------------------------------------------------------
 
 
@@ -575,16 +689,13 @@ def reap() -> dict[str, int]:
                 counts["worker_lost"] += 1
                 touched.add(step.execution_id)
 
-    for step in StepRun.objects.filter(status=Status.WAITING, deadline__lt=now):
-        with transaction.atomic():
-            if transition(
-                step,
-                to=Status.EXPIRED,
-                sources=[Status.WAITING],
-                error="nobody answered the approval in time",
-            ):
+    for step_id, execution_id in StepRun.objects.filter(
+        status=Status.WAITING, deadline__lt=now
+    ).values_list("pk", "execution_id"):
+        with transaction.atomic(), events_batched():
+            if _approval_expired(step_id, execution_id, now):
                 counts["approvals_expired"] += 1
-                touched.add(step.execution_id)
+                touched.add(execution_id)
 
     # Failure strategies' durable waits (SPEC §9): a retry's interval, an intervention's timeout.
     for wait in PendingWait.objects.due(now):
@@ -604,6 +715,8 @@ def reap() -> dict[str, int]:
             ).update(queued_at=now):
                 dispatch_step(step, step.stage_run.queue)
                 counts["redispatched"] += 1
+                if step.type == "Approval":  # asked again: its stage and run wait again
+                    touched.add(step.execution_id)
 
     active_steps = StepRun.objects.filter(execution=OuterRef("pk"), status__in=list(ACTIVE))
     idle = Execution.objects.filter(status__in=[Status.RUNNING, Status.QUEUED]).filter(

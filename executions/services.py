@@ -290,14 +290,24 @@ def abort_execution(*, execution: Execution, user) -> Execution:
 def answer_approval(
     *, execution: Execution, stage: str, user, approve: bool, comment: str = ""
 ) -> StepRun:
-    """Approve or reject the approval step waiting in ``stage``."""
+    """Approve or reject the approval step waiting in ``stage``. A rejection goes to the
+    pipeline's failure strategy for ``approval_rejected`` when it declares one
+    (``engine.approval_failed``: retry asks again, ignore, mark as success, abort, manual
+    intervention); otherwise the step ends REJECTED."""
     permissions.check(user, "approve", execution)
     comment = (comment or "")[:2000]
-    with transaction.atomic():
+    with transaction.atomic(), events_batched():
+        # The execution's lock first, as every writer takes it (a strategy may abort the run).
+        locked = (
+            Execution.objects.select_related("version")
+            .select_for_update(of=("self",))
+            .get(pk=execution.pk)
+        )
         step = (
-            StepRun.objects.select_for_update()
+            StepRun.objects.select_for_update(of=("self",))
+            .select_related("stage_run")
             .filter(
-                execution=execution,
+                execution=locked,
                 stage_run__identifier=stage,
                 type="Approval",
                 status=Status.WAITING,
@@ -310,19 +320,28 @@ def answer_approval(
             raise Conflict(
                 f"Stage '{stage}' of execution #{execution.sequence} is not waiting for approval."
             )
-        to = Status.SUCCESS if approve else Status.REJECTED
-        won = transition(
-            step,
-            to=to,
-            sources=[Status.WAITING],
-            actor=user,
-            action="approved" if approve else "rejected",
-            message=comment,
-            decided_by=user,
-            decided_at=timezone.now(),
-            comment=comment,
-            error="" if approve else f"rejected by {user}" + (f": {comment}" if comment else ""),
-        )
+        fields = {"decided_by": user, "decided_at": timezone.now(), "comment": comment}
+        if approve:
+            won = transition(
+                step,
+                to=Status.SUCCESS,
+                sources=[Status.WAITING],
+                actor=user,
+                action="approved",
+                message=comment,
+                error="",
+                **fields,
+            )
+        else:
+            won = engine.approval_failed(
+                locked,
+                step,
+                "approval_rejected",
+                {**fields, "error": f"rejected by {user}" + (f": {comment}" if comment else "")},
+                actor=user,
+                action="rejected",
+                message=comment,
+            )
         if not won:
             raise Conflict("Someone answered this approval first.")
     engine.advance(execution.pk)

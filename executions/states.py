@@ -31,17 +31,20 @@ Who makes each move:
   stage's (the step's status), then the execution's (the worst of a group, ``worst``).
 - Terminal statuses never change: a retry is a new execution.
 
-Failure strategies (SPEC §9) add: ``RUNNING → IGNORED`` (``ignore``: the step failed, the
-stage and run go on); ``RUNNING → QUEUED`` (``retry``: the next attempt, dispatched at once or
-when its durable wait is due); ``RUNNING | WAITING → INTERVENTION_WAITING`` (``manual_intervention``;
-a stage or execution with such a step waits too); ``INTERVENTION_WAITING → QUEUED | IGNORED |
-SUCCESS | FAILED | ABORTED`` (the answer, or ``on_timeout``) and ``→ RUNNING | WAITING`` (a stage
-or execution going on after it). ``IGNORED`` is terminal and counts as succeeded.
+Failure strategies (SPEC §9) add: ``RUNNING | WAITING → IGNORED`` (``ignore``: the step
+failed, or its approval was rejected or expired; the stage and run go on); ``RUNNING | WAITING
+→ QUEUED`` (``retry``: the next attempt, dispatched at once or when its durable wait is due)
+and ``QUEUED → WAITING`` (an approval step's next attempt: it is asked again);
+``RUNNING | WAITING → INTERVENTION_WAITING`` (``manual_intervention``; a stage or execution
+with such a step waits too); ``INTERVENTION_WAITING → QUEUED | IGNORED | SUCCESS | FAILED |
+ABORTED`` (the answer, or ``on_timeout``) and ``→ RUNNING | WAITING`` (a stage or execution
+going on after it). ``IGNORED`` is terminal and counts as succeeded.
 
-Moves the table forbids (and that nothing makes): back to ``NOT_STARTED`` or ``QUEUED``; out of
-a terminal status; ``NOT_STARTED → ABORTED`` (abort touches active rows only: what never
-started stays NOT_STARTED); ``QUEUED → SUCCESS | EXPIRED | REJECTED | WAITING`` (an execution
-is RUNNING before anything ends; a step is claimed before it ends).
+Moves the table forbids (and that nothing makes): back to ``NOT_STARTED``; back to ``QUEUED``
+but for a retry; out of a terminal status; ``NOT_STARTED → ABORTED`` (abort touches active
+rows only: what never started stays NOT_STARTED); ``QUEUED → SUCCESS | EXPIRED | REJECTED``
+(an execution is RUNNING before anything ends; a step is claimed, or an approval asked,
+before it ends).
 
 Rows created with a status (a rerun's unselected stages SKIPPED, a retry's carried-over stages
 with their original result) are created, not moved: no transition, no check.
@@ -126,10 +129,15 @@ TRANSITIONS: Mapping[str, frozenset[str]] = {
     Status.NOT_STARTED: frozenset(
         {Status.QUEUED, Status.RUNNING, Status.WAITING, Status.SKIPPED, Status.FAILED}
     ),
-    Status.QUEUED: frozenset({Status.RUNNING, Status.ABORTED, Status.FAILED, Status.SKIPPED}),
+    # WAITING: an approval step queued for its next attempt (a retry) is asked again.
+    Status.QUEUED: frozenset(
+        {Status.RUNNING, Status.ABORTED, Status.FAILED, Status.SKIPPED, Status.WAITING}
+    ),
     # QUEUED: a failure strategy's retry queues the step's next attempt.
     Status.RUNNING: _ENDINGS | _STRATEGIES | {Status.WAITING, Status.QUEUED},
-    Status.WAITING: _ENDINGS | {Status.RUNNING, Status.INTERVENTION_WAITING},
+    # A rejected or expired approval's failure strategy: asked again (QUEUED, then WAITING),
+    # ignored, or a person asked to choose.
+    Status.WAITING: _ENDINGS | _STRATEGIES | {Status.RUNNING, Status.QUEUED},
     # An answer (or its timeout): retry queues a new attempt; ignore, mark as success, mark as
     # failure, abort end it. A stage or execution runs on (or waits for an approval) after it.
     Status.INTERVENTION_WAITING: _ENDINGS

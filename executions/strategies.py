@@ -19,7 +19,7 @@ A pipeline that declares no rule never comes here (``PipelineSpec.has_failure_st
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -49,6 +49,12 @@ ATTEMPT_FIELDS = (
     "log_bytes",
     "log_truncated",
 )
+# The status an archived attempt ended with, by its failure's class (FAILED for the others).
+ARCHIVED_STATUS: dict[str, str] = {
+    "timeout": Status.EXPIRED,
+    "approval_rejected": Status.REJECTED,
+    "approval_expired": Status.EXPIRED,
+}
 ATTEMPT_RESET: dict[str, Any] = {
     "exit_code": None,
     "error_class": "",
@@ -92,10 +98,13 @@ def apply_failure(
     error_class: str,
     dispatch: Dispatch,
     fields: dict[str, Any],
+    sources: Sequence[str] = (Status.RUNNING,),
 ) -> bool:
-    """Apply ``decision`` to ``step``, RUNNING and failed with ``error_class``; ``fields``: the
-    result's columns (exit code, error, pid …) written with the move. False when the step was
-    not RUNNING any more (someone else ended it: an abort)."""
+    """Apply ``decision`` to ``step``, failed with ``error_class``; ``fields``: the result's
+    columns (exit code, error, pid …) written with the move. ``sources``: the statuses the step
+    fails from (RUNNING; WAITING for a rejected or expired approval, whose retry ``dispatch``
+    asks again). False when the step was not in one of them any more (someone else ended it:
+    an abort)."""
     action = decision.action
     why = f"{error_class} failure, attempt {step.attempts}: {decision.reason}"
     fields = {**fields, "error_class": error_class}
@@ -109,7 +118,7 @@ def apply_failure(
             message=f"retry {step.attempts} of {count} ({why})",
             dispatch=dispatch,
             fields=fields,
-            sources=[Status.RUNNING],
+            sources=list(sources),
         )
     if action.type == "manual_intervention":
         now = timezone.now()
@@ -117,7 +126,7 @@ def apply_failure(
         if not transition(
             step,
             to=Status.INTERVENTION_WAITING,
-            sources=[Status.RUNNING],
+            sources=list(sources),
             action="intervention.requested",
             message=f"needs intervention ({why})",
             deadline=due,
@@ -134,7 +143,7 @@ def apply_failure(
             on_timeout=on_timeout,
         )
         return True
-    return end_step(action, execution, step, why=why, sources=[Status.RUNNING], fields=fields)
+    return end_step(action, execution, step, why=why, sources=list(sources), fields=fields)
 
 
 def end_step(
@@ -240,7 +249,7 @@ def retry_step(
     StepAttempt.objects.create(
         step_run=step,
         number=number,
-        status=Status.EXPIRED if ended["error_class"] == "timeout" else Status.FAILED,
+        status=ARCHIVED_STATUS.get(ended["error_class"], Status.FAILED),
         **ended,
     )
     if delay:

@@ -102,10 +102,18 @@ def record(
     *,
     actor: User | None = None,
     message: str = "",
+    step: StepRun | None = None,
 ) -> None:
-    """An event without a status change (an operator action: created, retried …)."""
+    """An event without a status change (an operator action: created, retried …; ``step``:
+    the step it concerns, e.g. an approval rejected that a failure strategy then handles)."""
     _record_event(
-        Event(execution_id=execution.pk, action=action, actor=actor, message=message[:2000])
+        Event(
+            execution_id=execution.pk,
+            step_run=step,
+            action=action,
+            actor=actor,
+            message=message[:2000],
+        )
     )
 
 

@@ -31,7 +31,11 @@ log = logging.getLogger(__name__)
 
 
 class Lease:
-    """Renews a running step's lease and tells the runner when the step was aborted.
+    """Renews a running step's lease and tells the runner when the step was aborted, or when
+    this attempt was given up: its worker was thought lost (the lease lapsed while it was
+    frozen or cut off) and a failure strategy gave the step a new attempt, queued or running
+    elsewhere. Every check names the attempt, so the runner then kills its processes (its
+    result would be dropped anyway), and a stale attempt never renews a newer one's lease.
 
     ``still_running()`` is cheap to call often: it reads the step's status at most once a
     second and renews the lease every ``STAGELINE_HEARTBEAT_SECONDS``.
@@ -41,6 +45,7 @@ class Lease:
 
     def __init__(self, step: StepRun):
         self.step_id = step.pk
+        self.attempt = step.attempts  # this attempt (the claim counted it)
         # The claim has just written the lease: the first check is due in CHECK_EVERY, so that a
         # step shorter than that costs no query at all.
         self.last_check = self.last_renewal = time.monotonic()
@@ -58,23 +63,17 @@ class Lease:
         try:
             if now - self.last_renewal >= settings.STAGELINE_HEARTBEAT_SECONDS:
                 expires = timezone.now() + timedelta(seconds=settings.STAGELINE_STEP_LEASE_SECONDS)
-                renewed = StepRun.objects.filter(pk=self.step_id, status=Status.RUNNING).update(
-                    lease_expires_at=expires
-                )
+                renewed = self._mine().update(lease_expires_at=expires)
                 self.last_renewal = now
                 self.running = bool(renewed)
             elif self.pid and not self.pid_stored:
                 # The first check of a step that runs a process stores its pid (for operators,
                 # and for what kills it) and checks the status in the same statement.
-                stored = StepRun.objects.filter(pk=self.step_id, status=Status.RUNNING).update(
-                    pid=self.pid
-                )
+                stored = self._mine().update(pid=self.pid)
                 self.pid_stored = True
                 self.running = bool(stored)
             else:
-                self.running = StepRun.objects.filter(
-                    pk=self.step_id, status=Status.RUNNING
-                ).exists()
+                self.running = self._mine().exists()
         except DatabaseError:
             # The database is away (a restart, a failover): keep the step running and try again.
             # If it stays away past the lease, the reaper has failed the step meanwhile, so stop.
@@ -83,6 +82,10 @@ class Lease:
             if now - self.last_renewal > settings.STAGELINE_STEP_LEASE_SECONDS:
                 self.running = False
         return self.running
+
+    def _mine(self):
+        """The step's row while this attempt is the one running."""
+        return StepRun.objects.filter(pk=self.step_id, status=Status.RUNNING, attempts=self.attempt)
 
 
 def _reset_connection() -> None:

@@ -20,8 +20,13 @@ def drive(execution: Execution) -> Execution:
     """Run every queued step of ``execution`` here with the real engine, until none is left
     (the execution has ended, or waits for an approval). Returns the fresh row."""
     for _ in range(500):
+        # An approval step QUEUED for its next ask (a failure strategy's retry interval) is
+        # never sent to a worker: the reaper asks for it again when it is due.
         step = (
-            StepRun.objects.filter(execution=execution, status=Status.QUEUED).order_by("id").first()
+            StepRun.objects.filter(execution=execution, status=Status.QUEUED)
+            .exclude(type="Approval")
+            .order_by("id")
+            .first()
         )
         if step is None:
             break
