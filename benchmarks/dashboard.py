@@ -13,8 +13,9 @@ Pages:
   a deep page reached through its keyset cursor (``?before=<id>``, 90 % of the way back), a
   filtered page (one pipeline's FAILED runs) and a harder filter (one user's EXPIRED runs,
   about one row in a thousand of the project);
-- the retry insights of ``alpha`` (``executions.insights``), last 30 and last 90 days (at most
-  ``INSIGHTS_REQUESTS`` requests each: every one reads the whole period);
+- the retry insights of ``alpha`` (``executions.insights``), last 7, 30 and 90 days (at most
+  ``INSIGHTS_REQUESTS`` requests each), read from the rollup plus the day's worth of executions
+  it does not hold;
 - the execution page of a 50-stage execution (FAILED, its failed step's log open);
 - the retry dialog of a 200-stage execution failed at stage 150 (as htmx loads it);
 - the retry submit: a POST from that dialog, each to a different fresh FAILED execution (one
@@ -42,7 +43,7 @@ from django.urls import reverse
 from benchmarks import dataset, fixtures
 from benchmarks.report import Report, ms, percentile
 from config.runtime import freeze_startup_heap
-from executions import engine, listing
+from executions import engine, insights, listing
 from executions.models import Execution, Status
 from pipelines.models import Pipeline
 
@@ -211,7 +212,7 @@ def measure(
 
     progress("  retry insights")
     insights_url = reverse("project_insights", args=[fixtures.ORG, alpha.slug])
-    for days in (30, 90):
+    for days in insights.PERIODS:
         found = timed(
             client, f"{insights_url}?days={days}", min(requests, INSIGHTS_REQUESTS), warmup=warmup
         )

@@ -19,7 +19,8 @@ The data, seeded and so the same at every generation:
 - half of the FAILED executions of the regular pipelines are retried (each retry takes the place
   of the next planned execution, so the total stays as asked): created 5 min to 4 h later, from
   the failed group, the groups before it carried over; 70 % of the retries succeed, the others
-  fail in the same group again (what the retry insights page reads);
+  fail in the same group again (what the retry insights page reads; its rollup is filled after
+  the load, as ``manage.py backfill_insights`` does);
 - every execution of ``wide_50`` and ``retry_200`` FAILED (at stage 40 and 150), the failed step
   of ``wide_50`` with a 10-chunk log.
 
@@ -45,8 +46,18 @@ from django.db import DatabaseError, connection, models, transaction
 from django.db.models import Max
 
 from benchmarks import fixtures
+from executions import rollup
 from executions.inputs import validate_inputs
-from executions.models import Event, Execution, LogChunk, StageRun, Status, StepRun
+from executions.models import (
+    Event,
+    Execution,
+    InsightDay,
+    InsightRecovery,
+    LogChunk,
+    StageRun,
+    Status,
+    StepRun,
+)
 from pipelines.models import AuditEvent, Pipeline, Project
 from pipelines.services import save_pipeline
 
@@ -637,6 +648,11 @@ def generate(
         for pipeline_id, sequence in sequences.items():
             Pipeline.objects.filter(pk=pipeline_id).update(last_sequence=sequence)
         reset_sequences(Execution, StageRun, StepRun, LogChunk)
+        # The rows were written around the engine: the retry insights rollup is filled the way
+        # backfill_insights fills it (the same SQL as an execution's end, tests/executions/
+        # test_insights_rollup.py).
+        progress(f"  retry insights rollup ({time.monotonic() - started:.0f} s)")
+        rollup.rebuild(progress)
         seconds = time.monotonic() - started
         AuditEvent.objects.create(
             action=MARKER,
@@ -652,7 +668,15 @@ def generate(
     if connection.vendor == "postgresql":
         progress("  VACUUM ANALYZE")
         with connection.cursor() as cursor:
-            for model in (Execution, StageRun, StepRun, LogChunk, Pipeline):
+            for model in (
+                Execution,
+                StageRun,
+                StepRun,
+                LogChunk,
+                Pipeline,
+                InsightDay,
+                InsightRecovery,
+            ):
                 cursor.execute(f"VACUUM ANALYZE {connection.ops.quote_name(model._meta.db_table)}")
     seconds = time.monotonic() - started
     return Dataset(executions, projects, operator, wide, retry, seconds, writer.rows)

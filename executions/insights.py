@@ -3,25 +3,18 @@ or 90 days, how often stages fail, how retries fare, how much run time they save
 recovery takes and which stages are flaky. What each figure means, exactly: docs/retry.md
 "Insights".
 
-Everything is read with a handful of aggregate queries over the executions created in the
-period (``Execution.created_at``) of the pipelines the user may see, whatever their number:
+The figures are sums per pipeline and stage (and, for the medians, the recovery times
+themselves) of what each execution created in the period contributes; ``executions.rollup``
+holds that rule and keeps it per UTC day as executions end. The page reads it with two
+statements, whatever the number of executions: the rollup's rows for the whole days of the
+period plus, computed live by the same SQL, the executions the rollup does not hold (created
+on the period's first, partial day or today, or not ended), per pipeline and stage:
 
-1. stage runs that ran (carried-over ones excluded) and failed, per pipeline and stage;
-2. retries that ran a failed stage again: how many, how many succeeded, how many made the
-   stage pass with unchanged inputs (flaky), and the run time each saved, per pipeline and stage;
-3. the run time saved, per pipeline (each retry counted once);
-4. the median time to recovery, per pipeline and per stage that failed.
+1. the stage runs, failures, retries from each stage (ended, successful, flaky passes) and the
+   run time they saved, and per pipeline its retries and the time they saved;
+2. the recovery times, for the medians per pipeline and per stage that failed.
 
-Run time saved is the wall-clock span of a retry's carried-over stage runs — the union of their
-[start, end] spans, the rule of ``executions.retry.wall_clock_seconds`` — computed in SQL. Not as
-``max(finished) - min(started)`` per retry: carried runs can come from different attempts of the
-chain, and the wait between two attempts is no run time. The union is a sum over the runs in
-start order of the part of each run past the latest end before it (a window ``MAX`` over the
-preceding rows): the part of run *i* up to that latest end is covered by the earlier run that
-reaches it, since that run started no later than *i*. One pass, no rows to Python, whatever the
-number of retries (a Python pass over them would read one row per carried stage run: tens of
-thousands per 90 days at the benchmark's million executions). ``tests/executions/
-test_insights.py`` checks it against ``wall_clock_seconds``.
+Timings at the benchmark's million executions: docs/performance.md.
 """
 
 from __future__ import annotations
@@ -36,17 +29,13 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from executions.models import Execution, StageRun
-from executions.states import RETRYABLE, TERMINAL, Status
+from executions import rollup
 from pipelines import permissions
 from pipelines.models import Pipeline, Project
 from stageline.errors import Invalid
 
 PERIODS: tuple[int, ...] = (7, 30, 90)
 DEFAULT_PERIOD = 30
-# A stage that ran: it ended with a result of its own (aborted, skipped or never started: no).
-FAILED: tuple[str, ...] = (Status.FAILED, Status.EXPIRED, Status.REJECTED)
-PASSED: tuple[str, ...] = (Status.SUCCESS, Status.IGNORED)
 # A stage is flagged flaky once it passed on a retry with unchanged inputs at least this often
 # (however high its share: one pass is no pattern).
 FLAKY_MIN_PASSES = 2
@@ -200,33 +189,7 @@ class Insights:
         return percent(self.threshold)
 
 
-# --- SQL that reads the same on PostgreSQL and SQLite --------------------------------------------
-
-
-def _epoch(expression: str) -> str:
-    """Seconds since the epoch of a timestamp column (a float)."""
-    if connection.vendor == "postgresql":
-        return f"EXTRACT(EPOCH FROM {expression})"
-    return f"(julianday({expression}) * 86400.0)"
-
-
-def _greatest(a: str, b: str) -> str:
-    return f"GREATEST({a}, {b})" if connection.vendor == "postgresql" else f"MAX({a}, {b})"
-
-
-def _json_empty(column: str) -> str:
-    if connection.vendor == "postgresql":
-        return f"jsonb_array_length({column}) = 0"
-    return f"json_array_length({column}) = 0"
-
-
-def _marks(values: Sequence[object]) -> str:
-    return ", ".join(["%s"] * len(values))
-
-
-def _tables() -> tuple[str, str]:
-    quote = connection.ops.quote_name
-    return quote(Execution._meta.db_table), quote(StageRun._meta.db_table)
+# --- the queries ----------------------------------------------------------------------------
 
 
 def _rows(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
@@ -239,125 +202,21 @@ def _rows(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         return list(cursor.fetchall())
 
 
-def _retries_cte(pipelines: list[int], since: datetime) -> tuple[str, list[object]]:
-    """``retries``: the retries created in the period; ``saved``: per retry, the wall-clock
-    union of its carried-over stage runs (see the module docstring)."""
-    execution, stage = _tables()
-    start, end = _epoch("c.started_at"), _epoch("c.finished_at")
-    reach = _epoch("c.reach")
-    sql = f"""
-        WITH retries AS (
-            SELECT id, pipeline_id, retry_of_id, status, changed_inputs FROM {execution}
-            WHERE pipeline_id IN ({_marks(pipelines)}) AND created_at >= %s
-              AND retry_of_id IS NOT NULL
-        ),
-        saved AS (
-            SELECT c.execution_id,
-                   SUM({_greatest("0", f"{end} - {_greatest(start, f'COALESCE({reach}, {start})')}")})
-                       AS seconds
-            FROM (
-                SELECT s.execution_id, s.started_at, s.finished_at,
-                       MAX(s.finished_at) OVER (
-                           PARTITION BY s.execution_id ORDER BY s.started_at, s.finished_at, s.id
-                           ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
-                       ) AS reach
-                FROM {stage} s JOIN retries r ON r.id = s.execution_id
-                WHERE s.carried_from_id IS NOT NULL
-                  AND s.started_at IS NOT NULL AND s.finished_at IS NOT NULL
-            ) c
-            GROUP BY c.execution_id
-        )
-    """
-    return sql, [*pipelines, since]
-
-
-def _stage_runs(pipelines: list[int], since: datetime) -> list[tuple[Any, ...]]:
-    execution, stage = _tables()
-    ran, failed = [*PASSED, *FAILED], list(FAILED)
-    sql = f"""
-        SELECT e.pipeline_id, s.identifier, MIN(s.name), MIN(s.position),
-               SUM(CASE WHEN s.status IN ({_marks(ran)}) THEN 1 ELSE 0 END),
-               SUM(CASE WHEN s.status IN ({_marks(failed)}) THEN 1 ELSE 0 END)
-        FROM {stage} s JOIN {execution} e ON e.id = s.execution_id
-        WHERE e.pipeline_id IN ({_marks(pipelines)}) AND e.created_at >= %s
-          AND s.carried_from_id IS NULL
-        GROUP BY e.pipeline_id, s.identifier
-    """
-    return _rows(sql, [*ran, *failed, *pipelines, since])
-
-
-def _retried_stages(pipelines: list[int], since: datetime) -> list[tuple[Any, ...]]:
-    """Per pipeline and stage: retries that ran the stage again after it failed in the execution
-    they retry (ended ones, the successful ones, the flaky passes) and the time they saved."""
-    _execution, stage = _tables()
-    cte, params = _retries_cte(pipelines, since)
-    terminal, failed, passed = sorted(TERMINAL), list(FAILED), list(PASSED)
-    sql = f"""{cte}
-        SELECT r.pipeline_id, a.identifier,
-               SUM(CASE WHEN r.status IN ({_marks(terminal)}) THEN 1 ELSE 0 END),
-               SUM(CASE WHEN r.status = %s THEN 1 ELSE 0 END),
-               SUM(CASE WHEN b.status IN ({_marks(passed)}) AND {_json_empty("r.changed_inputs")}
-                        THEN 1 ELSE 0 END),
-               SUM(COALESCE(saved.seconds, 0))
-        FROM retries r
-        JOIN {stage} a ON a.execution_id = r.retry_of_id AND a.status IN ({_marks(failed)})
-        JOIN {stage} b ON b.execution_id = r.id AND b.identifier = a.identifier
-                      AND b.carried_from_id IS NULL
-        LEFT JOIN saved ON saved.execution_id = r.id
-        GROUP BY r.pipeline_id, a.identifier
-    """
-    return _rows(sql, [*params, *terminal, Status.SUCCESS, *passed, *failed])
-
-
-def _saved_per_pipeline(pipelines: list[int], since: datetime) -> list[tuple[Any, ...]]:
-    cte, params = _retries_cte(pipelines, since)
-    sql = f"""{cte}
-        SELECT r.pipeline_id, COUNT(*), SUM(COALESCE(saved.seconds, 0))
-        FROM retries r LEFT JOIN saved ON saved.execution_id = r.id
-        GROUP BY r.pipeline_id
-    """
-    return _rows(sql, params)
-
-
-def _recoveries(pipelines: list[int], since: datetime, *, by_stage: bool) -> list[tuple[Any, ...]]:
-    """(pipeline, [stage,] count, median seconds): chains whose original execution, created in
-    the period, ended FAILED, ABORTED, EXPIRED or REJECTED and a later attempt SUCCESS; the
-    time from the original's end to that attempt's end. ``by_stage``: per stage that failed in
-    the original."""
-    execution, stage = _tables()
-    retryable, failed = sorted(RETRYABLE), list(FAILED)
-    keys = "o.pipeline_id, a.identifier" if by_stage else "o.pipeline_id"
-    join = (
-        f"JOIN {stage} a ON a.execution_id = o.id AND a.status IN ({_marks(failed)})"
-        if by_stage
-        else ""
-    )
-    seconds = f"{_epoch('w.finished_at')} - {_epoch('o.finished_at')}"
-    source = f"""
-        FROM {execution} o
-        JOIN {execution} w ON w.chain_root_id = o.id AND w.status = %s
-        {join}
-        WHERE o.pipeline_id IN ({_marks(pipelines)}) AND o.created_at >= %s
-          AND o.retry_of_id IS NULL AND o.status IN ({_marks(retryable)})
-          AND o.finished_at IS NOT NULL AND w.finished_at IS NOT NULL
-    """
-    params: list[object] = [
-        Status.SUCCESS,
-        *(failed if by_stage else []),
-        *pipelines,
-        since,
-        *retryable,
-    ]
+def _recoveries(pipelines: list[int], window: rollup.Window) -> list[tuple[Any, ...]]:
+    """(pipeline, identifier, count, median seconds) of the chains recovered (identifier
+    ``rollup.PIPELINE``: the pipeline's own)."""
+    sql, params = rollup.recovery_rows(pipelines, window)
     if connection.vendor == "postgresql":
-        sql = (
-            f"SELECT {keys}, COUNT(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY {seconds}) "
-            f"{source} GROUP BY {keys}"
+        return _rows(
+            f"""SELECT pipeline_id, identifier, COUNT(*),
+                       percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds)
+                FROM ({sql}) r GROUP BY pipeline_id, identifier""",
+            params,
         )
-        return _rows(sql, params)
     # SQLite has no percentile: the medians are taken here (a row per recovered chain).
     found: dict[tuple[Any, ...], list[float]] = {}
-    for *key, value in _rows(f"SELECT {keys}, {seconds} {source}", params):
-        found.setdefault(tuple(key), []).append(float(value))
+    for pipeline_id, identifier, _day, seconds in _rows(sql, params):
+        found.setdefault((pipeline_id, identifier), []).append(float(seconds))
     return [(*key, len(values), statistics.median(values)) for key, values in found.items()]
 
 
@@ -367,7 +226,8 @@ def _recoveries(pipelines: list[int], since: datetime, *, by_stage: bool) -> lis
 def project_insights(user: Any, project: Project, days: int) -> Insights:
     """The insights of ``project`` over the last ``days`` days, for the pipelines ``user`` may
     see (the caller loaded the project with "view")."""
-    since = timezone.now() - timedelta(days=days)
+    now = timezone.now()
+    since = now - timedelta(days=days)
     threshold = flaky_threshold()
     visible: Iterable[Pipeline] = (
         permissions.visible_pipelines(user).filter(project=project).order_by("name", "identifier")
@@ -377,6 +237,7 @@ def project_insights(user: Any, project: Project, days: int) -> Insights:
     result = Insights(project, days, since, threshold, list(figures.values()))
     if not ids:
         return result
+    window = rollup.Window.of(now, days)
     stages: dict[tuple[int, str], StageFigures] = {}
 
     def stage(pipeline_id: int, identifier: str) -> StageFigures:
@@ -385,22 +246,26 @@ def project_insights(user: Any, project: Project, days: int) -> Insights:
             stages[key] = StageFigures(identifier, identifier, 1_000_000)
         return stages[key]
 
-    for pipeline_id, identifier, name, position, runs, failures in _stage_runs(ids, since):
+    sql, params = rollup.figure_rows(ids, window)
+    for pipeline_id, identifier, name, position, *sums in _rows(sql, params):
+        runs, failures, retries, succeeded, flaky, saved = sums
+        if identifier == rollup.PIPELINE:
+            figures[pipeline_id].retries = int(retries or 0)
+            figures[pipeline_id].saved_seconds = float(saved or 0)
+            continue
         found = stage(pipeline_id, identifier)
-        found.name, found.position = name, position
+        if name is not None:
+            found.name, found.position = name, position
         found.runs, found.failures = int(runs or 0), int(failures or 0)
-    for pipeline_id, identifier, ended, succeeded, flaky, saved in _retried_stages(ids, since):
-        found = stage(pipeline_id, identifier)
-        found.retries, found.retries_succeeded = int(ended or 0), int(succeeded or 0)
+        found.retries, found.retries_succeeded = int(retries or 0), int(succeeded or 0)
         found.flaky_passes, found.saved_seconds = int(flaky or 0), float(saved or 0)
-    for pipeline_id, identifier, count, median in _recoveries(ids, since, by_stage=True):
-        found = stage(pipeline_id, identifier)
-        found.recoveries, found.recovery_median = int(count), float(median)
-    for pipeline_id, count, saved in _saved_per_pipeline(ids, since):
-        figures[pipeline_id].retries, figures[pipeline_id].saved_seconds = int(count), float(saved)
-    for pipeline_id, count, median in _recoveries(ids, since, by_stage=False):
-        figures[pipeline_id].recoveries = int(count)
-        figures[pipeline_id].recovery_median = float(median)
+    for pipeline_id, identifier, count, median in _recoveries(ids, window):
+        if identifier == rollup.PIPELINE:
+            figures[pipeline_id].recoveries = int(count)
+            figures[pipeline_id].recovery_median = float(median)
+        else:
+            found = stage(pipeline_id, identifier)
+            found.recoveries, found.recovery_median = int(count), float(median)
     for (pipeline_id, _identifier), found in sorted(
         stages.items(), key=lambda item: (item[1].position, item[0][1])
     ):

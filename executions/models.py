@@ -453,3 +453,63 @@ class Event(models.Model):
     def __str__(self) -> str:
         subject = self.step_run_id and "step" or self.stage_run_id and "stage" or "execution"
         return f"{self.execution_id} {subject} {self.from_status}→{self.to_status} {self.action}"
+
+
+# --- retry insights rollup (executions.insights) -----------------------------------------------
+
+
+class InsightDay(models.Model):
+    """What the executions of one pipeline created on one UTC day add to the retry insights,
+    once they have ended: per stage (``identifier``) the stage runs and the retries from it,
+    and per pipeline (``identifier`` ``""``) the retries and the run time they saved. Written
+    by ``executions.insights.record_ended`` in the transaction that ends an execution (one
+    upsert), rebuilt by ``manage.py backfill_insights``; read by the insights page for the
+    whole days of the period (docs/retry.md "Insights", docs/performance.md)."""
+
+    pipeline = models.ForeignKey(
+        "pipelines.Pipeline", on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    identifier = models.CharField(max_length=64, blank=True)  # "": the pipeline as a whole
+    day = models.DateField()  # the UTC day the execution was created
+    # The least name and position seen that day; NULL when no stage run gave one (MIN skips
+    # NULL, where "" would win).
+    name = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
+    position = models.PositiveIntegerField(null=True, blank=True)
+    runs = models.PositiveIntegerField(default=0)
+    failures = models.PositiveIntegerField(default=0)
+    retries = models.PositiveIntegerField(default=0)
+    retries_succeeded = models.PositiveIntegerField(default=0)
+    flaky_passes = models.PositiveIntegerField(default=0)
+    saved_seconds = models.FloatField(default=0.0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["pipeline", "day", "identifier"], name="insight_day_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pipeline_id} {self.identifier or '(pipeline)'} {self.day}"
+
+
+class InsightRecovery(models.Model):
+    """One recovered chain (its original, created on ``day`` UTC, ended badly; a later attempt
+    ended SUCCESS): the seconds from the original's end to that success, once for the pipeline
+    (``identifier`` ``""``) and once per stage that failed in the original. Medians cannot be
+    summed: the page takes them over these rows. Written with ``InsightDay``."""
+
+    pipeline = models.ForeignKey(
+        "pipelines.Pipeline", on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    identifier = models.CharField(max_length=64, blank=True)
+    day = models.DateField()
+    seconds = models.FloatField()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["pipeline", "day"], name="insight_recovery_day_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pipeline_id} {self.identifier or '(pipeline)'} {self.day}: {self.seconds}"

@@ -15,6 +15,10 @@ moves a NOT_STARTED step through QUEUED to RUNNING in one ``UPDATE`` (the engine
 the step made due by a result, claimed by the worker that wrote it, in the same transaction),
 recording both events. Their moves are checked against the table when this module is imported.
 
+An execution's move to a terminal status also adds what it contributes to the retry insights'
+rollup (``executions.rollup.record_ended``), in the same transaction: the one place where an
+execution's end is recorded.
+
 Not transitions: rows *created* with a status (a new execution QUEUED, a rerun's unselected
 stages SKIPPED, a retry's carried-over runs with their original status, copied in
 ``executions.services``) are creation; any later change of theirs goes through here.
@@ -25,7 +29,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -36,6 +40,7 @@ from django.db.models import F, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from executions import rollup
 from executions.models import Event, Execution, StageRun, StepRun
 from executions.states import TERMINAL, Status, is_allowed
 
@@ -148,11 +153,17 @@ def transition(
         fields["started_at"] = Coalesce(F("started_at"), Value(now))
     if to in TERMINAL and to != Status.SKIPPED:
         fields.setdefault("finished_at", now)
-    updated = (
-        type(obj)
-        ._default_manager.filter(pk=obj.pk, status__in=allowed_from)
-        .update(status=to, **fields)
-    )
+    # An execution's end adds what it contributes to the retry insights' rollup, in the same
+    # transaction (one upsert; executions.rollup).
+    ends_execution = for_execution and to in TERMINAL
+    with transaction.atomic(savepoint=False) if ends_execution else nullcontext():
+        updated = (
+            type(obj)
+            ._default_manager.filter(pk=obj.pk, status__in=allowed_from)
+            .update(status=to, **fields)
+        )
+        if updated and ends_execution:
+            rollup.record_ended(obj.pk, to)
     if not updated:
         return False
     previous = obj.status

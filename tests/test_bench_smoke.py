@@ -53,6 +53,7 @@ ROWS = [
     "list: deep page (keyset, 90% back)",
     "list: deep page / first page (p50)",
     "list: filtered (pipeline + FAILED)",
+    "retry insights, last 7 days",
     "retry insights, last 30 days",
     "retry insights, last 90 days",
     "execution page, 50 stages",
