@@ -48,6 +48,34 @@ class StageRunInline(admin.TabularInline):
         return False
 
 
+class StepAttemptInline(admin.TabularInline):
+    """A step run's earlier attempts (the step run itself holds the latest)."""
+
+    model = StepAttempt
+    extra = 0
+    fields = readonly_fields = (
+        "number",
+        "status",
+        "error_class",
+        "exit_code",
+        "error",
+        "worker",
+        "started_at",
+        "finished_at",
+        "log_bytes",
+    )
+    can_delete = False
+
+    def has_view_permission(self, request, obj=None):
+        return True  # on the step run's page, which its own (scoped) admin let the user see
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(Execution)
 class ExecutionAdmin(ReadOnlyAdmin):
     project_path = "pipeline__project"
@@ -72,6 +100,7 @@ class StepRunAdmin(ReadOnlyAdmin):
     list_display = ["__str__", "type", "status", "exit_code", "attempts", "worker"]
     list_filter = ["status", "type"]
     list_select_related = ["stage_run__execution__pipeline"]
+    inlines = [StepAttemptInline]
 
 
 @admin.register(StepAttempt)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -19,6 +20,8 @@ from executions.states import Status
 from tests.helpers.factories import make_pipeline
 from tests.helpers.pages import as_user, failed_serial, htmx, page_url
 from tests.helpers.runs import drive
+
+pytestmark = pytest.mark.database  # run again on PostgreSQL by the integration suite
 
 FLAKY_YAML = """
 pipeline:
@@ -220,3 +223,16 @@ def test_a_pipeline_without_strategies_shows_no_attempts_and_pays_no_query(clien
     touched = [q["sql"] for q in queries.captured_queries if "stepattempt" in q["sql"].lower()]
     assert touched == [], "a step that never retried must not look for earlier attempts"
     assert not [q for q in queries.captured_queries if "pendingwait" in q["sql"].lower()]
+
+
+def test_the_admin_shows_a_steps_earlier_attempts_read_only(client, personas, shared_dir):
+    step = passed_third_time(personas, shared_dir)
+    as_user(client, personas.admin)  # staff, and Project Admin of the step's project
+    page = client.get(reverse("admin:executions_steprun_change", args=[step.pk]))
+    assert page.status_code == 200
+    assert "exit code 11" in page.content.decode() and "exit code 12" in page.content.decode()
+    listing = client.get(reverse("admin:executions_stepattempt_changelist")).content.decode()
+    assert "fetch / attempt 1" in listing and "fetch / attempt 2" in listing
+    assert client.get(reverse("admin:executions_stepattempt_add")).status_code == 403
+    as_user(client, personas.stranger)  # not staff
+    assert client.get(reverse("admin:executions_stepattempt_changelist")).status_code == 302
