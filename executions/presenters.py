@@ -357,8 +357,10 @@ def attempts_of(step: StepRun) -> list[AttemptRow]:
 
 
 def _probes(spec: PipelineSpec, stage, step_spec) -> list[tuple[str, int | None]]:
-    """Failures a ShellScript step may have, one per class (per exit code a rule names, and
-    one it names not, for ``script``), to ask the resolver what each would decide."""
+    """Failures the step may have, one per class (per exit code a rule names, and one it
+    names not, for ``script``), to ask the resolver what each would decide."""
+    if step_spec.type == "Approval":
+        return [("approval_rejected", None), ("approval_expired", None)]
     rules = [*step_spec.failure_strategies, *stage.failure_strategies, *spec.failure_strategies]
     named = {code for rule in rules for code in rule.exit_codes}
     other = next(code for code in range(1, 257) if code not in named)
@@ -375,7 +377,7 @@ def planned_attempts(spec: PipelineSpec, step: StepRun, rows: list[AttemptRow]) 
     step_spec = (
         next((s for s in stage.steps if s.identifier == step.identifier), None) if stage else None
     )
-    if stage is None or step_spec is None or step_spec.type == "Approval":
+    if stage is None or step_spec is None:
         return had
     failed = next((row for row in reversed(rows) if row.error_class), None)
     failures = (

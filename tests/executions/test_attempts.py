@@ -14,9 +14,10 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from executions import engine, presenters
-from executions.models import LogChunk, PendingWait, StepRun
+from executions.models import LogChunk, PendingWait, StageRun, StepRun
 from executions.services import run_pipeline
 from executions.states import Status
+from pipelines.spec import parse_pipeline
 from tests.helpers.factories import make_pipeline
 from tests.helpers.pages import as_user, failed_serial, htmx, page_url
 from tests.helpers.runs import drive
@@ -236,3 +237,66 @@ def test_the_admin_shows_a_steps_earlier_attempts_read_only(client, personas, sh
     assert client.get(reverse("admin:executions_stepattempt_add")).status_code == 403
     as_user(client, personas.stranger)  # not staff
     assert client.get(reverse("admin:executions_stepattempt_changelist")).status_code == 302
+
+
+PLANNED_YAML = """
+pipeline:
+  name: Planned
+  identifier: planned
+  failure_strategies:
+    - on_failure: {errors: [worker_lost], action: {type: retry, retry: {count: 1}}}
+  stages:
+    - stage:
+        identifier: deploy
+        failure_strategies:
+          - on_failure: {errors: [timeout], action: {type: retry, retry: {count: 2}}}
+        steps:
+          - step:
+              identifier: roll
+              type: ShellScript
+              failure_strategies:
+                - on_failure: {errors: [script], exit_codes: [75], action: {type: retry, retry: {count: 4}}}
+                - on_failure: {errors: [all], action: {type: ignore}}
+              spec: {script: "true"}
+          - step: {identifier: plain, type: ShellScript, spec: {script: "true"}}
+          - step:
+              identifier: gate
+              type: Approval
+              timeout: 1h
+              failure_strategies:
+                - on_failure: {errors: [approval_rejected], action: {type: retry, retry: {count: 2}}}
+              spec: {message: Go?}
+"""
+
+
+def row(number: int, error_class: str = "", exit_code: int | None = None) -> presenters.AttemptRow:
+    return presenters.AttemptRow(
+        number, "FAILED" if error_class else "RUNNING", "", exit_code, error_class, "", "",
+        None, None, None, 0, False, False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("step", "rows", "planned"),
+    [
+        # Before any failure: the most a rule could give (script exit 75: 4 retries).
+        ("roll", [row(1)], 5),
+        # Its latest failure decides: exit 75 (step rule, 4), a timeout ('all' at step level
+        # is nearer than the stage's timeout rule: ignore, no retry), another exit code.
+        ("roll", [row(1, "script", 75), row(2)], 5),
+        ("roll", [row(1, "timeout"), row(2)], 2),
+        ("roll", [row(1, "script", 1)], 1),
+        # No step rule: the stage's timeout retry (2), else the pipeline's worker_lost (1).
+        ("plain", [row(1)], 3),
+        ("plain", [row(1, "worker_lost"), row(2)], 2),
+        ("plain", [row(1, "script", 3)], 1),
+        # An approval: its rejection retried twice.
+        ("gate", [row(1)], 3),
+        # Never fewer than it has had (an intervention's Retry past the plan).
+        ("plain", [row(1, "timeout"), row(2, "timeout"), row(3, "timeout"), row(4)], 4),
+    ],
+)
+def test_planned_attempts_come_from_the_rule_that_decides(step, rows, planned):
+    spec = parse_pipeline(PLANNED_YAML)
+    run = StepRun(identifier=step, stage_run=StageRun(identifier="deploy"))
+    assert presenters.planned_attempts(spec, run, rows) == planned
