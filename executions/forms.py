@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from django import forms
 from django.utils.datastructures import MultiValueDict
 
-from executions.listing import EXECUTION_STATUSES, Filters
+from executions.listing import EXECUTION_STATUSES, NEEDS, Filters
 from executions.retry import InputField
 from pipelines.spec.model import PipelineSpec
 from stageline.errors import Invalid
@@ -198,6 +198,24 @@ class ApprovalForm(forms.Form):
     )
 
 
+class InterventionForm(forms.Form):
+    """The answer to a step waiting for intervention. Which answers there are, and whether the
+    step waits, is ``services.answer_intervention``'s to say (a tampered value reaches it)."""
+
+    step = forms.CharField(
+        max_length=200, error_messages={"required": "Say which step to answer (STAGE.STEP)."}
+    )
+    action = forms.CharField(required=False, strip=False)
+    comment = forms.CharField(
+        label="Comment (optional)",
+        required=False,
+        max_length=REASON_MAX_CHARS,
+        widget=forms.Textarea(
+            attrs={"rows": 3, "placeholder": "Why? Kept on the step and in its history."}
+        ),
+    )
+
+
 # --- the executions list's filter bar (project and pipeline pages) ---------------------------
 
 DATE_FORMAT = "%Y-%m-%d"
@@ -222,6 +240,11 @@ class ExecutionFilterForm(forms.Form):
     )
     until = forms.CharField(
         required=False, label="To", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    needs = forms.CharField(
+        required=False,
+        label="Needs",
+        widget=forms.Select(choices=[("", "Anything"), *NEEDS]),
     )
     before = forms.CharField(required=False, label="Page link", widget=forms.HiddenInput)
     after = forms.CharField(required=False, label="Page link", widget=forms.HiddenInput)
@@ -258,6 +281,15 @@ class ExecutionFilterForm(forms.Form):
                 f"Unknown status '{self.data.get('status', '')[:40]}'. Use one of: "
                 + ", ".join(code.lower() for code in known)
                 + "."
+            )
+        return value
+
+    def clean_needs(self) -> str:
+        value = self.cleaned_data["needs"].strip().lower()
+        known = [code for code, _ in NEEDS]
+        if value and value not in known:
+            raise forms.ValidationError(
+                f"Unknown need '{self.data.get('needs', '')[:40]}'. Use: {', '.join(known)}."
             )
         return value
 
@@ -321,11 +353,14 @@ class ExecutionFilterForm(forms.Form):
             who=data.get("who", ""),
             since=data.get("since"),
             until=data.get("until"),
+            needs=data.get("needs", ""),
         )
 
     @property
     def is_filtered(self) -> bool:
-        return any(self.data.get(name) for name in ("pipeline", "status", "who", "since", "until"))
+        return any(
+            self.data.get(name) for name in ("pipeline", "status", "who", "since", "until", "needs")
+        )
 
 
 def parse_filters(data: Mapping[str, str], *, pipelines: Iterable | None) -> ExecutionFilterForm:

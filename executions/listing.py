@@ -4,8 +4,9 @@ Pages are cut with a keyset cursor on the id (newest first): ``before=<id>`` giv
 executions older than ``id``, ``after=<id>`` the page newer than it. Each page is one query
 that reads ``size + 1`` rows through the ``(pipeline, -id)`` / ``(status, -id)`` indexes; there
 is no OFFSET (its cost grows with the page number) and no COUNT of the whole table. The rows
-come with their pipeline, who started them and both ends of their retry link, so the page
-costs the same number of queries for 5 executions or 5,000.
+come with their pipeline, who started them, both ends of their retry link and whether a step
+waits for an intervention (``needs_intervention``), so the page costs the same number of
+queries for 5 executions or 5,000.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import connection
-from django.db.models import OuterRef, Q, QuerySet, Subquery
+from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from executions.models import Execution, Status, StepRun
@@ -28,6 +29,10 @@ PAGE_SIZE = 25
 EXECUTION_STATUSES: list[tuple[str, str]] = [
     (status.value, status.label) for status in Status if status != Status.SKIPPED
 ]
+# What an execution may need from a person (``?needs=``): an answer to a step waiting for
+# intervention (a failure strategy's manual_intervention, SPEC §9). A parallel group's other
+# stages may still run, so the execution's own status need not say it.
+NEEDS: list[tuple[str, str]] = [("intervention", "Needs intervention")]
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,7 @@ class Filters:
     who: str = ""
     since: datetime.date | None = None
     until: datetime.date | None = None
+    needs: str = ""  # one of NEEDS
 
 
 @dataclass
@@ -144,7 +150,14 @@ def apply_filters(queryset: QuerySet, filters: Filters) -> QuerySet:
         queryset = queryset.filter(
             created_at__lt=_start_of(filters.until + datetime.timedelta(days=1))
         )
+    if filters.needs == "intervention":
+        # The few waiting steps, found through the (status, …) index, name their executions.
+        queryset = queryset.filter(pk__in=_waiting_for_intervention().values("execution_id"))
     return queryset
+
+
+def _waiting_for_intervention() -> QuerySet[StepRun]:
+    return StepRun.objects.filter(status=Status.INTERVENTION_WAITING)
 
 
 def page_of(
@@ -163,7 +176,10 @@ def page_of(
     pipeline by pipeline through the ``(pipeline, -id)`` index (one more query): SQLite would
     otherwise read every execution of the project and sort them to keep 26 (0.5 s at a
     million executions, docs/performance.md)."""
-    queryset = queryset.select_related("pipeline", "triggered_by", "retry_of", "retry")
+    queryset = queryset.select_related("pipeline", "triggered_by", "retry_of", "retry").annotate(
+        # The row's marker: a step of it waits for an answer (in the same query).
+        needs_intervention=Exists(_waiting_for_intervention().filter(execution=OuterRef("pk")))
+    )
     if after is not None:
         rows = list(queryset.filter(id__gt=after).order_by("id")[: size + 1])
         if len(rows) <= size:

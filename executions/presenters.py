@@ -30,6 +30,7 @@ from executions.models import (
 )
 from executions.retry import ALL, FAILED_ONLY, rerun_blocker, retry_blocker, retry_history
 from executions.selection import picker_rows
+from executions.services import INTERVENTION_ANSWERS
 from executions.states import ACTIVE, TERMINAL, Status, is_terminal
 from pipelines import permissions
 from pipelines.diffs import diff_rows
@@ -529,6 +530,7 @@ def head_context(execution: Execution, user, graph: Graph) -> dict:
         "pipeline": execution.pipeline,
         "graph": graph,
         "actions": build_actions(execution, user, graph),
+        "interventions": interventions(execution, user),
         "chain": chain if len(chain) > 1 else [],
         "retried_as": retried_as,
         "latest": chain[-1].execution if retried_as else None,
@@ -679,3 +681,140 @@ def waiting_approval(execution: Execution, stage: str) -> tuple[StepRun | None, 
         return None, ""
     event = Event.objects.filter(step_run=step, to_status=Status.WAITING).order_by("-id").first()
     return step, event.message if event else ""
+
+
+# --- interventions (a failure strategy's manual_intervention, SPEC §9) --------------------
+
+# The answers, as the banner's buttons and the dialog name them, and what each does.
+ANSWER_LABELS = {
+    "retry": "Retry",
+    "ignore": "Ignore",
+    "mark_as_success": "Mark as success",
+    "mark_as_failure": "Mark as failure",
+    "abort": "Abort",
+}
+ANSWER_EFFECTS = {
+    "retry": "runs the step again now, as a new attempt; the run goes on if it passes",
+    "ignore": "ends the step as Failed, ignored: its stage and the run go on and count it as a success",
+    "mark_as_success": "ends the step as Success (with no outputs): its stage and the run go on",
+    "mark_as_failure": "ends the step as Failed: its stage fails, and the run with it",
+    "abort": "aborts the whole execution: its other running steps are killed",
+}
+# What an on_timeout did (past tense), for a step nobody answered in time.
+TIMEOUT_OUTCOMES = {
+    "ignore": "failure ignored",
+    "mark_as_success": "marked as success",
+    "mark_as_failure": "marked as failure",
+    "abort": "execution aborted",
+}
+# The event a person's answer leaves on the step (``strategies.retry_step`` / ``end_step``).
+ANSWER_OF_EVENT = {
+    "strategy.retry": "retry",
+    "strategy.ignored": "ignore",
+    "strategy.marked_as_success": "mark_as_success",
+    "strategy.marked_as_failure": "mark_as_failure",
+    "strategy.aborted": "abort",
+}
+WAITING, TIMED_OUT, ANSWERED, CANCELLED = "waiting", "timed_out", "answered", "cancelled"
+
+
+@dataclass
+class Intervention:
+    """One manual intervention of a step: waiting (with the time left, what its timeout will
+    do and the answer buttons), or ended (answered by whom, with what; or timed out)."""
+
+    step: StepRun
+    key: str  # STAGE.STEP, as the dialog, the service and ``manage.py intervene`` name it
+    state: str  # WAITING, TIMED_OUT, ANSWERED or CANCELLED (the execution was aborted)
+    due_at: object
+    timeout: str  # how long it waited for an answer ("1 h 00 min")
+    on_timeout: str  # "mark as failure"
+    time_left: str = ""
+    overdue: bool = False
+    answer: str = ""  # ANSWERED: the answer's label ("Ignore")
+    answer_event: Event | None = None
+    comment: str = ""  # ANSWERED: the comment given with the answer (the step's latest one)
+    outcome: str = ""  # TIMED_OUT: what the timeout did ("marked as failure")
+    buttons: list[Action] = field(default_factory=list)
+    reason: str = ""  # why the user may not answer ("" when they may)
+
+
+def intervention_url(execution: Execution, key: str, answer: str = "") -> str:
+    url = reverse("execution_intervention", args=[execution.pk]) + f"?step={key}"
+    return url + (f"&action={answer}" if answer else "")
+
+
+def interventions(execution: Execution, user) -> list[Intervention]:
+    """The execution's manual interventions, oldest first: each ``PendingWait`` of kind
+    INTERVENTION is one (pending: waiting; started: its timeout applied ``on_timeout``;
+    cancelled: answered, or cancelled by an abort). No query for a pipeline without failure
+    strategies; two otherwise (three when one was answered)."""
+    if not execution.version.spec.has_failure_strategies:
+        return []
+    waits = list(
+        PendingWait.objects.filter(execution=execution, kind=PendingWait.Kind.INTERVENTION)
+        .select_related("step_run__stage_run", "step_run__decided_by")
+        .order_by("created_at", "pk")
+    )
+    if not waits:
+        return []
+    answers: list[Event] = []
+    if any(wait.state == PendingWait.State.CANCELLED for wait in waits):
+        answers = list(
+            Event.objects.filter(
+                execution=execution,
+                step_run__in=[wait.step_run_id for wait in waits],
+                actor__isnull=False,
+                action__in=list(ANSWER_OF_EVENT),
+            )
+            .select_related("actor")
+            .order_by("id")
+        )
+    reason = permissions.why_not(user, "execute", execution)
+    now = timezone.now()
+    found = []
+    for wait in waits:
+        step = wait.step_run
+        key = f"{step.stage_run.identifier}.{step.identifier}"
+        on_timeout = wait.on_timeout or "mark_as_failure"
+        item = Intervention(
+            step=step,
+            key=key,
+            state=WAITING,
+            due_at=wait.due_at,
+            timeout=format_duration((wait.due_at - wait.created_at).total_seconds()),
+            on_timeout=ANSWER_LABELS.get(on_timeout, on_timeout).lower(),
+        )
+        if wait.state == PendingWait.State.PENDING:
+            left = (wait.due_at - now).total_seconds()
+            item.time_left = format_duration(max(left, 0))
+            item.overdue = left <= 0
+            item.reason = reason
+            item.buttons = [
+                Action(
+                    answer,
+                    ANSWER_LABELS[answer],
+                    intervention_url(execution, key, answer),
+                    reason,
+                    "danger" if answer == "abort" else ("primary" if answer == "retry" else ""),
+                )
+                for answer in INTERVENTION_ANSWERS
+            ]
+        elif wait.state == PendingWait.State.STARTED:
+            item.state = TIMED_OUT
+            item.outcome = TIMEOUT_OUTCOMES.get(on_timeout, on_timeout)
+        else:
+            event = next(
+                (e for e in answers if e.step_run_id == step.pk and e.at >= wait.created_at),
+                None,
+            )
+            item.state = ANSWERED if event is not None else CANCELLED
+            if event is not None:
+                item.answer_event = event
+                item.answer = ANSWER_LABELS[ANSWER_OF_EVENT[event.action]]
+        found.append(item)
+    # The step keeps the comment of its latest answer (``answer_intervention``).
+    latest = {item.step.pk: item for item in found if item.state == ANSWERED}
+    for item in latest.values():
+        item.comment = item.step.comment
+    return found

@@ -352,6 +352,41 @@ def answer_approval(
 INTERVENTION_ANSWERS = ("retry", "ignore", "mark_as_success", "mark_as_failure", "abort")
 
 
+def check_answer(action: str) -> str:
+    """``action`` if it is an answer to an intervention; ``Invalid`` naming the answers if not."""
+    if action not in INTERVENTION_ANSWERS:
+        raise Invalid(f"'{action[:40]}' is not an answer (use {', '.join(INTERVENTION_ANSWERS)}).")
+    return action
+
+
+def intervention_step(execution: Execution, step: str) -> StepRun:
+    """The step of ``execution`` named ``step`` (``STEP`` or ``STAGE.STEP``) that waits for
+    intervention (with its stage run). ``NotFound`` when no step has that name, ``Invalid`` when
+    the name fits several waiting steps, ``Conflict`` when it waits no more: the message says
+    what it is now, and ``extra["steps"]`` holds the named steps as they are."""
+    stage_name, _, step_name = step.rpartition(".")
+    named = StepRun.objects.select_related("stage_run", "decided_by").filter(
+        execution=execution, identifier=step_name
+    )
+    if stage_name:
+        named = named.filter(stage_run__identifier=stage_name)
+    found = list(named.order_by("stage_run__position", "position"))
+    if not found:
+        raise NotFound(f"Execution #{execution.sequence} has no step '{step}'.")
+    waiting = [run for run in found if run.status == Status.INTERVENTION_WAITING]
+    if not waiting:
+        now_is = ", ".join(
+            f"'{run.stage_run.identifier}.{run.identifier}' is {run.get_status_display().lower()}"
+            for run in found
+        )
+        raise Conflict(
+            f"Nothing to answer: {now_is} (someone may have answered first).", steps=found
+        )
+    if len(waiting) > 1:
+        raise Invalid(f"Several steps are named '{step}': write STAGE.STEP.")
+    return waiting[0]
+
+
 def answer_intervention(
     *, execution: Execution, step: str, user, action: str, comment: str = ""
 ) -> StepRun:
@@ -359,31 +394,11 @@ def answer_intervention(
     retry (a new attempt now), ignore, mark as success, mark as failure or abort. Two answers
     at once: the first wins, the second is refused saying what the step is now."""
     permissions.check(user, "execute", execution)
-    if action not in INTERVENTION_ANSWERS:
-        raise Invalid(f"'{action}' is not an answer (use {', '.join(INTERVENTION_ANSWERS)}).")
+    check_answer(action)
     comment = (comment or "")[:2000]
-    stage_name, _, step_name = step.rpartition(".")
     with transaction.atomic(), events_batched():
         locked = Execution.objects.select_for_update().get(pk=execution.pk)
-        named = StepRun.objects.select_related("stage_run").filter(
-            execution=locked, identifier=step_name
-        )
-        if stage_name:
-            named = named.filter(stage_run__identifier=stage_name)
-        found = list(named)
-        if not found:
-            raise NotFound(f"Execution #{locked.sequence} has no step '{step}'.")
-        waiting = [run for run in found if run.status == Status.INTERVENTION_WAITING]
-        if not waiting:
-            now_is = ", ".join(
-                f"'{run.stage_run.identifier}.{run.identifier}' is "
-                f"{run.get_status_display().lower()}"
-                for run in found
-            )
-            raise Conflict(f"Nothing to answer: {now_is} (someone may have answered first).")
-        if len(waiting) > 1:
-            raise Invalid(f"Several steps are named '{step}': write STAGE.STEP.")
-        target = waiting[0]
+        target = intervention_step(locked, step)
         PendingWait.objects.cancel(step_run=target)
         why = f"answered by {user}" + (f": {comment}" if comment else "")
         fields = {

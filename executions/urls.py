@@ -1,6 +1,6 @@
 from django.urls import path
 
-from executions import pipeline_views, views
+from executions import intervention_views, pipeline_views, views
 from pipelines.urls import PIPELINE
 
 urlpatterns = [
@@ -33,4 +33,9 @@ urlpatterns = [
     path("executions/<int:pk>/rerun/", views.execution_rerun, name="execution_rerun"),
     path("executions/<int:pk>/approval/", views.execution_approval, name="execution_approval"),
     path("executions/<int:pk>/abort/", views.execution_abort, name="execution_abort"),
+    path(
+        "executions/<int:pk>/intervention/",
+        intervention_views.execution_intervention,
+        name="execution_intervention",
+    ),
 ]

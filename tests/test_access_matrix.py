@@ -32,6 +32,7 @@ from pipelines.models import AuditEvent, Pipeline, PipelineVersion, Project, Rol
 from pipelines.roles import assign_role, change_role, revoke_role
 from tests.helpers.factories import make_pipeline, make_project, make_user
 from tests.helpers.personas import Personas
+from tests.helpers.runs import drive
 
 PERSONAS = ("admin", "executor", "viewer", "approver", "stranger", "deployer", "anonymous")
 MEMBERS = ("admin", "executor", "viewer", "approver")
@@ -52,6 +53,22 @@ pipeline:
         steps:
           - step: {{identifier: run, type: ShellScript, spec: {{script: "echo building"}}}}
 """
+# A step that fails and waits for a person's answer (a failure strategy, SPEC §9).
+MEND_PIPELINE = """
+pipeline:
+  name: mend
+  identifier: mend
+  stages:
+    - stage:
+        identifier: flaky
+        steps:
+          - step:
+              identifier: run
+              type: ShellScript
+              failure_strategies:
+                - on_failure: {errors: [all], action: {type: manual_intervention, timeout: 1h}}
+              spec: {script: "exit 1"}
+"""
 
 
 @dataclass
@@ -68,6 +85,8 @@ class World:
     other_execution: Execution
     finished: Execution  # deploy #2, aborted: may be retried and rerun
     other_finished: Execution
+    intervening: Execution  # mend #1 (not the deployer's): step flaky.run waits for an answer
+    other_intervening: Execution
 
     @property
     def project(self) -> Project:
@@ -115,6 +134,11 @@ def build_world() -> World:
     def finished(p, user):
         return Execution.objects.get(pk=abort_execution(execution=started(p, user), user=user).pk)
 
+    def intervening(project, user):
+        execution = drive(started(make_pipeline(project, MEND_PIPELINE), user))
+        assert execution.status == "INTERVENTION_WAITING"
+        return execution
+
     return World(
         personas=Personas(
             project=project,
@@ -130,6 +154,8 @@ def build_world() -> World:
         other_execution=started(other_pipeline, users["stranger"]),
         finished=finished(pipeline, users["admin"]),
         other_finished=finished(other_pipeline, users["stranger"]),
+        intervening=intervening(project, users["admin"]),
+        other_intervening=intervening(other, users["stranger"]),
     )
 
 
@@ -553,8 +579,40 @@ EXECUTION_ENDPOINTS = [
     ("execution_rerun", ("GET", "POST")),
     ("execution_approval", ("GET", "POST")),
     ("execution_abort", ("GET", "POST")),
+    ("execution_intervention", ("GET", "POST")),
 ]
+# Answering the step waiting for intervention (GET: the dialog; POST: the answer): Execute.
+INTERVENTION_DIALOG = lambda w, persona: {"step": "flaky.run", "action": "retry"}  # noqa: E731
+INTERVENTION_ANSWER = lambda w, persona: {"step": "flaky.run", "action": "ignore"}  # noqa: E731
 ENDPOINT_ROWS = [
+    Row(
+        "intervention dialog",
+        "GET",
+        named_execution_url("execution_intervention", lambda w: w.intervening),
+        expect(404, members=403, admin=200, executor=200, anonymous=302),
+        data=INTERVENTION_DIALOG,
+    ),
+    Row(
+        "answering an intervention",
+        "POST",
+        named_execution_url("execution_intervention", lambda w: w.intervening),
+        expect(404, members=403, admin=302, executor=302, anonymous=302),
+        data=INTERVENTION_ANSWER,
+    ),
+    Row(
+        "intervention dialog in another project",
+        "GET",
+        named_execution_url("execution_intervention", lambda w: w.other_intervening),
+        expect(404, stranger=200, anonymous=302),
+        data=INTERVENTION_DIALOG,
+    ),
+    Row(
+        "answering an intervention in another project",
+        "POST",
+        named_execution_url("execution_intervention", lambda w: w.other_intervening),
+        expect(404, stranger=302, anonymous=302),
+        data=INTERVENTION_ANSWER,
+    ),
     *[
         Row(
             f"project_bulk_retry of another project ({method})",
@@ -810,6 +868,21 @@ COMMAND_ROWS = [
     ),
     CommandRow(
         "abort_execution of no execution", lambda w: ["abort_execution", "999999"], outcome()
+    ),
+    CommandRow(
+        "intervene",
+        lambda w: ["intervene", str(w.intervening.pk), "flaky.run", "--action", "ignore"],
+        outcome(members="403", admin="ok", executor="ok"),
+    ),
+    CommandRow(
+        "intervene in another project",
+        lambda w: ["intervene", str(w.other_intervening.pk), "run", "--action", "abort"],
+        outcome(stranger="ok"),
+    ),
+    CommandRow(
+        "intervene of no execution",
+        lambda w: ["intervene", "999999", "run", "--action", "retry"],
+        outcome(),
     ),
     CommandRow(
         "retry_execution",
