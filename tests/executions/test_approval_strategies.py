@@ -112,7 +112,7 @@ def stage_statuses(execution: Execution) -> dict[str, str]:
 
 @pytest.mark.parametrize("how", HOW)
 def test_retry_asks_for_the_approval_again_with_a_new_deadline_then_an_approval_goes_on(
-    personas, how
+    personas, how, client
 ):
     pipeline = gated(
         personas,
@@ -150,6 +150,12 @@ def test_retry_asks_for_the_approval_again_with_a_new_deadline_then_an_approval_
     assert retry.message.startswith(f"retry 1 of 1 ({ERROR_CLASS[how]} failure, attempt 1: ")
     assert "step failure strategy at line" in retry.message
 
+    # The page counts the asks as attempts, the earlier one listed.
+    client.force_login(personas.viewer)
+    page = client.get(reverse("execution", args=[execution.pk]) + f"?step={step.pk}")
+    html = page.content.decode()
+    assert ">Attempt 2 of 2<" in html and "?attempt=1" in html
+
     execution = approve(execution, personas)
     assert execution.status == Status.SUCCESS
     assert stage_statuses(execution) == dict.fromkeys(("build", "gate", "ship"), Status.SUCCESS)
@@ -176,7 +182,9 @@ def test_a_retried_approval_failing_again_hands_over_to_on_exhausted(personas, h
 
 
 @pytest.mark.parametrize("how", HOW)
-def test_a_retry_interval_is_a_durable_wait_before_the_approval_is_asked_again(personas, how):
+def test_a_retry_interval_is_a_durable_wait_before_the_approval_is_asked_again(
+    personas, how, client
+):
     pipeline = gated(
         personas,
         f"later_{how}",
@@ -187,6 +195,10 @@ def test_a_retry_interval_is_a_durable_wait_before_the_approval_is_asked_again(p
     step = gate(execution)
     wait = PendingWait.objects.get(step_run=step)
     assert (wait.kind, wait.state) == (PendingWait.Kind.RETRY, PendingWait.State.PENDING)
+    client.force_login(personas.viewer)
+    html = client.get(reverse("execution", args=[execution.pk]) + f"?step={step.pk}")
+    assert ">Attempt 2 of 3<" in html.content.decode()  # count 2: three asks at most
+    assert "next attempt in" in html.content.decode()
     assert wait.due_at > timezone.now() + timedelta(minutes=9)
     assert step.status == Status.QUEUED and execution.status == Status.RUNNING
     # Nobody can answer it during the interval, and the reaper leaves it until it is due.
