@@ -64,8 +64,14 @@ class ExecutionSummary(Schema):
     url: str = Field(description="The execution's page.")
 
 
+class ExecutionRow(ExecutionSummary):
+    needs_intervention: bool = Field(
+        description="A step waits for an intervention (also while other parallel stages run)."
+    )
+
+
 class ExecutionPage(Schema):
-    items: list[ExecutionSummary]
+    items: list[ExecutionRow]
     older: int | None = Field(description="Pass as ?before= for the next (older) page.")
     newer: int | None = Field(description="Pass as ?after= for the previous (newer) page.")
 

@@ -426,7 +426,11 @@ def _executions(
         only_pipelines=listing.pipelines_for_newest_page(user, filters, project=project),
     )
     return {
-        "items": [_summary(row) for row in page.rows],
+        "items": [
+            # ``needs_intervention``: annotated by ``listing.page_of``, as for the page's marker
+            {**_summary(row), "needs_intervention": row.needs_intervention}  # type: ignore[attr-defined]
+            for row in page.rows
+        ],
         "older": page.older,
         "newer": page.newer,
     }
@@ -434,6 +438,13 @@ def _executions(
 
 FilterParam = Annotated[str | None, Query(description="as on the page")]
 Limit = Annotated[int, Query(ge=1, le=PAGE_MAX, description="executions per page")]
+Needs = Annotated[
+    str | None,
+    Query(
+        description="only executions that need a person: "
+        + ", ".join(f"{code} ({label.lower()})" for code, label in listing.NEEDS)
+    ),
+]
 
 
 @api.get(
@@ -450,6 +461,7 @@ def project_executions(
     who: FilterParam = None,
     since: Annotated[str | None, Query(description="YYYY-MM-DD")] = None,
     until: Annotated[str | None, Query(description="YYYY-MM-DD, included")] = None,
+    needs: Needs = None,
     before: Annotated[str | None, Query(description="cursor: `older` of a page")] = None,
     after: Annotated[str | None, Query(description="cursor: `newer` of a page")] = None,
     limit: Limit = listing.PAGE_SIZE,
@@ -474,6 +486,7 @@ def pipeline_executions(
     who: FilterParam = None,
     since: Annotated[str | None, Query(description="YYYY-MM-DD")] = None,
     until: Annotated[str | None, Query(description="YYYY-MM-DD, included")] = None,
+    needs: Needs = None,
     before: Annotated[str | None, Query(description="cursor: `older` of a page")] = None,
     after: Annotated[str | None, Query(description="cursor: `newer` of a page")] = None,
     limit: Limit = listing.PAGE_SIZE,
@@ -713,8 +726,9 @@ def intervene(
             action=payload.action,
             comment=payload.comment,
         )
-    except Conflict as refused:
-        now = _step_of(execution, step_pk)
+    except Conflict as refused:  # it waits no more: say what it is now, and who answered
+        steps = refused.extra.get("steps")
+        now = steps[0] if isinstance(steps, list) and steps else _step_of(execution, step_pk)
         raise Conflict(
             refused.message,
             step_status=now.status,

@@ -368,3 +368,46 @@ def test_two_answers_at_once_one_wins_the_other_is_told(worker, personas, shared
         step_run=step, action__in=["strategy.retry", "strategy.ignored"], actor__isnull=False
     )
     assert answered.count() == 1, "one answer was applied"
+
+
+def test_the_lists_filter_and_mark_the_executions_that_need_an_intervention(
+    client, personas, shared_dir
+):
+    execution = waiting(personas, shared_dir)
+    # The same pipeline again: its step passes now (the mark is there), nothing waits.
+    fine = drive(run_pipeline(pipeline=execution.pipeline, user=personas.executor, inputs={}))
+    assert fine.status == Status.SUCCESS
+    # A parallel group's other stage may still run: the execution is RUNNING, a step waits.
+    other = make_pipeline(
+        personas.project,
+        INTERVENTION_YAML.format(d=shared_dir / "other").replace("needs_hand", "needs_two"),
+    )
+    (shared_dir / "other").mkdir(mode=0o777)
+    (shared_dir / "other").chmod(0o777)
+    running = drive(run_pipeline(pipeline=other, user=personas.executor, inputs={}))
+    assert running.status == Status.INTERVENTION_WAITING
+    Execution.objects.filter(pk=running.pk).update(status=Status.RUNNING)
+    auth = bearer(personas.viewer)
+    project_list = f"{API}/projects/acme/web/executions"
+    everything = client.get(project_list, headers=auth).json()["items"]
+    assert [(row["id"], row["needs_intervention"]) for row in everything] == [
+        (running.pk, True),
+        (fine.pk, False),
+        (execution.pk, True),
+    ]
+    needing = client.get(f"{project_list}?needs=intervention", headers=auth).json()["items"]
+    assert [row["id"] for row in needing] == [running.pk, execution.pk]
+    one = client.get(
+        f"{API}/projects/acme/web/pipelines/needs_hand/executions?needs=intervention", headers=auth
+    ).json()["items"]
+    assert [row["id"] for row in one] == [execution.pk]
+    answer(client, execution, flaky(execution), {"action": "ignore"}, bearer(personas.executor))
+    needing = client.get(f"{project_list}?needs=intervention", headers=auth).json()["items"]
+    assert [row["id"] for row in needing] == [running.pk], "an answered one needs nothing"
+    bad = client.get(f"{project_list}?needs=coffee", headers=auth)
+    assert bad.status_code == 400
+    assert bad.json()["errors"]["needs"] == "Unknown need 'coffee'. Use: intervention."
+    schema = client.get(f"{API}/schema").json()
+    parameters = schema["paths"]["/api/v1/projects/{org}/{project}/executions"]["get"]["parameters"]
+    needs = next(p for p in parameters if p["name"] == "needs")
+    assert "intervention (needs intervention)" in needs["description"]
