@@ -46,7 +46,7 @@ class TokenAuth(HttpBearer):
         if request.method not in SAFE_METHODS and not found.can_write:
             raise Forbidden(
                 f"The access token '{found.name}' may only read: create a read-write token "
-                "to run, retry, rerun, abort or answer approvals."
+                "to run, retry, rerun, abort, or answer approvals and interventions."
             )
         request.user = found.user
         request.access_token = found  # type: ignore[attr-defined]
