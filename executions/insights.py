@@ -5,10 +5,10 @@ recovery takes and which stages are flaky. What each figure means, exactly: docs
 
 The figures are sums per pipeline and stage (and, for the medians, the recovery times
 themselves) of what each execution created in the period contributes; ``executions.rollup``
-holds that rule and keeps it per UTC day as executions end. The page reads it with two
-statements, whatever the number of executions: the rollup's rows for the whole days of the
-period plus, computed live by the same SQL, the executions the rollup does not hold (created
-on the period's first, partial day or today, or not ended), per pipeline and stage:
+holds that rule and keeps it per UTC hour and day as executions end. The page reads it with two
+statements, whatever the number of executions: the rollup's rows for the whole hours and days
+of the period plus, computed live by the same SQL, the executions the rollup does not hold
+(created in the period's first or last partial hour, or not ended), per pipeline and stage:
 
 1. the stage runs, failures, retries from each stage (ended, successful, flaky passes) and the
    run time they saved, and per pipeline its retries and the time they saved;
@@ -208,14 +208,16 @@ def _recoveries(pipelines: list[int], window: rollup.Window) -> list[tuple[Any, 
     sql, params = rollup.recovery_rows(pipelines, window)
     if connection.vendor == "postgresql":
         return _rows(
-            f"""SELECT pipeline_id, identifier, COUNT(*),
+            # COLLATE "C": the rows are sorted by stage to be grouped; bytes compare faster.
+            f"""SELECT pipeline_id, identifier COLLATE "C", COUNT(*),
                        percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds)
-                FROM ({sql}) r GROUP BY pipeline_id, identifier""",
+                FROM ({sql}) r GROUP BY pipeline_id, identifier COLLATE "C"
+            """,
             params,
         )
     # SQLite has no percentile: the medians are taken here (a row per recovered chain).
     found: dict[tuple[Any, ...], list[float]] = {}
-    for pipeline_id, identifier, _day, seconds in _rows(sql, params):
+    for pipeline_id, identifier, _day, _hour, seconds in _rows(sql, params):
         found.setdefault((pipeline_id, identifier), []).append(float(seconds))
     return [(*key, len(values), statistics.median(values)) for key, values in found.items()]
 

@@ -1,6 +1,7 @@
 """The retry insights rollup: what each ended execution adds to the figures of the insights page
-(``executions.insights``), kept per pipeline, stage and UTC day so that the page reads a few
-hundred rows instead of every stage run of the period (docs/performance.md "Retry insights").
+(``executions.insights``), kept per pipeline, stage and UTC hour and day so that the page reads
+a few thousand rows instead of every stage run of the period (docs/performance.md "Retry
+insights").
 
 This module is the one home of *what an execution contributes* to the insights — one SQL text,
 ``_contribution``, used three ways:
@@ -10,22 +11,24 @@ This module is the one home of *what an execution contributes* to the insights �
   upsert, and, when it ended SUCCESS, the recovery time of its chain to ``InsightRecovery``;
 - ``rebuild()`` (``manage.py backfill_insights``, the migration that added the tables, the
   benchmark's dataset): the same for every ended execution, in chunks of ids;
-- ``live_rows()``: the insights page adds the contribution of the executions the rollup does not
-  hold — created on the first, partial day of the period, created today, or not ended — to the
-  rollup rows of the whole days in between, in the same statement.
+- ``figure_rows()``, ``recovery_rows()``: the insights page adds the contribution of the
+  executions the rollup does not hold — created in the first or last partial hour of the
+  period, or not ended — to the rollup's rows of the whole hours and days between, in the same
+  statement (``Window``).
 
-An execution's contribution is keyed by the UTC day it was *created* (the period's rule: what
-was created in it). Retries are keyed by their own creation; a recovery by its chain's original.
+An execution's contribution is keyed by the UTC day and hour it was *created* (the period's
+rule: what was created in it). Retries are keyed by their own creation; a recovery by its chain's original.
 Terminal statuses never change and nothing edits an ended execution's rows, so what was added
-when it ended stays right. Because the page reads the partial first day and today live, the day
-boundaries (UTC) never show in its figures: the same numbers whatever the time zone.
+when it ended stays right. Because the page reads the partial hours at both ends live, the
+hour and day boundaries (UTC) never show in its figures: the same numbers whatever the time
+zone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import connection, transaction
@@ -39,12 +42,15 @@ PASSED: tuple[str, ...] = (Status.SUCCESS, Status.IGNORED)
 NOT_ENDED: tuple[str, ...] = tuple(sorted(set(Status) - TERMINAL))
 PIPELINE = ""  # the identifier of the rollup rows that hold a pipeline's own figures
 CHUNK = 20_000  # executions (by id range) per statement of a rebuild
+# Migration 0008 calls ``rebuild`` (with this module's SQL, on a database with ended executions):
+# a change of the rollup's columns must move that call to the migration that makes it.
 
 # The columns of a contribution row: InsightDay's, in this order.
 COLUMNS: tuple[str, ...] = (
     "pipeline_id",
     "identifier",
     "day",
+    "hour",
     "name",
     "position",
     "runs",
@@ -54,7 +60,8 @@ COLUMNS: tuple[str, ...] = (
     "flaky_passes",
     "saved_seconds",
 )
-SUMMED = COLUMNS[5:]
+SUMMED = COLUMNS[6:]
+WHOLE_DAY = 24  # the ``hour`` of the rows that hold a whole day
 # What a relation of executions (``ended``, ``live``) must select, for the SQL below.
 EXECUTION_COLUMNS = (
     "id, pipeline_id, retry_of_id, chain_root_id, status, changed_inputs, created_at, finished_at"
@@ -106,6 +113,14 @@ def day_of(expression: str) -> str:
     if postgres():
         return f"CAST(({expression} AT TIME ZONE 'UTC') AS date)"
     return f"date({expression})"
+
+
+def hour_of(expression: str) -> str:
+    """The UTC hour (0-23) of a timestamp column."""
+    if postgres():
+        return f"CAST(EXTRACT(HOUR FROM ({expression} AT TIME ZONE 'UTC')) AS integer)"
+    # time() gives HH:MM:SS (strftime's "%H" would be read as a parameter mark).
+    return f"CAST(substr(time({expression}), 1, 2) AS integer)"
 
 
 def _json_empty(column: str) -> str:
@@ -188,7 +203,8 @@ def _contribution(executions: str) -> str:
     ran = statuses([*PASSED, *FAILED])
     return f"""
         SELECT e.pipeline_id AS pipeline_id, s.identifier AS identifier,
-               {day_of("e.created_at")} AS day, s.name AS name, s.position AS position,
+               {day_of("e.created_at")} AS day, {hour_of("e.created_at")} AS hour,
+               s.name AS name, s.position AS position,
                CASE WHEN s.status IN {ran} THEN 1 ELSE 0 END AS runs,
                CASE WHEN s.status IN {statuses(FAILED)} THEN 1 ELSE 0 END AS failures,
                0 AS retries, 0 AS retries_succeeded, 0 AS flaky_passes,
@@ -196,7 +212,8 @@ def _contribution(executions: str) -> str:
         FROM {stage} s JOIN {executions} e ON e.id = s.execution_id
         WHERE s.carried_from_id IS NULL
         UNION ALL
-        SELECT r.pipeline_id, a.identifier, {day_of("r.created_at")}, NULL, NULL, 0, 0,
+        SELECT r.pipeline_id, a.identifier, {day_of("r.created_at")}, {hour_of("r.created_at")},
+               NULL, NULL, 0, 0,
                CASE WHEN r.status IN {statuses(TERMINAL)} THEN 1 ELSE 0 END,
                CASE WHEN r.status = '{Status.SUCCESS}' THEN 1 ELSE 0 END,
                CASE WHEN b.status IN {statuses(PASSED)} AND {_json_empty("r.changed_inputs")}
@@ -208,7 +225,8 @@ def _contribution(executions: str) -> str:
                       AND b.carried_from_id IS NULL
         LEFT JOIN saved ON saved.execution_id = r.id
         UNION ALL
-        SELECT r.pipeline_id, '{PIPELINE}', {day_of("r.created_at")}, NULL, NULL, 0, 0, 1, 0, 0,
+        SELECT r.pipeline_id, '{PIPELINE}', {day_of("r.created_at")}, {hour_of("r.created_at")},
+               NULL, NULL, 0, 0, 1, 0, 0,
                {saved}
         FROM {executions} r LEFT JOIN saved ON saved.execution_id = r.id
         WHERE r.retry_of_id IS NOT NULL
@@ -216,10 +234,10 @@ def _contribution(executions: str) -> str:
 
 
 def _recoveries(source: str) -> str:
-    """Rows (pipeline_id, identifier, day, seconds), one per recovered chain (identifier
+    """Rows (pipeline_id, identifier, day, hour, seconds), one per recovered chain (identifier
     ``PIPELINE``) and one per stage that failed in its original: the original ``o`` ended FAILED,
     ABORTED, EXPIRED or REJECTED, a later attempt ``w`` SUCCESS; the seconds from the original's
-    end to that attempt's; the day the original was created. ``source`` is a FROM clause that
+    end to that attempt's; the UTC day and hour the original was created. ``source`` is a FROM clause that
     binds ``o`` and ``w``."""
     _execution, stage, _day, _recovery = tables()
     seconds = f"{epoch('w.finished_at')} - {epoch('o.finished_at')}"
@@ -228,10 +246,12 @@ def _recoveries(source: str) -> str:
         AND o.finished_at IS NOT NULL AND w.finished_at IS NOT NULL"""
     return f"""
         SELECT o.pipeline_id AS pipeline_id, '{PIPELINE}' AS identifier,
-               {day_of("o.created_at")} AS day, {seconds} AS seconds
+               {day_of("o.created_at")} AS day, {hour_of("o.created_at")} AS hour,
+               {seconds} AS seconds
         FROM {source} WHERE {recovered}
         UNION ALL
-        SELECT o.pipeline_id, a.identifier, {day_of("o.created_at")}, {seconds}
+        SELECT o.pipeline_id, a.identifier, {day_of("o.created_at")}, {hour_of("o.created_at")},
+               {seconds}
         FROM {source} JOIN {stage} a ON a.execution_id = o.id AND a.status IN {statuses(FAILED)}
         WHERE {recovered}
     """
@@ -262,17 +282,19 @@ def _add(where: str, params: Sequence[Any], *, recoveries: bool = True) -> None:
         *(f"{column} = {day}.{column} + excluded.{column}" for column in SUMMED),
     ]
     sums = ", ".join(f"SUM({column})" for column in SUMMED)
+    whole_day = ", ".join(f"{WHOLE_DAY}" if column == "hour" else column for column in COLUMNS)
     with connection.cursor() as cursor:
+        # Each contribution twice: in its hour's row and in its day's (hour WHOLE_DAY).
         # WHERE 1 = 1: SQLite reads ON CONFLICT after a SELECT's FROM as a join's ON without it.
         cursor.execute(
             f"""
-            WITH {ended}, {_saved("ended")}
+            WITH {ended}, {_saved("ended")}, c AS ({_contribution("ended")})
             INSERT INTO {day} ({names})
-            SELECT pipeline_id, identifier, day, MIN(name), MIN(position), {sums}
-            FROM ({_contribution("ended")}) u
+            SELECT pipeline_id, identifier, day, hour, MIN(name), MIN(position), {sums}
+            FROM (SELECT {names} FROM c UNION ALL SELECT {whole_day} FROM c) u
             WHERE 1 = 1
-            GROUP BY pipeline_id, identifier, day
-            ON CONFLICT (pipeline_id, day, identifier) DO UPDATE SET {", ".join(updates)}
+            GROUP BY pipeline_id, identifier, day, hour
+            ON CONFLICT (pipeline_id, day, hour, identifier) DO UPDATE SET {", ".join(updates)}
             """,
             list(params),
         )
@@ -280,7 +302,7 @@ def _add(where: str, params: Sequence[Any], *, recoveries: bool = True) -> None:
             cursor.execute(
                 f"""
                 WITH {ended}
-                INSERT INTO {recovery} (pipeline_id, identifier, day, seconds)
+                INSERT INTO {recovery} (pipeline_id, identifier, day, hour, seconds)
                 {_recoveries(f"ended w JOIN {execution} o ON o.id = w.chain_root_id")}
                 """,
                 list(params),
@@ -330,36 +352,56 @@ def rebuild(progress: Callable[[str], None] | None = None, *, chunk: int = CHUNK
 
 @dataclass(frozen=True)
 class Window:
-    """The period ``[since, now]`` split in three: ``[since, cut)``, the rest of its first UTC
-    day, read live; ``[cut, today)``, whole UTC days, read from the rollup (with the executions
-    created then that have not ended, live); ``[today, now]``, read live."""
+    """The period ``[since, now]`` in five parts: ``[since, first_hour)``, read live;
+    ``[first_hour, cut)``, the rest of its first UTC day, whole hours, from the rollup's hour
+    rows; ``[cut, today)``, whole UTC days, from its day rows; ``[today, last_hour)``, whole hours
+    of today, from its hour rows; ``[last_hour, now]``, read live. Executions created in the
+    three middle parts that have not ended are read live too. So at most two partial hours of
+    executions are read live, whatever the period."""
 
     since: datetime
+    first_hour: datetime
     cut: datetime
     today: datetime
+    last_hour: datetime
 
     @classmethod
     def of(cls, now: datetime, days: int) -> Window:
+        if days < 1:
+            raise ValueError(f"a period of at least a day, not {days}")
         since = now - timedelta(days=days)
-        today = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        first = since.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        return cls(since, min(today, first + timedelta(days=1)), today)
+        last_hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        today = last_hour.replace(hour=0)
+        hour = since.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        first_hour = hour if hour == since else hour + timedelta(hours=1)
+        cut = hour.replace(hour=0) + timedelta(days=1)
+        return cls(since, min(first_hour, cut), cut, today, last_hour)
 
-    @property
-    def days(self) -> tuple[date, date]:
-        """The rollup's days: from the first, included, to the last, excluded."""
-        return self.cut.date(), self.today.date()
-
-
-def _day_params(window: Window) -> list[Any]:
-    adapt = connection.ops.adapt_datefield_value
-    first, last = window.days
-    return [adapt(first), adapt(last)]
+    def rollup_rows(self, *, recoveries: bool = False) -> tuple[str, list[Any], str, list[Any]]:
+        """The conditions on the rollup's ``day`` and ``hour`` that select the parts it holds,
+        the whole days and the whole hours, with their parameters: InsightDay's day rows (hour
+        ``WHOLE_DAY``) and hour rows; InsightRecovery's rows (one per chain, with its hour)."""
+        adapt = connection.ops.adapt_datefield_value
+        first_day, first_hour = self.since.astimezone(UTC).date(), self.first_hour.hour
+        if self.first_hour >= self.cut:
+            first_hour = WHOLE_DAY  # no whole hour left on the first day
+        days = "day >= %s AND day < %s"
+        hours = "((day = %s AND hour >= %s) OR (day = %s AND hour < %s))"
+        if not recoveries:
+            days, hours = f"hour = {WHOLE_DAY} AND {days}", f"hour < {WHOLE_DAY} AND {hours}"
+        today = adapt(self.today.date())
+        return (
+            days,
+            [adapt(self.cut.date()), today],
+            hours,
+            [adapt(first_day), first_hour, today, self.last_hour.hour],
+        )
 
 
 def live_cte(pipelines: list[int], window: Window) -> tuple[str, list[object]]:
     """The CTE ``live``: the executions of ``pipelines`` in the period that the rollup does not
-    hold (three index scans: the first partial day, today, and the not ended ones between)."""
+    hold (three index scans: the first partial hour, the last one, and the not ended ones
+    between)."""
     execution = tables()[0]
     where = f"pipeline_id IN ({marks(pipelines)})"
     sql = f"""
@@ -376,47 +418,53 @@ def live_cte(pipelines: list[int], window: Window) -> tuple[str, list[object]]:
     params: list[object] = [
         *pipelines,
         window.since,
-        window.cut,
+        window.first_hour,
         *pipelines,
-        window.today,
+        window.last_hour,
         *pipelines,
-        window.cut,
-        window.today,
+        window.first_hour,
+        window.last_hour,
     ]
     return sql, params
 
 
 def figure_rows(pipelines: list[int], window: Window) -> tuple[str, list[object]]:
-    """SQL of the summed ``COLUMNS`` (less ``day``) per pipeline and identifier over the
-    period: the rollup's whole days plus the live executions."""
+    """SQL of the summed ``COLUMNS`` (less ``day`` and ``hour``) per pipeline and identifier
+    over the period: the rollup's whole days and hours plus the live executions."""
     day = tables()[2]
     live, params = live_cte(pipelines, window)
     sums = ", ".join(f"SUM({column})" for column in SUMMED)
     rollup_columns = ", ".join(COLUMNS)
+    days, day_params, hours, hour_params = window.rollup_rows()
+    # Two selects, not one with OR: the day rows are read from their covering index alone.
     sql = f"""
         WITH {live}, {_saved("live")}
         SELECT pipeline_id, identifier, MIN(name), MIN(position), {sums}
         FROM (
             SELECT {rollup_columns} FROM {day}
-            WHERE pipeline_id IN ({marks(pipelines)}) AND day >= %s AND day < %s
+            WHERE pipeline_id IN ({marks(pipelines)}) AND {days}
+            UNION ALL
+            SELECT {rollup_columns} FROM {day}
+            WHERE pipeline_id IN ({marks(pipelines)}) AND {hours}
             UNION ALL
             {_contribution("live")}
         ) u
         GROUP BY pipeline_id, identifier
     """
-    return sql, [*params, *pipelines, *_day_params(window)]
+    return sql, [*params, *pipelines, *day_params, *pipelines, *hour_params]
 
 
 def recovery_rows(pipelines: list[int], window: Window) -> tuple[str, list[object]]:
-    """SQL of the rows (pipeline_id, identifier, day, seconds) of the chains recovered whose
+    """SQL of the rows (pipeline_id, identifier, day, hour, seconds) of the chains recovered whose
     original was created in the period: the rollup's, and the live originals'."""
     execution, _stage, _day, recovery = tables()
     live, params = live_cte(pipelines, window)
+    days, day_params, hours, hour_params = window.rollup_rows(recoveries=True)
     sql = f"""
         WITH {live}
-        SELECT pipeline_id, identifier, day, seconds FROM {recovery}
-        WHERE pipeline_id IN ({marks(pipelines)}) AND day >= %s AND day < %s
+        SELECT pipeline_id, identifier, day, hour, seconds FROM {recovery}
+        WHERE pipeline_id IN ({marks(pipelines)}) AND (({days}) OR {hours})
         UNION ALL
         {_recoveries(f"live o JOIN {execution} w ON w.chain_root_id = o.id")}
     """
-    return sql, [*params, *pipelines, *_day_params(window)]
+    return sql, [*params, *pipelines, *day_params, *hour_params]

@@ -353,15 +353,19 @@ def history(personas, shared_dir) -> list[Pipeline]:
 
 
 def rollup_rows() -> list[tuple[Any, ...]]:
-    days = InsightDay.objects.order_by("pipeline_id", "day", "identifier")
+    days = InsightDay.objects.order_by("pipeline_id", "day", "hour", "identifier")
     recoveries = InsightRecovery.objects.order_by("pipeline_id", "day", "identifier", "seconds")
     return [
         *(
-            (r.pipeline_id, r.identifier, str(r.day), r.name, r.position, r.runs, r.failures)
+            (r.pipeline_id, r.identifier, str(r.day), r.hour, r.name, r.position, r.runs)
+            + (r.failures,)
             + (r.retries, r.retries_succeeded, r.flaky_passes, round(r.saved_seconds, 3))
             for r in days
         ),
-        *((r.pipeline_id, r.identifier, str(r.day), round(r.seconds, 3)) for r in recoveries),
+        *(
+            (r.pipeline_id, r.identifier, str(r.day), r.hour, round(r.seconds, 3))
+            for r in recoveries
+        ),
     ]
 
 
@@ -379,17 +383,32 @@ def test_the_page_reads_the_same_figures_from_the_rollup(personas, history, days
 
 
 def test_the_page_reads_past_days_from_the_rollup(personas, history):
-    """Whole past days come from the rollup (emptied, they are missing); the first partial day,
-    today and the executions not ended are read live."""
+    """Whole past hours and days come from the rollup (emptied, they are missing); the partial
+    hours at both ends of the period and the executions not ended are read live."""
     before = figures(personas.viewer, personas.project, 90)
     assert InsightDay.objects.filter(day__lt=timezone.now().date()).exists()
     InsightDay.objects.all().delete()
     InsightRecovery.objects.all().delete()
     after = figures(personas.viewer, personas.project, 90)
     assert after["flow"]["stages"]["build"]["runs"] < before["flow"]["stages"]["build"]["runs"]
-    # build ran in today's two flow runs and in the one not ended (2 days ago).
-    assert after["flow"]["stages"]["build"]["runs"] == 3
-    assert after["flow"]["recoveries"] == 1  # today's chain
+    # Still read live: the one not ended (2 days ago), and today's two flow runs and chain if
+    # the hour has not turned since they ran (else they are in the rollup's hour rows).
+    assert after["flow"]["stages"]["build"]["runs"] in (1, 3)
+    assert after["flow"]["recoveries"] in (0, 1)
+
+
+def test_the_period_is_split_in_partial_hours_whole_hours_and_whole_days():
+    now = datetime(2026, 12, 2, 16, 20, 30, tzinfo=rollup.UTC)
+    window = rollup.Window.of(now, 7)
+    assert window.since == datetime(2026, 11, 25, 16, 20, 30, tzinfo=rollup.UTC)
+    assert window.first_hour == datetime(2026, 11, 25, 17, tzinfo=rollup.UTC)
+    assert window.cut == datetime(2026, 11, 26, tzinfo=rollup.UTC)
+    assert window.today == datetime(2026, 12, 2, tzinfo=rollup.UTC)
+    assert window.last_hour == datetime(2026, 12, 2, 16, tzinfo=rollup.UTC)
+    late = rollup.Window.of(datetime(2026, 12, 2, 23, 40, tzinfo=rollup.UTC), 30)
+    assert late.first_hour == late.cut == datetime(2026, 11, 3, tzinfo=rollup.UTC)
+    _days, _params, _hours, params = late.rollup_rows()
+    assert params[1] == rollup.WHOLE_DAY  # no whole hour of the first day is read
 
 
 def test_ending_an_execution_adds_it_to_the_rollup_of_its_day(personas, shared_dir):
@@ -398,14 +417,18 @@ def test_ending_an_execution_adds_it_to_the_rollup_of_its_day(personas, shared_d
     with days_ago(5):
         failed = run(flow, personas.executor)
     day = (timezone.now() - timedelta(days=5)).astimezone(rollup.UTC).date()
-    check = InsightDay.objects.get(pipeline=flow, identifier="check", day=day)
+    check = InsightDay.objects.get(pipeline=flow, identifier="check", day=day, hour=24)
+    hour = InsightDay.objects.get(pipeline=flow, identifier="check", day=day, hour__lt=24)
+    assert (hour.runs, hour.failures) == (1, 1)
     assert (check.runs, check.failures, check.retries) == (1, 1, 0)
     flag.touch()
     with days_ago(4):
         retry(failed, personas.executor, "check")
     check.refresh_from_db()  # the retry counts on its own day, the recovery on the original's
     assert (check.runs, check.failures) == (1, 1)
-    later = InsightDay.objects.get(pipeline=flow, identifier="check", day=day + timedelta(days=1))
+    later = InsightDay.objects.get(
+        pipeline=flow, identifier="check", day=day + timedelta(days=1), hour=24
+    )
     assert (later.runs, later.retries, later.retries_succeeded, later.flaky_passes) == (1, 1, 1, 1)
     assert InsightRecovery.objects.filter(pipeline=flow, day=day).count() == 2  # chain + check
 
