@@ -12,18 +12,24 @@ from __future__ import annotations
 import socket
 import time
 
+from django.utils import timezone
+
 from executions import engine
 from executions.models import Execution, LogChunk, StageRun, Status, StepRun
 
 
 def drive(execution: Execution) -> Execution:
     """Run every queued step of ``execution`` here with the real engine, until none is left
-    (the execution has ended, or waits for an approval). Returns the fresh row."""
+    (the execution has ended, waits for an approval, or waits for a retry's interval). Returns
+    the fresh row."""
     for _ in range(500):
         # An approval step QUEUED for its next ask (a failure strategy's retry interval) is
-        # never sent to a worker: the reaper asks for it again when it is due.
+        # never sent to a worker: the reaper asks for it again when it is due. Nor is a step
+        # whose next attempt waits for its interval (its ``queued_at`` is the due time): the
+        # reaper starts it then, as it would on a real worker.
         step = (
             StepRun.objects.filter(execution=execution, status=Status.QUEUED)
+            .exclude(queued_at__gt=timezone.now())
             .exclude(type="Approval")
             .order_by("id")
             .first()
