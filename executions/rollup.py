@@ -9,7 +9,7 @@ This module is the one home of *what an execution contributes* to the insights â
 - ``record_ended(execution)``: the execution has just ended (``executions.transitions``, in the
   transaction of its last status change): its contribution is added to ``InsightDay`` with one
   upsert, and, when it ended SUCCESS, the recovery time of its chain to ``InsightRecovery``;
-- ``rebuild()`` (``manage.py backfill_insights``, the migration that added the tables, the
+- ``rebuild()`` (``manage.py backfill_insights``, migration 0008 (it added the hours), the
   benchmark's dataset): the same for every ended execution, in chunks of ids;
 - ``figure_rows()``, ``recovery_rows()``: the insights page adds the contribution of the
   executions the rollup does not hold â€” created in the first or last partial hour of the

@@ -1,9 +1,9 @@
 """``manage.py backfill_insights``: recompute the retry insights rollup from the executions.
 
-The rollup (``executions.rollup``) is kept as executions end and filled by the migration that
-added it; this rebuilds it from scratch, in one transaction, a chunk of executions at a time
-(for data loaded around the engine, e.g. restored or generated rows). On PostgreSQL executions
-that end meanwhile wait for it to finish.
+The rollup (``executions.rollup``) is kept as executions end and was filled by migration
+0008 (which added its hours); this rebuilds it from scratch, in one transaction, a chunk of
+executions at a time (for data loaded or edited around the engine, e.g. restored or generated
+rows). On PostgreSQL executions that end meanwhile wait for it to finish.
 """
 
 from __future__ import annotations
