@@ -284,7 +284,9 @@ def _add(where: str, params: Sequence[Any], *, recoveries: bool = True) -> None:
     sums = ", ".join(f"SUM({column})" for column in SUMMED)
     whole_day = ", ".join(f"{WHOLE_DAY}" if column == "hour" else column for column in COLUMNS)
     with connection.cursor() as cursor:
-        # Each contribution twice: in its hour's row and in its day's (hour WHOLE_DAY).
+        # Each contribution twice: in its hour's row and in its day's (hour WHOLE_DAY). In key
+        # order: two executions of a pipeline ending at once lock the rows they share in the
+        # same order (no deadlock), whatever order the grouping produced them in.
         # WHERE 1 = 1: SQLite reads ON CONFLICT after a SELECT's FROM as a join's ON without it.
         cursor.execute(
             f"""
@@ -294,6 +296,7 @@ def _add(where: str, params: Sequence[Any], *, recoveries: bool = True) -> None:
             FROM (SELECT {names} FROM c UNION ALL SELECT {whole_day} FROM c) u
             WHERE 1 = 1
             GROUP BY pipeline_id, identifier, day, hour
+            ORDER BY pipeline_id, day, hour, identifier
             ON CONFLICT (pipeline_id, day, hour, identifier) DO UPDATE SET {", ".join(updates)}
             """,
             list(params),
