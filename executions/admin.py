@@ -121,10 +121,59 @@ class LogChunkAdmin(ReadOnlyAdmin):
 
 @admin.register(Event)
 class EventAdmin(ReadOnlyAdmin):
+    """The audit trail: each status move and each recorded action (an operator's, a failure
+    strategy's or an intervention's, SPEC §9) with who (a person; none for the engine or a rule,
+    which the message names), when, what, why and the comment. Filter by action to see, say,
+    every ``strategy.ignored``: by a rule (no person) or answering an intervention (the person,
+    with their comment)."""
+
     project_path = "execution__pipeline__project"
-    list_display = ["at", "execution", "from_status", "to_status", "action", "actor"]
+    list_display = [
+        "at",
+        "execution",
+        "step",
+        "action",
+        "who",
+        "from_status",
+        "to_status",
+        "short_message",
+        "short_comment",
+    ]
     list_filter = ["action", "to_status"]
-    list_select_related = ["execution__pipeline", "actor"]
+    search_fields = ["message", "comment"]
+    list_select_related = ["execution__pipeline", "actor", "step_run__stage_run", "stage_run"]
+    fields = readonly_fields = (
+        "at",
+        "execution",
+        "stage_run",
+        "step_run",
+        "action",
+        "actor",
+        "from_status",
+        "to_status",
+        "message",
+        "comment",
+    )
+
+    @admin.display(description="stage / step")
+    def step(self, obj: Event) -> str:
+        if obj.step_run is not None:
+            return f"{obj.step_run.stage_run.identifier}.{obj.step_run.identifier}"
+        return obj.stage_run.identifier if obj.stage_run is not None else ""
+
+    @admin.display(description="who", ordering="actor__username")
+    def who(self, obj: Event) -> str:
+        if obj.actor is not None:
+            return obj.actor.username
+        return "failure strategy" if obj.action.startswith(("strategy.", "intervention.")) else ""
+
+    @admin.display(description="message")
+    def short_message(self, obj: Event) -> str:
+        return obj.message if len(obj.message) <= 120 else obj.message[:119] + "…"
+
+    @admin.display(description="comment")
+    def short_comment(self, obj: Event) -> str:
+        return obj.comment if len(obj.comment) <= 80 else obj.comment[:79] + "…"
 
 
 @admin.register(PendingWait)

@@ -429,7 +429,14 @@ class LogChunk(models.Model):
 
 
 class Event(models.Model):
-    """A status transition or an operator action: the history and audit trail of an execution."""
+    """A status transition or an operator action: the history and audit trail of an execution.
+
+    ``action`` names what happened (``created``, ``retried``, ``aborted``, ``approved``; failure
+    strategies, SPEC §9: ``strategy.retry`` / ``retry_started`` / ``ignored`` /
+    ``marked_as_success`` / ``marked_as_failure`` / ``aborted``, ``intervention.requested`` /
+    ``timed_out``); ``actor`` is the person (an intervention's answer is the ``strategy.*``
+    event of the move it makes, with the person and their ``comment``), None for the engine or
+    a rule, which ``message`` then names ("step failure strategy at line 12")."""
 
     execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="events")
     stage_run = models.ForeignKey(
@@ -445,6 +452,10 @@ class Event(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     message = models.TextField(blank=True)
+    # What the person wrote with their answer (an intervention, an approval: the comment that
+    # the transition writes on the step), apart from the message that says what happened and why. A default in the database too: the engine's
+    # one-statement handover (``transitions.finish_and_claim_next``) inserts events in SQL.
+    comment = models.TextField(blank=True, default="", db_default="")
     at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -531,7 +531,8 @@ def head_context(execution: Execution, user, graph: Graph) -> dict:
         "graph": graph,
         "actions": build_actions(execution, user, graph),
         "interventions": interventions(execution, user),
-        "chain": chain if len(chain) > 1 else [],
+        **history_context(chain),
+        "activity": activity(execution),
         "retried_as": retried_as,
         "latest": chain[-1].execution if retried_as else None,
         "elapsed": format_duration(execution.duration_seconds),
@@ -539,6 +540,110 @@ def head_context(execution: Execution, user, graph: Graph) -> dict:
         "resumed_label": resumed_label(execution),
         "retry_mode_label": RETRY_MODE_LABELS.get(execution.retry_mode, execution.retry_mode),
     }
+
+
+@dataclass
+class AutomaticRow:
+    """One line of the history's automatic attempts: a step a failure strategy ran again."""
+
+    execution: Execution
+    stage: str
+    step: str
+    step_pk: int
+    status: str
+    status_label: str
+    attempts: int
+    automatic: int
+    chosen: int
+
+
+def history_context(chain: list) -> dict:
+    """The retry history (SPEC §4.11, §9): the chain's manual retries (when there are any) and,
+    apart from them, the automatic attempts of failure strategies in each execution of it."""
+    rows = [
+        AutomaticRow(
+            execution=entry.execution,
+            stage=each.step.stage_run.name,
+            step=each.step.name,
+            step_pk=each.step.pk,
+            status=each.step.status,
+            status_label=each.step.get_status_display(),
+            attempts=each.attempts,
+            automatic=each.automatic,
+            chosen=each.chosen,
+        )
+        for entry in chain
+        for each in entry.automatic
+    ]
+    return {"chain": chain if len(chain) > 1 else [], "automatic_retries": rows}
+
+
+# What the page's activity list calls each recorded action (the admin filters by the raw name).
+ACTION_LABELS = {
+    "created": "Started",
+    "retried": "Retry created",
+    "aborted": "Aborted",
+    "approved": "Approved",
+    "rejected": "Rejected",
+    "strategy.retry": "Retry scheduled",
+    "strategy.retry_started": "Retry started",
+    "strategy.ignored": "Failure ignored",
+    "strategy.marked_as_success": "Marked as success",
+    "strategy.marked_as_failure": "Marked as failure",
+    "strategy.aborted": "Aborted by failure strategy",
+    "intervention.requested": "Intervention requested",
+    "intervention.timed_out": "Intervention timed out",
+}
+# A person's answer to an intervention is the event of the move it makes, with them as actor.
+INTERVENTION_ANSWER_OF = {
+    "strategy.retry": "retry",
+    "strategy.ignored": "ignore",
+    "strategy.marked_as_success": "mark as success",
+    "strategy.marked_as_failure": "mark as failure",
+    "strategy.aborted": "abort",
+}
+# The page lists the latest events only; all of them are in the admin.
+ACTIVITY_LIMIT = 50
+
+
+@dataclass
+class ActivityRow:
+    event: Event
+    label: str
+    who: str  # the person, or "failure strategy" / "Stageline" (the rule is in the message)
+    subject: str  # "stage › step", "stage", or "" for the execution
+    comment: str  # the person's comment, unless the message already is just that
+
+
+def activity(execution: Execution) -> dict:
+    """The execution's activity (SPEC §9 audit): every recorded action — who started, retried,
+    aborted or approved it, and each failure strategy's decision and intervention, with who or
+    which rule, when, why and the comment — the latest ``ACTIVITY_LIMIT``, oldest first. Plain
+    status moves (no action) are left out. Two queries."""
+    events = Event.objects.filter(execution=execution).exclude(action="")
+    latest = list(
+        events.select_related("actor", "step_run__stage_run", "stage_run").order_by("-id")[
+            :ACTIVITY_LIMIT
+        ]
+    )
+    total = len(latest) if len(latest) < ACTIVITY_LIMIT else events.count()
+    rows = []
+    for event in reversed(latest):
+        automatic = event.action.startswith(("strategy.", "intervention."))
+        if event.actor is not None:
+            who = event.actor.username
+        else:
+            who = "failure strategy" if automatic else "Stageline"
+        if event.step_run is not None:
+            subject = f"{event.step_run.stage_run.name} › {event.step_run.name}"
+        else:
+            subject = event.stage_run.name if event.stage_run is not None else ""
+        label = ACTION_LABELS.get(event.action, event.action)
+        if event.actor is not None and event.step_run_id and event.action in INTERVENTION_ANSWER_OF:
+            label = f"Intervention answered: {INTERVENTION_ANSWER_OF[event.action]}"
+        comment = event.comment if event.comment != event.message else ""
+        rows.append(ActivityRow(event, label, who, subject, comment))
+    return {"rows": rows, "total": total, "hidden": total - len(rows)}
 
 
 def live_update_context(execution: Execution, user, since: int) -> dict:

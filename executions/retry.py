@@ -13,6 +13,12 @@ Rules written down where the SPEC is silent:
   a member stage's identifier selects its group.
 - The retry keeps a rerun's stage selection: a stage that was not selected stays SKIPPED.
 - "Time saved" is the sum of the carried-over stages' run times (compute time not paid again).
+- Failure strategies (SPEC §9): a stage whose step ended IGNORED (failure ignored) or SUCCESS
+  "marked as success by strategy" ended SUCCESS, so it counts as succeeded: it is carried over
+  like any other, and the plan says why it succeeded (``StageOption.notes``,
+  ``CarriedStage.note``). The retry's stages that run again start with fresh attempt budgets
+  (their steps' ``attempts`` start at 0: ``services._copy_runs`` does not copy them), and no
+  wait or intervention of the retried execution is carried over.
 - Secret inputs are never sent back to a form; a blank secret field keeps the previous value,
   and a frozen secret sent again with its stored value counts as unchanged.
 """
@@ -28,12 +34,14 @@ from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser, User
 from django.db import IntegrityError, transaction
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from executions.inputs import InputErrors, check_value, validate_inputs
-from executions.models import Execution, StageRun
+from executions.models import Event, Execution, StageRun, StepRun
 from executions.services import create_execution, run_pipeline
 from executions.states import ACTIVE, RETRYABLE, SUCCEEDED, TERMINAL, Status, worst
+from executions.strategies import MARKED_AS_SUCCESS
 from executions.transitions import record
 from pipelines import permissions
 from pipelines.diffs import unified_diff
@@ -66,6 +74,17 @@ class StageOption:
     member_statuses: dict[str, str]
     parallel: bool
     duration_seconds: float | None
+    # Why a member that succeeded did so, when a failure strategy decided it ("failure
+    # ignored", "marked as success"), by stage identifier.
+    notes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def note(self) -> str:
+        """The strategies' notes of the option ("failure ignored"; "eu: marked as success" for
+        a member of a parallel group)."""
+        if not self.parallel:
+            return self.notes.get(self.key, "")
+        return "; ".join(f"{key}: {note}" for key, note in self.notes.items())
 
     @property
     def has_failed_member(self) -> bool:
@@ -84,6 +103,7 @@ class CarriedStage:
     from_sequence: int
     from_execution_id: int
     duration_seconds: float | None
+    note: str = ""  # "failure ignored", "marked as success": a failure strategy made it succeed
 
 
 @dataclass
@@ -92,6 +112,7 @@ class RunAgainStage:
     name: str
     steps: list[str]
     previous_status: str
+    note: str = ""  # as CarriedStage.note, for its previous run
 
 
 @dataclass
@@ -126,6 +147,8 @@ class RetryPlan:
     time_saved_seconds: float = 0.0
     pipeline_changed: bool = False
     diff: str = ""
+    # The version declares failure strategies (SPEC §9): the dialog says how a retry treats them.
+    strategies: bool = False
     # The execution's stage runs by identifier, as read for the plan (those of a terminal
     # execution do not change any more: the submit carries them over from here).
     runs: dict[str, StageRun] = field(default_factory=dict, repr=False)
@@ -160,6 +183,32 @@ def wall_clock_seconds(runs: Iterable[StageRun]) -> float:
     if current is not None:
         total += (current[1] - current[0]).total_seconds()
     return total
+
+
+IGNORED_NOTE = "failure ignored"
+MARKED_NOTE = "marked as success"
+
+
+def strategy_notes(runs: Iterable[StageRun]) -> dict[str, str]:
+    """Per stage identifier, why a stage that succeeded did so when a failure strategy (or an
+    intervention's answer) decided it: a step ended IGNORED ("failure ignored") or SUCCESS
+    marked as success ("marked as success"); both, joined. One query; stages without such a
+    step are absent. A carried-over step keeps its status and error, so a note holds along a
+    chain of retries."""
+    by_pk = {run.pk: run.identifier for run in runs if run.status in SUCCEEDED}
+    if not by_pk:
+        return {}
+    found: dict[str, set[str]] = {}
+    steps = StepRun.objects.filter(stage_run__in=list(by_pk)).filter(
+        Q(status=Status.IGNORED) | Q(status=Status.SUCCESS, error=MARKED_AS_SUCCESS)
+    )
+    for stage_run_id, status in steps.values_list("stage_run_id", "status"):
+        note = IGNORED_NOTE if status == Status.IGNORED else MARKED_NOTE
+        found.setdefault(by_pk[stage_run_id], set()).add(note)
+    order = (IGNORED_NOTE, MARKED_NOTE)
+    return {
+        identifier: ", ".join(n for n in order if n in notes) for identifier, notes in found.items()
+    }
 
 
 # --- why not ------------------------------------------------------------------------------
@@ -282,6 +331,7 @@ def plan_retry(
     if execution.status not in TERMINAL:
         return plan
     spec = execution.version.spec
+    plan.strategies = spec.has_failure_strategies
     runs = {
         r.identifier: r
         # The related manager already sets run.execution; step runs are not used here.
@@ -291,6 +341,9 @@ def plan_retry(
     plan.options = stage_options(execution, spec, runs)
     if not plan.options:
         return plan
+    notes = strategy_notes(runs.values())
+    for each in plan.options:
+        each.notes = {key: notes[key] for key in each.stages if key in notes}
     option = _find_option(plan.options, spec, from_stage) if from_stage else plan.options[-1]
     plan.selected = option
     if mode not in (None, "", *MODES):
@@ -309,7 +362,13 @@ def plan_retry(
         source_id, source_seq = _source(run)
         plan.carried.append(
             CarriedStage(
-                identifier, run.name, run.status, source_seq, source_id, run.duration_seconds
+                identifier,
+                run.name,
+                run.status,
+                source_seq,
+                source_id,
+                run.duration_seconds,
+                note=notes.get(identifier, ""),
             )
         )
     carried_set = set(carried_ids)
@@ -319,7 +378,13 @@ def plan_retry(
                 runs[stage.identifier].status if stage.identifier in runs else Status.NOT_STARTED
             )
             plan.run_again.append(
-                RunAgainStage(stage.identifier, stage.name, [s.name for s in stage.steps], previous)
+                RunAgainStage(
+                    stage.identifier,
+                    stage.name,
+                    [s.name for s in stage.steps],
+                    previous,
+                    note=notes.get(stage.identifier, ""),
+                )
             )
     plan.time_saved_seconds = wall_clock_seconds(runs[identifier] for identifier in carried_ids)
     plan.inputs = _input_fields(execution, spec, carried_set)
@@ -504,17 +569,68 @@ def create_retry(
 
 
 @dataclass
+class StepAttempts:
+    """A step of one execution that a failure strategy (or an intervention's answer) ran more
+    than once: automatic attempts, told apart from the chain's manual retries (SPEC §9)."""
+
+    step: StepRun  # with its stage run
+    automatic: int  # retries a rule started
+    chosen: int  # retries a person chose in an intervention
+
+    @property
+    def attempts(self) -> int:
+        """Attempts made or queued: the first run and every retry."""
+        return max(self.step.attempts, 1 + self.automatic + self.chosen)
+
+
+@dataclass
 class ChainEntry:
     execution: Execution
     attempt: int
     is_current: bool
     resumed_label: str = ""  # the stage it resumed from, named for a page (presenters fill it)
+    # The steps of this execution that failure strategies ran again, in pipeline order.
+    automatic: list[StepAttempts] = field(default_factory=list)
+
+
+def automatic_attempts(execution_ids: Sequence[int]) -> dict[int, list[StepAttempts]]:
+    """Per execution, its steps retried within the execution (``strategy.retry`` events: by a
+    rule, or by a person answering an intervention), in pipeline order. Two queries, whatever
+    the chain's length; a carried-over step's attempts belong to the execution that ran it."""
+    counts: dict[int, tuple[int, int]] = {}
+    retries = (
+        Event.objects.filter(execution_id__in=list(execution_ids), action="strategy.retry")
+        .values("step_run_id")
+        .annotate(
+            automatic=Count("id", filter=Q(actor__isnull=True)),
+            chosen=Count("id", filter=Q(actor__isnull=False)),
+        )
+    )
+    for row in retries:
+        counts[row["step_run_id"]] = (row["automatic"], row["chosen"])
+    if not counts:
+        return {}
+    found: dict[int, list[StepAttempts]] = {}
+    steps = (
+        StepRun.objects.filter(pk__in=list(counts))
+        .select_related("stage_run")
+        .order_by("execution_id", "stage_run__position", "position")
+    )
+    for step in steps:
+        automatic, chosen = counts[step.pk]
+        found.setdefault(step.execution_id, []).append(StepAttempts(step, automatic, chosen))
+    return found
 
 
 def retry_history(execution: Execution) -> list[ChainEntry]:
-    """The chain of ``execution`` (original, retry 1, retry 2, …), oldest first."""
-    chain = Execution.objects.chain_of(execution).select_related("triggered_by", "pipeline")
-    return [ChainEntry(e, e.attempt, e.pk == execution.pk) for e in chain]
+    """The chain of ``execution`` (original, retry 1, retry 2, …), oldest first, each with the
+    steps failure strategies ran again in it (``automatic_attempts``)."""
+    chain = list(Execution.objects.chain_of(execution).select_related("triggered_by", "pipeline"))
+    automatic = automatic_attempts([e.pk for e in chain])
+    return [
+        ChainEntry(e, e.attempt, e.pk == execution.pk, automatic=automatic.get(e.pk, []))
+        for e in chain
+    ]
 
 
 # --- rerun ----------------------------------------------------------------------------------

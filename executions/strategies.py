@@ -29,7 +29,7 @@ from django.utils import timezone
 from executions.models import Execution, PendingWait, StageRun, StepAttempt, StepRun
 from executions.operate import abort_locked
 from executions.states import Status
-from executions.transitions import transition
+from executions.transitions import record, transition
 from pipelines.spec.model import Action, PipelineSpec
 from pipelines.spec.strategies import Decision, decide
 
@@ -68,6 +68,9 @@ ATTEMPT_RESET: dict[str, Any] = {
     "pid": None,
     "lease_expires_at": None,
 }
+# The error of a step a strategy (or an intervention's answer) marked as success: how the retry
+# planner and the pages tell it from a step that passed.
+MARKED_AS_SUCCESS = "marked as success by strategy"
 
 
 def decision_for(
@@ -78,7 +81,8 @@ def decision_for(
     exit_code: int | None,
 ) -> Decision | None:
     """What the rules say of this failure of ``step``; None when the engine's own path applies
-    (no rule matched, or the rule says ``mark_as_failure``)."""
+    (no rule matched). A rule that says ``mark_as_failure`` (or a retry whose budget is spent
+    with no other ``on_exhausted``) is applied here too, so that its event names the rule."""
     stage = spec.stage(stage_identifier)
     step_spec = (
         next((s for s in stage.steps if s.identifier == step.identifier), None) if stage else None
@@ -86,7 +90,7 @@ def decision_for(
     if stage is None or step_spec is None:
         return None
     decision = decide(step_spec, stage, spec, error_class, exit_code, max(step.attempts, 1))
-    return None if decision.action.type == "mark_as_failure" else decision
+    return None if decision.rule is None else decision
 
 
 def apply_failure(
@@ -106,7 +110,9 @@ def apply_failure(
     asks again). False when the step was not in one of them any more (someone else ended it:
     an abort)."""
     action = decision.action
-    why = f"{error_class} failure, attempt {step.attempts}: {decision.reason}"
+    why = f"{error_class} failure, attempt {step.attempts}: {decision.reason}" + (
+        ", retries exhausted" if decision.exhausted else ""
+    )
     fields = {**fields, "error_class": error_class}
     if action.type == "retry":
         count = action.count
@@ -143,6 +149,15 @@ def apply_failure(
             on_timeout=on_timeout,
         )
         return True
+    if action.type == "mark_as_failure":  # the status its class ends with (a timeout: EXPIRED)
+        return transition(
+            step,
+            to=ARCHIVED_STATUS.get(error_class, Status.FAILED),
+            sources=list(sources),
+            action="strategy.marked_as_failure",
+            message=f"marked as failure ({why})",
+            **fields,
+        )
     return end_step(action, execution, step, why=why, sources=list(sources), fields=fields)
 
 
@@ -175,8 +190,8 @@ def end_step(
             sources=sources,
             actor=actor,
             action="strategy.marked_as_success",
-            message=f"marked as success by strategy ({why})",
-            **{**fields, "outputs": {}, "error": "marked as success by strategy"},
+            message=f"{MARKED_AS_SUCCESS} ({why})",
+            **{**fields, "outputs": {}, "error": MARKED_AS_SUCCESS},
         )
     if action.type == "abort":
         if not transition(
@@ -274,9 +289,25 @@ def start_due_wait(wait: PendingWait, execution: Execution, dispatch: Dispatch) 
             return False
         StepRun.objects.filter(pk=step.pk, status=Status.QUEUED).update(queued_at=now)
         dispatch(step, step.stage_run.queue)
+        waited = max(0, round((now - wait.created_at).total_seconds()))
+        record(
+            execution,
+            "strategy.retry_started",
+            step=step,
+            message=f"attempt {step.attempts + 1} "
+            + ("asked again" if step.type == "Approval" else "sent to a worker")
+            + f": its retry interval ended (waited {waited}s)",
+        )
         return True
     if step.status != Status.INTERVENTION_WAITING:
         return False
+    record(
+        execution,
+        "intervention.timed_out",
+        step=step,
+        message=f"nobody answered in time: on_timeout {wait.on_timeout or 'mark_as_failure'} "
+        "applied",
+    )
     return end_step(
         Action(wait.on_timeout or "mark_as_failure"),
         execution,

@@ -177,6 +177,9 @@ def transition(
         actor=actor,
         action=action,
         message=message[:2000],
+        # A person's answer (an approval, an intervention) writes their comment on the step:
+        # its event keeps it too (the audit trail, SPEC §9).
+        comment=str(fields.get("comment") or "")[:2000],
     )
     if isinstance(obj, Execution):
         event.execution_id = obj.pk

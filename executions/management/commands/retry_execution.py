@@ -152,7 +152,10 @@ class Command(BaseCommand):
             if item.outcome == bulk.PLANNED and plan is not None:
                 mode = f" ({plan.mode.replace('_', ' ')})" if plan.mode else ""
                 carried = ", ".join(
-                    f"{c.identifier} (from #{c.from_sequence})" for c in plan.carried
+                    f"{c.identifier} (from #{c.from_sequence}"
+                    + (f", {c.note}" if c.note else "")
+                    + ")"
+                    for c in plan.carried
                 )
                 again = ", ".join(stage.identifier for stage in plan.run_again)
                 self.stdout.write(
@@ -197,21 +200,25 @@ class Command(BaseCommand):
                 if option.parallel
                 else ""
             )
-            write(f" {marker} {option.key}: {option.status}{members}")
+            note = f" ({option.note})" if option.note else ""
+            write(f" {marker} {option.key}: {option.status}{note}{members}")
         if plan.selected is None:
             return
         if plan.mode:
             write(f"Parallel group mode: {plan.mode}")
         write("Carried over (not run again):")
         for stage in plan.carried or []:
+            note = f" — carried over ({stage.note})" if stage.note else ""
             write(
-                f"   {stage.identifier}: {stage.status} from #{stage.from_sequence} ({format_duration(stage.duration_seconds)})"
+                f"   {stage.identifier}: {stage.status} from #{stage.from_sequence} "
+                f"({format_duration(stage.duration_seconds)}){note}"
             )
         if not plan.carried:
             write("   (none)")
-        write("Runs again:")
+        write("Runs again" + (" (with fresh retry budgets):" if plan.strategies else ":"))
         for stage in plan.run_again:
-            write(f"   {stage.identifier}: {', '.join(stage.steps)}")
+            was = f" (was {stage.previous_status}, {stage.note})" if stage.note else ""
+            write(f"   {stage.identifier}: {', '.join(stage.steps)}{was}")
         write("Inputs:")
         for field in plan.inputs:
             value = (
