@@ -520,7 +520,13 @@ def create_retry(
     reason = (reason or "").strip()[:2000]
     try:
         with transaction.atomic():
-            locked = Execution.objects.select_for_update().get(pk=execution.pk)
+            locked = Execution.objects.select_for_update(no_key=True).get(pk=execution.pk)
+            # Under the lock, a retry that another request committed first is seen here, so
+            # the loser never inserts a second one (its insert would wait on the winner's
+            # rows, which a worker may be updating, instead of failing at once).
+            winner = Execution.objects.filter(retry_of=locked).first()
+            if winner is not None:
+                raise _already_retried(execution, winner)
             if locked.status not in RETRYABLE:
                 raise Conflict(f"Execution #{locked.sequence} can no longer be retried.")
             # Its pipeline and (immutable) version, as read already.
@@ -557,12 +563,16 @@ def create_retry(
         winner = Execution.objects.filter(retry_of=execution).first()
         if winner is None:
             raise
-        raise AlreadyRetried(
-            f"Execution #{execution.sequence} was just retried as #{winner.sequence} by "
-            f"{winner.triggered_by or 'someone else'}.",
-            retry=winner,
-        ) from None
+        raise _already_retried(execution, winner) from None
     return retry
+
+
+def _already_retried(execution: Execution, winner: Execution) -> AlreadyRetried:
+    return AlreadyRetried(
+        f"Execution #{execution.sequence} was just retried as #{winner.sequence} by "
+        f"{winner.triggered_by or 'someone else'}.",
+        retry=winner,
+    )
 
 
 # --- history --------------------------------------------------------------------------------

@@ -69,7 +69,10 @@ def create_execution(
     """
     carried = carried or {}
     spec = version.spec
-    locked = Pipeline.objects.select_for_update().get(pk=pipeline.pk)
+    # FOR NO KEY UPDATE: it serializes the sequence like FOR UPDATE, without blocking the rows
+    # that merely reference the pipeline (a worker ending one of its executions writes its
+    # insight rows meanwhile; with FOR UPDATE the two could deadlock on PostgreSQL).
+    locked = Pipeline.objects.select_for_update(no_key=True).get(pk=pipeline.pk)
     Pipeline.objects.filter(pk=pipeline.pk).update(last_sequence=F("last_sequence") + 1)
     sequence = locked.last_sequence + 1
     now = timezone.now()
