@@ -19,6 +19,7 @@ from django.utils import timezone
 from executions import engine
 from executions.models import Event, Execution, PendingWait, Status, StepRun
 from executions.services import run_pipeline
+from executions.states import TERMINAL
 from tests.helpers.factories import make_pipeline
 from tests.helpers.pages import as_user, htmx, page_url
 from tests.helpers.runs import drive, wait_for_status
@@ -361,6 +362,9 @@ def test_two_answers_at_the_same_moment_one_wins_the_other_is_told(worker, perso
     assert f"is {step.get_status_display().lower()}" in loser_html
     assert f"answered by {winner}" in loser_html
     assert len(answer_events(execution)) == 1
+    # Let the worker finish the run before the database is reset (a flush while the worker
+    # still writes can deadlock on PostgreSQL).
+    wait_for_status(execution, TERMINAL)
 
 
 # --- a timeout ------------------------------------------------------------------------------
