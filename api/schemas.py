@@ -243,6 +243,11 @@ class StageOption(Schema):
     member_statuses: dict[str, str]
     parallel: bool
     duration_seconds: float | None
+    notes: dict[str, str] = Field(
+        default_factory=dict,
+        description="Why a member succeeded when a failure strategy decided it, by stage "
+        "('failure ignored', 'marked as success').",
+    )
 
 
 class CarriedStage(Schema):
@@ -252,6 +257,10 @@ class CarriedStage(Schema):
     from_sequence: int
     from_execution: int
     duration_seconds: float | None
+    note: str = Field(
+        "",
+        description="'failure ignored' / 'marked as success': a failure strategy made it succeed.",
+    )
 
 
 class RunAgainStage(Schema):
@@ -259,6 +268,7 @@ class RunAgainStage(Schema):
     name: str
     steps: list[str]
     previous_status: str
+    note: str = Field("", description="As the carried stages' note, for its previous run.")
 
 
 class PlanInput(Schema):

@@ -324,6 +324,7 @@ def _plan(plan: RetryPlan) -> dict[str, Any]:
                 "from_sequence": c.from_sequence,
                 "from_execution": c.from_execution_id,
                 "duration_seconds": c.duration_seconds,
+                "note": c.note,
             }
             for c in plan.carried
         ],

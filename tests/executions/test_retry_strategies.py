@@ -255,3 +255,29 @@ def test_a_first_run_with_automatic_attempts_shows_them_without_a_chain(
     assert "Manual retries" not in nav and "Automatic attempts" in nav
     assert "(2 automatic retries)" in " ".join(nav.split())
     assert StepRun.objects.get(execution=execution, identifier="compile").attempts == 3
+
+
+def test_the_api_plan_and_the_bulk_preview_say_why_carried_stages_succeeded(
+    failed_after_strategies, personas, client
+):
+    execution = failed_after_strategies
+    client.force_login(personas.executor)
+    plan = client.get(f"/api/v1/executions/{execution.pk}/retry").json()
+    assert [(c["identifier"], c["note"]) for c in plan["carried"]] == [
+        ("lint", "failure ignored"),
+        ("check", "marked as success"),
+    ]
+    assert plan["options"][0]["notes"] == {"lint": "failure ignored"}
+    earlier = client.get(f"/api/v1/executions/{execution.pk}/retry?from_stage=check").json()
+    assert [(s["identifier"], s["note"]) for s in earlier["run_again"]] == [
+        ("check", "marked as success"),
+        ("deploy", ""),
+    ]
+    project = execution.pipeline.project
+    preview = client.get(
+        reverse("project_bulk_retry", args=[project.organization.slug, project.slug]),
+        {"ids": [execution.pk]},
+        headers={"HX-Request": "true"},
+    ).content.decode()
+    assert f"(from #{execution.sequence}, failure ignored)" in preview
+    assert f"(from #{execution.sequence}, marked as success)" in preview
