@@ -259,6 +259,8 @@ def test_the_lists_and_pipeline_pages_show_names_inert(client, personas, lab):
         ("editor", reverse("pipeline_edit", args=["acme", "web", "lab"]), True),
         ("history", reverse("pipeline_history", args=["acme", "web", "lab"]), True),
         ("run dialog", reverse("pipeline_run", args=["acme", "web", "lab"]), True),
+        ("insights", reverse("project_insights", args=["acme", "web"]), False),
+        ("waiting for me", reverse("waiting"), False),
     ]:
         pages.check(client.get(url), name, shows_payload=shows_payload)
     pages.assert_inert()
