@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import textwrap
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from django.utils import timezone
 
 from executions import engine
 from executions.models import Event, Execution, PendingWait, StepAttempt, StepRun
-from executions.services import run_pipeline
+from executions.services import abort_execution, run_pipeline
 from executions.states import Status
 from tests.helpers.factories import make_pipeline
 from tests.helpers.runs import log_of, wait_for, wait_for_status
@@ -324,3 +325,102 @@ def test_an_intervention_answered_abort_ends_the_execution_aborted(worker, perso
     execution = wait_for_status(execution, Status.ABORTED)
     assert step_of(execution).status == Status.ABORTED
     assert "aborted by executor" in execution.error
+
+
+def test_an_abort_during_a_retry_interval_cancels_the_wait_and_nothing_starts_when_due(
+    worker, personas, shared_dir
+):
+    pipeline = pipeline_with(
+        personas,
+        "abort_interval",
+        "- on_failure: {errors: [script], action: {type: retry, retry: {count: 2, "
+        "intervals: [10m]}}}",
+        f"echo ran >> {shared_dir}/runs; exit 1",
+    )
+    execution = run(pipeline, personas)
+    wait = wait_for(
+        lambda: PendingWait.objects.filter(execution=execution).first(),
+        message="the retry's wait",
+    )
+    assert (wait.kind, wait.state) == (PendingWait.Kind.RETRY, PendingWait.State.PENDING)
+    abort_execution(execution=execution, user=personas.executor)
+    assert PendingWait.objects.get(pk=wait.pk).state == PendingWait.State.CANCELLED
+    # The interval's time comes: the scheduler starts nothing for an aborted execution.
+    PendingWait.objects.filter(pk=wait.pk).update(due_at=timezone.now() - timedelta(seconds=1))
+    assert engine.reap()["waits_started"] == 0
+    time.sleep(2)  # a wrongly dispatched attempt would have run by now
+    execution.refresh_from_db()
+    step = step_of(execution)
+    assert (execution.status, step.status, step.attempts) == (Status.ABORTED, Status.ABORTED, 1)
+    assert (shared_dir / "runs").read_text().splitlines() == ["ran"]
+    assert PendingWait.objects.get(pk=wait.pk).state == PendingWait.State.CANCELLED
+    assert step_of(execution, "next").status == Status.NOT_STARTED
+
+
+def test_an_abort_during_an_intervention_cancels_it_and_its_timeout_applies_nothing(
+    worker, personas
+):
+    pipeline = pipeline_with(
+        personas,
+        "abort_intervention",
+        "- on_failure: {errors: [all], action: {type: manual_intervention, timeout: 1h, "
+        "on_timeout: {type: ignore}}}",
+        "exit 1",
+    )
+    execution = wait_for_status(run(pipeline, personas), Status.INTERVENTION_WAITING)
+    wait = PendingWait.objects.get(step_run=step_of(execution))
+    abort_execution(execution=execution, user=personas.executor)
+    assert PendingWait.objects.get(pk=wait.pk).state == PendingWait.State.CANCELLED
+    PendingWait.objects.filter(pk=wait.pk).update(due_at=timezone.now() - timedelta(seconds=1))
+    assert engine.reap()["waits_started"] == 0
+    execution.refresh_from_db()
+    step = step_of(execution)
+    assert (execution.status, step.status, step.attempts) == (Status.ABORTED, Status.ABORTED, 1)
+    assert "aborted by executor" in execution.error
+    assert not Event.objects.filter(step_run=step, to_status=Status.IGNORED).exists()
+    assert not Event.objects.filter(step_run=step, message__contains="on_timeout").exists()
+    assert step_of(execution, "next").status == Status.NOT_STARTED
+
+
+@pytest.mark.parametrize(
+    "action",
+    ["{type: retry, retry: {count: 3}}", "{type: ignore}"],
+    ids=["retry", "ignore"],
+)
+def test_an_all_rule_never_matches_a_users_abort(worker, personas, shared_dir, action):
+    text = f"""pipeline:
+  name: Abort all
+  identifier: abort_all
+  failure_strategies:
+    - on_failure: {{errors: [all], action: {action}}}
+  stages:
+    - stage:
+        identifier: flaky
+        steps:
+          - step:
+              identifier: run
+              type: ShellScript
+              spec: {{script: 'echo ran >> {shared_dir}/runs; echo started; sleep 30'}}
+    - stage:
+        identifier: next
+        steps:
+          - step: {{identifier: run, type: ShellScript, spec: {{script: echo next ran}}}}
+"""
+    execution = run(make_pipeline(personas.project, text), personas)
+    wait_for(lambda: (shared_dir / "runs").exists(), message="the step to start")
+    wait_for_status(execution, Status.RUNNING)
+    abort_execution(execution=execution, user=personas.executor)
+    wait_for(
+        lambda: "aborted" in log_of(execution, "flaky"),
+        timeout=15,
+        message="the worker to kill the step",
+    )
+    engine.reap()
+    time.sleep(1)  # a wrongly started attempt would have run by now
+    execution.refresh_from_db()
+    step = step_of(execution)
+    assert (execution.status, step.status, step.attempts) == (Status.ABORTED, Status.ABORTED, 1)
+    assert (shared_dir / "runs").read_text().splitlines() == ["ran"]
+    assert not Event.objects.filter(execution=execution, action__startswith="strategy.").exists()
+    assert not PendingWait.objects.filter(execution=execution).exists()
+    assert step_of(execution, "next").status == Status.NOT_STARTED

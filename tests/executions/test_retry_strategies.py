@@ -13,7 +13,7 @@ from django.urls import reverse
 
 from executions.models import Event, Execution, StepRun
 from executions.retry import create_retry, plan_retry, retry_history
-from executions.services import run_pipeline
+from executions.services import answer_intervention, run_pipeline
 from executions.states import Status
 from tests.helpers.factories import make_pipeline
 from tests.helpers.runs import step_of, wait_for_status
@@ -281,3 +281,54 @@ def test_the_api_plan_and_the_bulk_preview_say_why_carried_stages_succeeded(
     ).content.decode()
     assert f"(from #{execution.sequence}, failure ignored)" in preview
     assert f"(from #{execution.sequence}, marked as success)" in preview
+
+
+INTERVENED_YAML = """
+pipeline:
+  name: Intervened
+  identifier: intervened
+  stages:
+    - stage:
+        identifier: build
+        steps:
+          - step:
+              identifier: compile
+              type: ShellScript
+              failure_strategies:
+                - on_failure:
+                    errors: [script]
+                    action:
+                      type: retry
+                      retry:
+                        count: 1
+                        on_exhausted: {{type: manual_intervention, timeout: 1h}}
+              spec:
+                script: |
+                  n=$(cat {d}/count 2>/dev/null || echo 0); n=$((n+1)); echo "$n" > {d}/count
+                  echo "run $n"
+                  [ "$n" -ge 3 ]
+"""
+
+
+def test_the_history_counts_a_retry_chosen_in_an_intervention_apart(
+    worker, personas, shared_dir, client
+):
+    pipeline = make_pipeline(personas.project, INTERVENED_YAML.format(d=shared_dir))
+    execution = run_pipeline(pipeline=pipeline, user=personas.executor, inputs={})
+    # Run 1 fails, the rule retries once, run 2 fails: the retries are exhausted, a person decides.
+    execution = wait_for_status(execution, Status.INTERVENTION_WAITING)
+    answer_intervention(execution=execution, step="compile", user=personas.executor, action="retry")
+    execution = wait_for_status(execution, Status.SUCCESS)
+    assert (shared_dir / "count").read_text().strip() == "3"
+    history = retry_history(execution)
+    assert [
+        [(a.step.identifier, a.attempts, a.automatic, a.chosen) for a in e.automatic]
+        for e in history
+    ] == [[("compile", 3, 1, 1)]]
+    client.force_login(personas.viewer)
+    page = client.get(reverse("execution", args=[execution.pk])).content.decode()
+    nav = page.split('id="retry-history"')[1].split("</nav>")[0]
+    assert "Manual retries" not in nav  # an intervention's retry is not a retry execution
+    text = " ".join(nav.split("Automatic attempts")[1].split())
+    assert "<strong>3 attempts</strong>" in text
+    assert "(1 automatic retry, 1 retry chosen in an intervention)" in text
