@@ -5,11 +5,13 @@ deployer an Executor on the pipeline ``deploy`` alone, and an anonymous caller).
 
 The rules (SPEC §6, docs/api.md): no credentials 401; what the caller may not see 404 (whether
 or not it exists); what it may see but not do 403, naming the missing permission; a refused
-request changes nothing.
+request changes nothing. A read-only token reads, and is refused (403) every write endpoint
+of the schema.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -366,3 +368,50 @@ def test_each_persona_gets_the_status_the_rules_say(db, client, world, row, pers
         assert response.json()["detail"], "a refusal says why"
     if expected == 403:
         assert "You need the" in response.json()["detail"], "a 403 names the missing permission"
+
+
+# --- a read-only token: reads, and is refused every write ----------------------------------
+
+WRITE_ROWS = [row for row in ROWS if row.method == "POST" and row.expected["admin"] in (200, 201)]
+
+
+def test_every_write_endpoint_of_the_api_has_a_row_for_the_read_only_token(client, world):
+    """The write endpoints, read from the OpenAPI schema of api/v1.py: a new one needs a row."""
+    schema = client.get(f"{API}/schema").json()
+    writes = {
+        path
+        for path, methods in schema["paths"].items()
+        for method in methods
+        if method in ("post", "put", "patch", "delete")
+    }
+    assert len(writes) >= 8, writes  # run, retry, bulk retry, rerun, abort, approve, reject, ...
+    urls = [row.url(world) for row in WRITE_ROWS]
+    for path in writes:
+        pattern = re.compile(
+            "^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(path)).rstrip("/") + "/?$"
+        )
+        assert any(pattern.match(url) for url in urls), f"no read-only token row for POST {path}"
+
+
+@pytest.mark.parametrize("row", WRITE_ROWS, ids=[row.name for row in WRITE_ROWS])
+def test_a_read_only_token_is_refused_every_write(db, client, world, row):
+    _, raw = create_token(user=world.users["admin"], name="reader", scope="read")
+    before = api_snapshot()
+    response = client.post(
+        row.url(world),
+        row.body(world),
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {raw}"},
+    )
+    assert response.status_code == 403, response.content
+    assert "may only read" in response.json()["detail"]
+    assert api_snapshot() == before, "a refused write changed something"
+
+
+def test_a_read_only_token_reads(db, client, world):
+    _, raw = create_token(user=world.users["admin"], name="reader", scope="read")
+    headers = {"Authorization": f"Bearer {raw}"}
+    detail = client.get(f"{API}/executions/{world.execution.pk}", headers=headers)
+    assert detail.status_code == 200 and detail.json()["id"] == world.execution.pk
+    plan = client.get(f"{API}/executions/{world.finished.pk}/retry", headers=headers)
+    assert plan.status_code == 200 and plan.json()["selected"], "the dry run is a read"
