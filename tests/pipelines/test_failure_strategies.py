@@ -10,6 +10,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.urls import reverse
+from django.utils.html import escape
 
 from pipelines.models import PipelineVersion
 from pipelines.spec import SpecErrors, parse_pipeline
@@ -343,36 +344,43 @@ def test_a_failure_the_retry_rule_does_not_match_ends_the_retries():
 
 # --- where a definition is saved ---------------------------------------------------------------
 
-BAD = with_rule(
-    "{errors: [all], action: {type: retry, retry: {count: 2, on_exhausted: {type: retry}}}}"
-)
+# Two of §9's save-time refusals, each with its line wherever a definition is saved.
+BAD_RULES = [
+    pytest.param(
+        "{errors: [all], action: {type: retry, retry: {count: 2, on_exhausted: {type: retry}}}}",
+        "'on_exhausted' of a failure strategy of step 't' of stage 's' cannot be 'retry'",
+        id="on_exhausted_retry",
+    ),
+    pytest.param(
+        "{errors: [all], action: {type: manual_intervention, on_timeout: {type: ignore}}}",
+        "the manual intervention of the action of a failure strategy of step 't' of stage 's' "
+        "needs a 'timeout' (like 1h)",
+        id="intervention_without_timeout",
+    ),
+]
 
 
 @pytest.mark.django_db
-def test_load_pipelines_reports_a_bad_rule_as_file_line_problem(tmp_path):
-    (tmp_path / "flaky.yaml").write_text(BAD)
+@pytest.mark.parametrize(("rule", "problem"), BAD_RULES)
+def test_load_pipelines_reports_a_bad_rule_as_file_line_problem(tmp_path, rule, problem):
+    (tmp_path / "flaky.yaml").write_text(with_rule(rule))
     err = io.StringIO()
     with pytest.raises(CommandError):
         call_command("load_pipelines", "acme/web", str(tmp_path), stdout=io.StringIO(), stderr=err)
-    assert (
-        "  flaky.yaml:13: 'on_exhausted' of a failure strategy of step 't' of stage 's' cannot be 'retry'"
-        in err.getvalue()
-    )
+    assert f"  flaky.yaml:13: {problem}" in err.getvalue()
 
 
 @pytest.mark.django_db
-def test_the_editor_refuses_a_bad_rule_with_its_line(client, personas):
+@pytest.mark.parametrize(("rule", "problem"), BAD_RULES)
+def test_the_editor_refuses_a_bad_rule_with_its_line(client, personas, rule, problem):
     good = with_rule("{errors: [all], action: {type: ignore}}")
     pipeline = factories.make_pipeline(personas.project, good, user=personas.admin)
     client.force_login(personas.admin)
     response = client.post(
         reverse("pipeline_edit", args=["acme", "web", pipeline.identifier]),
-        {"yaml": BAD, "base_version": "1"},
+        {"yaml": with_rule(rule), "base_version": "1"},
     )
     assert response.status_code == 400
     page = response.content.decode()
-    assert (
-        "line 13: &#x27;on_exhausted&#x27; of a failure strategy of step &#x27;t&#x27; of stage "
-        "&#x27;s&#x27; cannot be &#x27;retry&#x27;"
-    ) in page
+    assert f"line 13: {escape(problem)}" in page
     assert PipelineVersion.objects.filter(pipeline=pipeline).count() == 1
