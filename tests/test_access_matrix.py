@@ -25,6 +25,8 @@ from django.db import transaction
 from django.db.models import Model
 from django.urls import reverse
 
+from api.models import AccessToken
+from api.tokens import create_token
 from executions.models import Event, Execution, StageRun, StepRun
 from executions.services import abort_execution, run_pipeline
 from pipelines.admin import ScopedAdmin
@@ -746,7 +748,44 @@ ENDPOINT_ROWS = [
     ),
 ]
 
-ROWS = PAGE_ROWS + ACCESS_ROWS + ADMIN_ROWS + ENDPOINT_ROWS
+
+def token_of(persona: str) -> Callable[[World], str]:
+    """The revoke URL of a live token of ``persona`` (made for the row, rolled back after it)."""
+
+    def build(w: World) -> str:
+        token, _ = create_token(user=w.users[persona], name="matrix", scope="read")
+        return reverse("token_revoke", args=[token.pk])
+
+    return build
+
+
+# "My tokens" (docs/api.md): every signed-in user has their own; a token is revoked by its owner
+# only (another user's is a 404, as if it did not exist).
+TOKEN_ROWS = [
+    Row("my tokens", "GET", lambda w: reverse("tokens"), expect(200, anonymous=302)),
+    Row(
+        "making a token",
+        "POST",
+        lambda w: reverse("tokens"),
+        expect(201, anonymous=302),
+        data=lambda w, persona: {"name": f"{persona} bot", "scope": "read", "days": "7"},
+    ),
+    Row(
+        "revoking an executor's token",
+        "POST",
+        token_of("executor"),
+        expect(404, executor=302, anonymous=302),
+    ),
+    Row("revoking a token by GET", "GET", token_of("executor"), expect(405)),
+    Row(
+        "revoking a token that does not exist",
+        "POST",
+        lambda w: reverse("token_revoke", args=[999999]),
+        expect(404, anonymous=302),
+    ),
+]
+
+ROWS = PAGE_ROWS + ACCESS_ROWS + ADMIN_ROWS + ENDPOINT_ROWS + TOKEN_ROWS
 
 
 def snapshot() -> tuple:
@@ -755,6 +794,7 @@ def snapshot() -> tuple:
         list(RoleAssignment.objects.order_by("pk").values_list("pk", "role")),
         list(Execution.objects.order_by("pk").values_list("pk", "status")),
         list(Pipeline.objects.order_by("pk").values_list("pk", "project_id", "identifier")),
+        list(AccessToken.objects.order_by("pk").values_list("pk", "revoked_at")),
     )
 
 
