@@ -16,7 +16,7 @@ from django.utils import timezone
 from executions import insights, rollup
 from executions.models import Execution, StageRun, Status
 from executions.retry import create_retry, wall_clock_seconds
-from tests.helpers.factories import make_pipeline, serial_pipeline, shell_stage
+from tests.helpers.factories import grant, make_pipeline, make_user, serial_pipeline, shell_stage
 from tests.helpers.pages import as_user, run
 from tests.helpers.runs import drive
 
@@ -236,3 +236,45 @@ def test_an_unknown_period_is_refused_with_the_choices(client, personas, days):
     response = as_user(client, personas.viewer).get(url, {"days": days})
     assert response.status_code == 400
     assert "choose the last 7, 30 or 90 days" in response.content.decode()
+
+
+def summary(entry: insights.PipelineFigures) -> tuple:
+    """What the page shows of a pipeline: its totals and each stage's figures."""
+    stages = [
+        (s.identifier, s.runs, s.failures, s.retries, s.retries_succeeded, s.flaky_passes)
+        for s in entry.stages
+    ]
+    return entry.retries, entry.saved_seconds, entry.recoveries, entry.recovery_median, stages
+
+
+def test_a_pipeline_only_grant_shows_the_granted_pipeline_alone(client, personas, flow):
+    """A Pipeline Executor on ``flow`` alone (the deployer of tests/test_access_matrix.py) sees
+    flow's figures, as a project member sees them, and nothing of the project's other pipeline,
+    whose failing stage has the same identifier (``check``) as flow's."""
+    payroll = make_pipeline(
+        personas.project,
+        serial_pipeline(
+            "payroll", [shell_stage("ledger", "echo sums"), shell_stage("check", "exit 1")]
+        ),
+    )
+    failed = run(payroll, personas.executor)
+    assert failed.status == Status.FAILED
+    assert retry(failed, personas.executor, "check").status == Status.FAILED
+    rollup.rebuild()
+    deployer = make_user("deployer")
+    grant(deployer, personas.project, "executor", pipeline=flow)
+
+    seen = insights.project_insights(deployer, personas.project, 30)
+    member = insights.project_insights(personas.viewer, personas.project, 30)
+    assert [p.pipeline.identifier for p in member.pipelines] == ["flow", "payroll"]
+    assert [p.pipeline.identifier for p in seen.pipelines] == ["flow"]
+    assert summary(seen.pipelines[0]) == summary(member.pipelines[0])
+    check = by_stage(seen.pipelines[0])["check"]
+    assert (check.runs, check.failures, check.retries) == (6, 3, 3), "payroll's check excluded"
+
+    url = reverse("project_insights", args=["acme", personas.project.slug])
+    html = as_user(client, deployer).get(url).content.decode()
+    assert 'data-stage="check"' in html and ">Flow</a>" in html
+    assert "Payroll" not in html and "ledger" not in html and "payroll" not in html
+    member_html = as_user(client, personas.viewer).get(url).content.decode()
+    assert "Payroll" in member_html and 'data-stage="ledger"' in member_html
