@@ -15,39 +15,16 @@ from executions.states import Status
 from tests.browser.conftest import screenshot
 from tests.browser.test_execution_flows import assert_not_reloaded, mark_page, url
 from tests.helpers.factories import make_pipeline
+from tests.helpers.pages import flaky_fetch_yaml
 from tests.helpers.runs import wait_for
 
 pytestmark = pytest.mark.browser
-
-FLAKY_YAML = """
-pipeline:
-  name: Flaky fetch
-  identifier: flaky_fetch
-  stages:
-    - stage:
-        identifier: build
-        name: Build
-        steps:
-          - step:
-              identifier: fetch
-              name: Fetch
-              type: ShellScript
-              failure_strategies:
-                - on_failure:
-                    errors: [script]
-                    action: {type: retry, retry: {count: 2, intervals: [4s]}}
-              spec:
-                script: |
-                  n=$(cat DIR/count 2>/dev/null || echo 0); n=$((n+1)); echo "$n" > DIR/count
-                  echo "attempt $n says hello"
-                  [ "$n" -ge 3 ] || exit $((n + 10))
-"""
 
 
 def test_the_page_follows_each_attempt_and_shows_earlier_ones_on_demand(
     session, personas, shared_dir
 ):
-    pipeline = make_pipeline(personas.project, FLAKY_YAML.replace("DIR", str(shared_dir)))
+    pipeline = make_pipeline(personas.project, flaky_fetch_yaml(shared_dir, "4s"))
     execution = run_pipeline(pipeline=pipeline, user=personas.executor, inputs={})
     step = StepRun.objects.get(execution=execution, identifier="fetch")
     page = session.open(personas.viewer, f"{url(execution)}?step={step.pk}")

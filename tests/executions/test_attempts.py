@@ -19,41 +19,14 @@ from executions.services import run_pipeline
 from executions.states import Status
 from pipelines.spec import parse_pipeline
 from tests.helpers.factories import make_pipeline
-from tests.helpers.pages import as_user, failed_serial, htmx, page_url
+from tests.helpers.pages import as_user, failed_serial, flaky_fetch_yaml, htmx, page_url
 from tests.helpers.runs import drive
 
 pytestmark = pytest.mark.database  # run again on PostgreSQL by the integration suite
 
-FLAKY_YAML = """
-pipeline:
-  name: Flaky fetch
-  identifier: flaky_fetch
-  stages:
-    - stage:
-        identifier: build
-        name: Build
-        steps:
-          - step:
-              identifier: fetch
-              name: Fetch
-              type: ShellScript
-              failure_strategies:
-                - on_failure:
-                    errors: [script]
-                    action: {type: retry, retry: {count: 2INTERVALS}}
-              spec:
-                script: |
-                  n=$(cat DIR/count 2>/dev/null || echo 0); n=$((n+1)); echo "$n" > DIR/count
-                  echo "attempt $n says hello"
-                  [ "$n" -ge 3 ] || exit $((n + 10))
-"""
-
 
 def flaky(personas, shared_dir: Path, intervals: str = ""):
-    text = FLAKY_YAML.replace("DIR", str(shared_dir)).replace(
-        "INTERVALS", f", intervals: [{intervals}]" if intervals else ""
-    )
-    pipeline = make_pipeline(personas.project, text)
+    pipeline = make_pipeline(personas.project, flaky_fetch_yaml(shared_dir, intervals))
     execution = run_pipeline(pipeline=pipeline, user=personas.executor, inputs={})
     return execution, StepRun.objects.get(execution=execution, identifier="fetch")
 

@@ -122,6 +122,39 @@ pipeline:
 """
 
 
+FLAKY_FETCH_YAML = """
+pipeline:
+  name: Flaky fetch
+  identifier: flaky_fetch
+  stages:
+    - stage:
+        identifier: build
+        name: Build
+        steps:
+          - step:
+              identifier: fetch
+              name: Fetch
+              type: ShellScript
+              failure_strategies:
+                - on_failure:
+                    errors: [script]
+                    action: {type: retry, retry: {count: 2INTERVALS}}
+              spec:
+                script: |
+                  n=$(cat DIR/count 2>/dev/null || echo 0); n=$((n+1)); echo "$n" > DIR/count
+                  echo "attempt $n says hello"
+                  [ "$n" -ge 3 ] || exit $((n + 10))
+"""
+
+
+def flaky_fetch_yaml(shared_dir, intervals: str = "") -> str:
+    """A step that fails its first two attempts (exit 11, then 12) and passes the third, under a
+    retry rule of count 2 (``intervals``: e.g. "4s"); its counter lives in ``shared_dir``."""
+    return FLAKY_FETCH_YAML.replace("DIR", str(shared_dir)).replace(
+        "INTERVALS", f", intervals: [{intervals}]" if intervals else ""
+    )
+
+
 def many_stages_yaml(count: int) -> str:
     """``count`` serial stages, each with a runtime input; the last one fails."""
     stages = "".join(

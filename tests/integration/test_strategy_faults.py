@@ -235,6 +235,29 @@ def test_two_schedulers_reaping_the_same_due_wait_start_one_attempt(
     assert PendingWait.objects.get(pk=wait.pk).state == PendingWait.State.STARTED
 
 
+def first_attempt_on_one_of_two(workers, personas, identifier: str, script: str):
+    """Two workers "a" and "b" of one pool; a run of a pipeline whose step retries once when its
+    worker is lost. Returns the execution, its step's first attempt once running (with its pid),
+    and the name of the worker that runs it."""
+    workers.start("a", QUEUE, concurrency=1, wait=False)
+    workers.start("b", QUEUE, concurrency=1, wait=False)
+    workers.wait_until_ready("a", "b")
+    pipeline = flaky_pipeline(
+        personas,
+        identifier,
+        "on_failure: {errors: [worker_lost], action: {type: retry, retry: {count: 1}}}",
+        script,
+    )
+    execution = run_pipeline(pipeline=pipeline, user=personas.executor, inputs={})
+    first = wait_for(
+        lambda: StepRun.objects.filter(
+            pk=step_of(execution, "flaky").pk, status=Status.RUNNING, pid__isnull=False
+        ).first(),
+        message="the first attempt to start",
+    )
+    return execution, first, workers.owner_of(worker_pid(first))
+
+
 # The first attempt hangs (until its worker is killed); the second one passes.
 HANG_ONCE = """\
 echo "attempt $$" >> {d}/runs
@@ -246,23 +269,9 @@ echo started
 def test_a_worker_killed_mid_step_with_a_worker_lost_rule_gets_a_new_attempt_on_another_worker(
     workers, personas, shared_dir
 ):
-    workers.start("a", QUEUE, concurrency=1, wait=False)
-    workers.start("b", QUEUE, concurrency=1, wait=False)
-    workers.wait_until_ready("a", "b")
-    pipeline = flaky_pipeline(
-        personas,
-        "lost_retry",
-        "on_failure: {errors: [worker_lost], action: {type: retry, retry: {count: 1}}}",
-        HANG_ONCE.format(d=shared_dir),
+    execution, first, doomed = first_attempt_on_one_of_two(
+        workers, personas, "lost_retry", HANG_ONCE.format(d=shared_dir)
     )
-    execution = run_pipeline(pipeline=pipeline, user=personas.executor, inputs={})
-    first = wait_for(
-        lambda: StepRun.objects.filter(
-            pk=step_of(execution, "flaky").pk, status=Status.RUNNING, pid__isnull=False
-        ).first(),
-        message="the first attempt to start",
-    )
-    doomed = workers.owner_of(worker_pid(first))
     assert doomed in {"a", "b"}
     other = "b" if doomed == "a" else "a"
 
@@ -301,23 +310,9 @@ if [ "$(wc -l < {d}/runs)" -ge 2 ]; then sleep 6; else sleep 30; echo late >> {d
 def test_a_worker_thought_lost_but_alive_kills_its_stale_attempt_when_it_comes_back(
     workers, personas, shared_dir
 ):
-    workers.start("a", QUEUE, concurrency=1, wait=False)
-    workers.start("b", QUEUE, concurrency=1, wait=False)
-    workers.wait_until_ready("a", "b")
-    pipeline = flaky_pipeline(
-        personas,
-        "frozen",
-        "on_failure: {errors: [worker_lost], action: {type: retry, retry: {count: 1}}}",
-        SLOW_ONCE.format(d=shared_dir),
+    execution, first, frozen = first_attempt_on_one_of_two(
+        workers, personas, "frozen", SLOW_ONCE.format(d=shared_dir)
     )
-    execution = run_pipeline(pipeline=pipeline, user=personas.executor, inputs={})
-    first = wait_for(
-        lambda: StepRun.objects.filter(
-            pk=step_of(execution, "flaky").pk, status=Status.RUNNING, pid__isnull=False
-        ).first(),
-        message="the first attempt to start",
-    )
-    frozen = workers.owner_of(worker_pid(first))
     other = "b" if frozen == "a" else "a"
     stale = step_processes(first.pid)
     assert stale, "the first attempt's processes"
